@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs the Debian packages pagein needs to build and test, when missing.
+set -e
+need=""
+for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
+done
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing Debian packages:$need (run as root, or apt-get install them)" >&2
+	exit 1
+fi
+echo "install-deps: installing$need"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq $need >/dev/null

@@ -1,0 +1,61 @@
+/* source.h - where page bytes come from, behind one small interface.
+ *
+ * A source describes a guest memory image of `size` bytes. get() hands out
+ * a read-only view of a range; put() gives it back. Kinds: raw memory files
+ * (source_raw.c: dense or sparse, holes read as zeros) and pagein snapshot
+ * files (source_pagein.c: chunked, compressed, checksummed). All kinds are
+ * thread-safe: fault handlers, request handlers and prefetch call get()
+ * concurrently. */
+#ifndef PAGEIN_SOURCE_H
+#define PAGEIN_SOURCE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pagein.h"
+
+struct source_extent {
+	const void *data; /* NULL: the whole extent reads as zeros */
+	uint64_t len;     /* bytes available from the requested offset, > 0 */
+	void *pin;        /* the kind's handle, released by put() */
+	uint64_t bad_chunk; /* on -EIO/-EBADMSG: which chunk failed (pagein files) */
+};
+
+struct source_ops {
+	const char *kind;
+	/* View of [off, off+len). off is page aligned and < size. The extent may
+	 * be shorter than len (never zero): at a hole/data boundary or at the
+	 * end of a chunk. Returns 0, -EIO (read error), -EBADMSG (checksum
+	 * mismatch or corrupt chunk). */
+	int (*get)(struct pagein_source *s, uint64_t off, uint64_t len,
+		   struct source_extent *ext);
+	void (*put)(struct pagein_source *s, struct source_extent *ext);
+	void (*destroy)(struct pagein_source *s);
+};
+
+struct pagein_source {
+	const struct source_ops *ops;
+	atomic_uint refs;
+	uint64_t size;        /* guest memory bytes described */
+	uint64_t chunk_size;  /* natural read unit (pagein: chunk; raw: 0 = any) */
+	char *path;
+};
+
+/* Initialises the common part; `path` is copied. */
+int source_init(struct pagein_source *s, const struct source_ops *ops,
+		const char *path, uint64_t size);
+
+/* Kind constructors, tried by pagein_source_open(). fd is read-only; on
+ * success the source owns it. */
+int source_raw_open(int fd, const char *path, struct pagein_source **out,
+		    struct pagein_error *err);
+/* True when the first bytes of a file are the pagein snapshot magic. */
+bool source_pagein_probe(const void *head, size_t len);
+int source_pagein_open(int fd, const char *path, struct pagein_source **out,
+		       struct pagein_error *err);
+
+/* Copies [off, off+len) into buf (zeros for holes). For tools and tests. */
+int source_read(struct pagein_source *s, uint64_t off, void *buf, uint64_t len);
+
+#endif

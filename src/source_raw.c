@@ -1,0 +1,156 @@
+/* source_raw.c - a raw guest memory file, as Firecracker writes it.
+ *
+ * The file is mapped read-only and shared, so UFFDIO_COPY reads straight
+ * from the page cache with no copy in between. Holes of a sparse file (diff
+ * snapshots, or files written sparse) are found once at open with
+ * SEEK_DATA/SEEK_HOLE and read as zeros without touching the disk.
+ * The file must not shrink while it is served: bytes past a new EOF cannot
+ * be read (UFFDIO_COPY then fails with EFAULT, reported as -EIO). */
+#include "source.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+
+struct data_extent {
+	uint64_t start, end; /* [start, end): bytes with data */
+};
+
+struct raw_source {
+	struct pagein_source base;
+	int fd;
+	const unsigned char *map;
+	struct data_extent *ext; /* sorted, disjoint */
+	size_t next;
+};
+
+static int find_data_extents(struct raw_source *r, uint64_t size)
+{
+	size_t cap = 16;
+	r->ext = malloc(cap * sizeof(*r->ext));
+	if (!r->ext)
+		return -ENOMEM;
+	off_t pos = 0;
+	while ((uint64_t)pos < size) {
+		off_t d = lseek(r->fd, pos, SEEK_DATA);
+		if (d < 0) {
+			if (errno == ENXIO)
+				break; /* only a hole remains */
+			/* A filesystem without SEEK_DATA: the whole file is data. */
+			r->next = 0;
+			d = 0;
+		}
+		off_t h = lseek(r->fd, d, SEEK_HOLE);
+		if (h < 0 || (uint64_t)h > size)
+			h = (off_t)size;
+		if (r->next == cap) {
+			cap *= 2;
+			void *n = realloc(r->ext, cap * sizeof(*r->ext));
+			if (!n)
+				return -ENOMEM;
+			r->ext = n;
+		}
+		r->ext[r->next++] = (struct data_extent){(uint64_t)d, (uint64_t)h};
+		pos = h;
+	}
+	return 0;
+}
+
+/* Index of the first extent ending after off (binary search). */
+static size_t extent_after(const struct raw_source *r, uint64_t off)
+{
+	size_t lo = 0, hi = r->next;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (r->ext[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int raw_get(struct pagein_source *s, uint64_t off, uint64_t len,
+		   struct source_extent *out)
+{
+	struct raw_source *r = (struct raw_source *)s;
+	if (off >= s->size || len == 0)
+		return -EINVAL;
+	if (len > s->size - off)
+		len = s->size - off;
+	size_t i = extent_after(r, off);
+	memset(out, 0, sizeof(*out));
+	if (i < r->next && r->ext[i].start <= off) {
+		uint64_t avail = r->ext[i].end - off;
+		out->data = r->map + off;
+		out->len = avail < len ? avail : len;
+	} else {
+		uint64_t hole_end = i < r->next ? r->ext[i].start : s->size;
+		uint64_t avail = hole_end - off;
+		out->len = avail < len ? avail : len;
+	}
+	return 0;
+}
+
+static void raw_put(struct pagein_source *s, struct source_extent *ext)
+{
+}
+
+static void raw_destroy(struct pagein_source *s)
+{
+	struct raw_source *r = (struct raw_source *)s;
+	if (r->map)
+		munmap((void *)r->map, s->size);
+	close(r->fd);
+	free(r->ext);
+	free(r);
+}
+
+static const struct source_ops raw_ops = {
+	.kind = "raw",
+	.get = raw_get,
+	.put = raw_put,
+	.destroy = raw_destroy,
+};
+
+int source_raw_open(int fd, const char *path, struct pagein_source **out,
+		    struct pagein_error *err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return pagein_fail(err, errno, "snapshot %s: stat: %s", path,
+				   strerror(errno));
+	if (st.st_size == 0)
+		return pagein_fail(err, EINVAL, "snapshot %s: file is empty", path);
+	struct raw_source *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	uint64_t size = (uint64_t)st.st_size;
+	if (source_init(&r->base, &raw_ops, path, size) < 0) {
+		free(r);
+		return -ENOMEM;
+	}
+	r->fd = fd;
+	int e = find_data_extents(r, size);
+	if (e < 0)
+		goto fail;
+	void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		e = pagein_fail(err, errno, "snapshot %s: mmap: %s", path,
+				strerror(errno));
+		goto fail;
+	}
+	r->map = map;
+	*out = &r->base;
+	return 0;
+fail:
+	free(r->ext);
+	free(r->base.path);
+	free(r);
+	return e;
+}

@@ -1,0 +1,162 @@
+/* workingset.c - load and save recorded working sets (format in the header). */
+#include "workingset.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+
+static uint32_t get32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+int workingset_parse(const void *buf, size_t len, struct workingset *ws,
+		     struct pagein_error *err)
+{
+	const unsigned char *p = buf;
+	memset(ws, 0, sizeof(*ws));
+	if (len < WORKINGSET_HEADER_SIZE || memcmp(p, WORKINGSET_MAGIC, 8))
+		return pagein_fail(err, EINVAL, "working set: bad magic (not a pagein working-set file)");
+	uint32_t version = get32(p + 8);
+	if (version != WORKINGSET_VERSION)
+		return pagein_fail(err, EINVAL, "working set: version %u, this pagein reads %u",
+				   version, WORKINGSET_VERSION);
+	uint32_t ps = get32(p + 12);
+	if (ps != 4096 && ps != 2u << 20)
+		return pagein_fail(err, EINVAL, "working set: page_size %u is not 4096 or 2097152", ps);
+	uint64_t count = get64(p + 16);
+	if (count != (len - WORKINGSET_HEADER_SIZE) / 8 ||
+	    (len - WORKINGSET_HEADER_SIZE) % 8)
+		return pagein_fail(err, EINVAL, "working set: count %llu does not match file length %zu",
+				   (unsigned long long)count, len);
+	uint64_t size = get64(p + 24);
+	uint64_t *off = malloc((count ? count : 1) * sizeof(*off));
+	if (!off)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < count; i++) {
+		off[i] = get64(p + WORKINGSET_HEADER_SIZE + 8 * i);
+		if (off[i] % ps || off[i] >= size) {
+			unsigned long long bad = off[i];
+			free(off);
+			return pagein_fail(err, EINVAL, "working set: entry %llu offset 0x%llx is unaligned or past snapshot_size",
+					   (unsigned long long)i, bad);
+		}
+	}
+	ws->page_size = ps;
+	ws->snapshot_size = size;
+	ws->count = count;
+	ws->offsets = off;
+	return 0;
+}
+
+int workingset_load(const char *path, struct workingset *ws,
+		    struct pagein_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pagein_fail(err, errno, "working set %s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0 || st.st_size < 0 || st.st_size > (1ll << 34)) {
+		close(fd);
+		return pagein_fail(err, EINVAL, "working set %s: cannot size file", path);
+	}
+	size_t len = (size_t)st.st_size;
+	unsigned char *buf = malloc(len ? len : 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			free(buf);
+			close(fd);
+			return pagein_fail(err, e, "working set %s: read failed", path);
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	int r = workingset_parse(buf, len, ws, err);
+	free(buf);
+	return r;
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+int workingset_save(const char *path, const struct workingset *ws,
+		    struct pagein_error *err)
+{
+	size_t len = WORKINGSET_HEADER_SIZE + 8 * ws->count;
+	unsigned char *buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, WORKINGSET_MAGIC, 8);
+	put32(buf + 8, WORKINGSET_VERSION);
+	put32(buf + 12, ws->page_size);
+	put64(buf + 16, ws->count);
+	put64(buf + 24, ws->snapshot_size);
+	for (uint64_t i = 0; i < ws->count; i++)
+		put64(buf + WORKINGSET_HEADER_SIZE + 8 * i, ws->offsets[i]);
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int r = 0;
+	if (fd < 0) {
+		r = pagein_fail(err, errno, "working set %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(fd, buf + done, len - done);
+		if (n < 0) {
+			r = pagein_fail(err, errno, "working set %s: write: %s", tmp, strerror(errno));
+			break;
+		}
+		done += (size_t)n;
+	}
+	if (!r && fsync(fd) < 0)
+		r = pagein_fail(err, errno, "working set %s: fsync: %s", tmp, strerror(errno));
+	close(fd);
+	if (!r && rename(tmp, path) < 0)
+		r = pagein_fail(err, errno, "working set %s: rename: %s", path, strerror(errno));
+	if (r)
+		unlink(tmp);
+out:
+	free(buf);
+	return r;
+}
+
+void workingset_fini(struct workingset *ws)
+{
+	free(ws->offsets);
+	ws->offsets = NULL;
+	ws->count = 0;
+}
