@@ -77,4 +77,7 @@ check: deps
 clean:
 	rm -rf build
 
+# Per-feature rules (fuzz targets, format tools) live in mk/*.mk.
+-include $(wildcard mk/*.mk)
+
 -include $(shell find build -name '*.d' 2>/dev/null)
