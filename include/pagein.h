@@ -14,6 +14,7 @@
 #ifndef PAGEIN_H
 #define PAGEIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,15 @@ struct pagein_region {
 	uint64_t page_size; /* 4096 or 2097152 */
 };
 
+/* What to do when the snapshot cannot give a page's bytes (checksum
+ * mismatch, truncated file, read error that persists). Wrong bytes are
+ * never mapped either way. */
+enum pagein_on_corrupt {
+	PAGEIN_CORRUPT_FAIL = 0, /* end the session, naming the chunk */
+	PAGEIN_CORRUPT_POISON,   /* UFFDIO_POISON that page: the guest gets a
+				  * memory error there, the rest runs on */
+};
+
 struct pagein_session_config {
 	const struct pagein_region *regions;
 	size_t nregions;
@@ -57,6 +67,7 @@ struct pagein_session_config {
 	int bitmap_fd; /* userfault bitmap memfd or -1 */
 	struct pagein_source *source; /* the session takes its own reference */
 	const char *name;             /* for the caller's log lines; copied */
+	enum pagein_on_corrupt on_corrupt;
 };
 
 /* What a session has done, for reports. Counters only ever grow. */
@@ -74,6 +85,7 @@ struct pagein_stats {
 	uint64_t removes;         /* UFFD_EVENT_REMOVE messages */
 	uint64_t pages_removed;   /* pages those events discarded */
 	uint64_t bytes_read;      /* snapshot bytes copied or written */
+	uint64_t pages_poisoned;  /* pages the snapshot could not give */
 };
 
 /* Why a session ended (pagein_session_handle_* returning < 0). */
@@ -107,11 +119,13 @@ int pagein_session_handle_uffd(struct pagein_session *s,
  * userfault bit. Safe to call concurrently with handle_uffd. Returns 0 or
  * -EINVAL (offset outside guest memory), -EIO, ... */
 int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
-				   uint64_t *len_out, struct pagein_error *err);
+				   uint64_t *len_out, bool *zero_out,
+				   struct pagein_error *err);
 
-/* Runs the session on the calling thread until the VMM goes away
- * (returns 0) or stop_fd becomes readable (returns -ECANCELED) or a fatal
- * error (-errno). For embedders with no request stream. */
+/* Runs the session on the calling thread until stop_fd becomes readable
+ * (returns 0), the VMM goes away (-ESRCH) or a fatal error (-errno). For
+ * embedders with no request stream. A pidfd of the VMM makes a good
+ * stop_fd: a uffd alone does not report that its VMM exited. */
 int pagein_session_run(struct pagein_session *s, int stop_fd,
 		       struct pagein_error *err);
 

@@ -1,0 +1,103 @@
+/* page_table.c - atomic per-page state transitions (see page_table.h). */
+#include "page_table.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int page_table_init(struct page_table *pt, size_t npages)
+{
+	pt->npages = npages;
+	pt->state = calloc(npages ? npages : 1, sizeof(*pt->state));
+	return pt->state ? 0 : -ENOMEM;
+}
+
+void page_table_fini(struct page_table *pt)
+{
+	free((void *)pt->state);
+	pt->state = NULL;
+	pt->npages = 0;
+}
+
+bool page_claim(struct page_table *pt, size_t i, enum page_state *prev)
+{
+	uint8_t v = page_load(pt, i);
+	for (;;) {
+		enum page_state st = page_state_of(v);
+		*prev = st;
+		if (st != PAGE_ABSENT && st != PAGE_REMOVED)
+			return false;
+		uint8_t want = PAGE_FILLING | (st == PAGE_REMOVED ? PAGE_ZERO_FILL : 0);
+		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, want,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			return true;
+	}
+}
+
+bool page_want_wake(struct page_table *pt, size_t i)
+{
+	uint8_t v = page_load(pt, i);
+	while (page_state_of(v) == PAGE_FILLING) {
+		if (v & PAGE_WAKE_WANTED)
+			return true;
+		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v,
+							  v | PAGE_WAKE_WANTED,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			return true;
+	}
+	return false;
+}
+
+uint8_t page_finish(struct page_table *pt, size_t i)
+{
+	uint8_t v = page_load(pt, i);
+	for (;;) {
+		uint8_t next = (v & PAGE_DISCARDED) ? PAGE_REMOVED : PAGE_PRESENT;
+		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, next,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			return v;
+	}
+}
+
+void page_abandon(struct page_table *pt, size_t i, enum page_state back)
+{
+	uint8_t v = page_load(pt, i);
+	for (;;) {
+		uint8_t next = (v & PAGE_DISCARDED) ? PAGE_REMOVED : (uint8_t)back;
+		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, next,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			return;
+	}
+}
+
+enum page_state page_remove(struct page_table *pt, size_t i)
+{
+	uint8_t v = page_load(pt, i);
+	for (;;) {
+		enum page_state st = page_state_of(v);
+		uint8_t next = st == PAGE_FILLING ? (uint8_t)(v | PAGE_DISCARDED)
+						  : PAGE_REMOVED;
+		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, next,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			return st;
+	}
+}
+
+void page_mark_present(struct page_table *pt, size_t i)
+{
+	uint8_t v = PAGE_REMOVED;
+	atomic_compare_exchange_strong_explicit(&pt->state[i], &v, PAGE_PRESENT,
+						memory_order_acq_rel,
+						memory_order_acquire);
+}
+
+void page_table_count(const struct page_table *pt, size_t counts[4])
+{
+	counts[0] = counts[1] = counts[2] = counts[3] = 0;
+	for (size_t i = 0; i < pt->npages; i++)
+		counts[page_state_of(page_load(pt, i))]++;
+}

@@ -1,0 +1,330 @@
+/* session.c - building a session from regions + fds, and tearing it down.
+ * The rules that serve its faults live in resolver.c. */
+#include "session.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "source.h"
+#include "uffd.h"
+
+#define HUGE_2M (2ull << 20)
+/* Firecracker has at most a few regions (a gap below 4 GiB, hotplug
+ * slots); anything past this is a malformed handshake, not a VM. */
+#define MAX_REGIONS 1024
+/* 64 TiB: larger than any VM we expect, small enough that page-table
+ * arithmetic cannot overflow. */
+#define MAX_REGION_SIZE (1ull << 46)
+/* Highest user address on x86-64 with 5-level paging. */
+#define MAX_USER_ADDR (1ull << 57)
+
+static int validate_region(const struct pagein_region *r, size_t i,
+			   uint64_t source_size, struct pagein_error *err)
+{
+	unsigned long long ps = r->page_size;
+	if (ps != 4096 && ps != HUGE_2M)
+		return pagein_fail(err, EINVAL, "region %zu: page_size %llu is not 4096 or 2097152", i, ps);
+	if (r->size == 0 || r->size > MAX_REGION_SIZE)
+		return pagein_fail(err, EINVAL, "region %zu: size %llu is %s", i,
+				   (unsigned long long)r->size, r->size ? "absurd (over 64 TiB)" : "zero");
+	if (r->size % ps)
+		return pagein_fail(err, EINVAL, "region %zu: size %llu is not a multiple of page_size %llu",
+				   i, (unsigned long long)r->size, ps);
+	if (r->host_addr % ps)
+		return pagein_fail(err, EINVAL, "region %zu: base_host_virt_addr 0x%llx is not aligned to page_size %llu",
+				   i, (unsigned long long)r->host_addr, ps);
+	if (r->offset % ps)
+		return pagein_fail(err, EINVAL, "region %zu: offset 0x%llx is not aligned to page_size %llu",
+				   i, (unsigned long long)r->offset, ps);
+	if (r->host_addr >= MAX_USER_ADDR || r->size > MAX_USER_ADDR - r->host_addr)
+		return pagein_fail(err, EINVAL, "region %zu: base_host_virt_addr 0x%llx + size %llu is not a user address range",
+				   i, (unsigned long long)r->host_addr, (unsigned long long)r->size);
+	if (r->offset > source_size || r->size > source_size - r->offset)
+		return pagein_fail(err, EINVAL, "region %zu: offset %llu + size %llu reaches past the end of the snapshot (%llu bytes)",
+				   i, (unsigned long long)r->offset, (unsigned long long)r->size,
+				   (unsigned long long)source_size);
+	return 0;
+}
+
+static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+static int validate_regions(const struct pagein_session_config *cfg,
+			    struct pagein_error *err)
+{
+	if (cfg->nregions == 0 || cfg->nregions > MAX_REGIONS)
+		return pagein_fail(err, EINVAL, "%zu regions: expected 1 to %d",
+				   cfg->nregions, MAX_REGIONS);
+	uint64_t size = pagein_source_size(cfg->source);
+	for (size_t i = 0; i < cfg->nregions; i++) {
+		int r = validate_region(&cfg->regions[i], i, size, err);
+		if (r < 0)
+			return r;
+	}
+	/* O(n^2), and n is a handful. */
+	for (size_t i = 0; i < cfg->nregions; i++)
+		for (size_t j = i + 1; j < cfg->nregions; j++) {
+			const struct pagein_region *a = &cfg->regions[i], *b = &cfg->regions[j];
+			if (overlap(a->host_addr, a->size, b->host_addr, b->size))
+				return pagein_fail(err, EINVAL, "regions %zu and %zu overlap in the VMM's address space (0x%llx and 0x%llx)",
+						   i, j, (unsigned long long)a->host_addr,
+						   (unsigned long long)b->host_addr);
+			if (overlap(a->offset, a->size, b->offset, b->size))
+				return pagein_fail(err, EINVAL, "regions %zu and %zu overlap in the snapshot (offsets %llu and %llu)",
+						   i, j, (unsigned long long)a->offset,
+						   (unsigned long long)b->offset);
+		}
+	return 0;
+}
+
+static uint64_t memory_end(const struct pagein_session_config *cfg)
+{
+	uint64_t end = 0;
+	for (size_t i = 0; i < cfg->nregions; i++) {
+		uint64_t e = cfg->regions[i].offset + cfg->regions[i].size;
+		if (e > end)
+			end = e;
+	}
+	return end;
+}
+
+static int check_mem_fd(const struct pagein_session_config *cfg,
+			struct pagein_error *err)
+{
+	struct stat st;
+	if (fstat(cfg->mem_fd, &st) < 0)
+		return pagein_fail(err, errno, "guest memory fd %d: %s", cfg->mem_fd, strerror(errno));
+	if (uffd_fd_is_userfaultfd(cfg->mem_fd))
+		return pagein_fail(err, EINVAL, "guest memory fd %d is a userfaultfd (fds out of order?)", cfg->mem_fd);
+	uint64_t need = memory_end(cfg);
+	if ((uint64_t)st.st_size < need)
+		return pagein_fail(err, EINVAL, "guest memory fd is %llu bytes, regions need %llu",
+				   (unsigned long long)st.st_size, (unsigned long long)need);
+	return 0;
+}
+
+static int map_bitmap(struct pagein_session *s, const struct pagein_session_config *cfg,
+		      struct pagein_error *err)
+{
+	struct stat st;
+	if (fstat(cfg->bitmap_fd, &st) < 0)
+		return pagein_fail(err, errno, "userfault bitmap fd %d: %s", cfg->bitmap_fd, strerror(errno));
+	uint64_t min_ps = UINT64_MAX;
+	for (size_t i = 0; i < cfg->nregions; i++)
+		if (cfg->regions[i].page_size < min_ps)
+			min_ps = cfg->regions[i].page_size;
+	uint64_t bits = memory_end(cfg) / min_ps;
+	uint64_t need = (bits + 63) / 64 * 8;
+	if ((uint64_t)st.st_size < need)
+		return pagein_fail(err, EINVAL, "userfault bitmap is %llu bytes, %llu pages need %llu",
+				   (unsigned long long)st.st_size, (unsigned long long)bits,
+				   (unsigned long long)need);
+	void *m = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_SHARED, cfg->bitmap_fd, 0);
+	if (m == MAP_FAILED)
+		return pagein_fail(err, errno, "userfault bitmap: mmap: %s", strerror(errno));
+	s->bitmap = m;
+	s->bitmap_bytes = need;
+	return 0;
+}
+
+static int cmp_host(const void *a, const void *b)
+{
+	const struct region *x = a, *y = b;
+	return x->r.host_addr < y->r.host_addr ? -1 : x->r.host_addr > y->r.host_addr;
+}
+
+int pagein_session_new(const struct pagein_session_config *cfg,
+		       struct pagein_session **out, struct pagein_error *err)
+{
+	if (!cfg->source)
+		return pagein_fail(err, EINVAL, "no snapshot source");
+	int r = validate_regions(cfg, err);
+	if (r < 0)
+		return r;
+	if (!uffd_fd_is_userfaultfd(cfg->uffd))
+		return pagein_fail(err, EINVAL, "fd %d is not a userfaultfd", cfg->uffd);
+	if (cfg->bitmap_fd >= 0 && cfg->mem_fd < 0)
+		return pagein_fail(err, EINVAL, "a userfault bitmap needs a guest memory fd");
+	if (cfg->mem_fd >= 0 && (r = check_mem_fd(cfg, err)) < 0)
+		return r;
+
+	struct pagein_session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	snprintf(s->name, sizeof(s->name), "%s", cfg->name ? cfg->name : "vm");
+	s->uffd = s->mem_fd = s->bitmap_fd = -1;
+	s->nregions = cfg->nregions;
+	s->regions = calloc(cfg->nregions, sizeof(*s->regions));
+	if (!s->regions) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < cfg->nregions; i++) {
+		struct region *rg = &s->regions[i];
+		rg->r = cfg->regions[i];
+		rg->page_shift = (uint64_t)__builtin_ctzll(rg->r.page_size);
+		if (page_table_init(&rg->pages, (size_t)(rg->r.size >> rg->page_shift)) < 0) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		if (rg->r.page_size == HUGE_2M && !s->zero_huge &&
+		    !(s->zero_huge = calloc(1, HUGE_2M))) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	qsort(s->regions, s->nregions, sizeof(*s->regions), cmp_host);
+	if (cfg->bitmap_fd >= 0 && (r = map_bitmap(s, cfg, err)) < 0)
+		goto fail;
+	s->source = pagein_source_ref(cfg->source);
+	s->on_corrupt = cfg->on_corrupt;
+	s->uffd = cfg->uffd;
+	s->mem_fd = cfg->mem_fd;
+	s->bitmap_fd = cfg->bitmap_fd;
+	*out = s;
+	return 0;
+fail:
+	pagein_session_free(s);
+	return r;
+}
+
+void pagein_session_free(struct pagein_session *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; s->regions && i < s->nregions; i++)
+		page_table_fini(&s->regions[i].pages);
+	free(s->regions);
+	if (s->bitmap)
+		munmap((void *)s->bitmap, s->bitmap_bytes);
+	if (s->uffd >= 0)
+		close(s->uffd);
+	if (s->mem_fd >= 0)
+		close(s->mem_fd);
+	if (s->bitmap_fd >= 0)
+		close(s->bitmap_fd);
+	if (s->source)
+		pagein_source_unref(s->source);
+	free(s->zero_huge);
+	free(s->queue.msg);
+	free(s);
+}
+
+const char *pagein_session_name(const struct pagein_session *s)
+{
+	return s->name;
+}
+
+int pagein_session_uffd(const struct pagein_session *s)
+{
+	return s->uffd;
+}
+
+struct region *session_region_by_addr(struct pagein_session *s, uint64_t addr)
+{
+	size_t lo = 0, hi = s->nregions;
+	while (lo < hi) { /* regions are sorted by host address */
+		size_t mid = lo + (hi - lo) / 2;
+		struct region *rg = &s->regions[mid];
+		if (addr < rg->r.host_addr)
+			hi = mid;
+		else if (addr - rg->r.host_addr >= rg->r.size)
+			lo = mid + 1;
+		else
+			return rg;
+	}
+	return NULL;
+}
+
+struct region *session_region_by_offset(struct pagein_session *s, uint64_t off)
+{
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct region *rg = &s->regions[i];
+		if (off >= rg->r.offset && off - rg->r.offset < rg->r.size)
+			return rg;
+	}
+	return NULL;
+}
+
+void session_clear_userfault_bit(struct pagein_session *s, uint64_t offset,
+				 uint64_t page_size)
+{
+	if (!s->bitmap)
+		return;
+	uint64_t bit = offset / page_size;
+	/* Release: the page's content is visible before KVM sees the bit. */
+	atomic_fetch_and_explicit(&s->bitmap[bit / 64], ~(1ull << (bit % 64)),
+				  memory_order_release);
+}
+
+void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o)
+{
+	const struct session_counters *n = &s->n;
+#define LOAD(f) o->f = atomic_load_explicit(&n->f, memory_order_relaxed)
+	LOAD(faults_missing);
+	LOAD(faults_minor);
+	LOAD(requests);
+	LOAD(pages_copied);
+	LOAD(pages_zeroed);
+	LOAD(pages_continued);
+	LOAD(pages_written);
+	LOAD(wakes);
+	LOAD(eexist);
+	LOAD(eagain);
+	LOAD(removes);
+	LOAD(pages_removed);
+	LOAD(bytes_read);
+	LOAD(pages_poisoned);
+#undef LOAD
+}
+
+int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
+{
+	int n = snprintf(buf, len,
+			 "faults %" PRIu64 " missing/%" PRIu64 " minor, requests %" PRIu64
+			 ", pages copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
+			 " written %" PRIu64 " poisoned %" PRIu64 ", removes %" PRIu64
+			 " (%" PRIu64 " pages), wakes %" PRIu64 ", eexist %" PRIu64
+			 ", eagain %" PRIu64 ", read %.1f MiB",
+			 st->faults_missing, st->faults_minor, st->requests,
+			 st->pages_copied, st->pages_zeroed, st->pages_continued,
+			 st->pages_written, st->pages_poisoned, st->removes,
+			 st->pages_removed, st->wakes, st->eexist, st->eagain,
+			 (double)st->bytes_read / (1 << 20));
+	return n < 0 ? -EINVAL : 0;
+}
+
+int pagein_session_run(struct pagein_session *s, int stop_fd,
+		       struct pagein_error *err)
+{
+	for (;;) {
+		struct pollfd p[2] = {
+			{.fd = s->uffd, .events = POLLIN},
+			{.fd = stop_fd, .events = POLLIN},
+		};
+		if (poll(p, stop_fd >= 0 ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return pagein_fail(err, errno, "poll: %s", strerror(errno));
+		}
+		if (p[0].revents & POLLIN) {
+			int r = pagein_session_handle_uffd(s, err);
+			if (r < 0)
+				return r;
+		}
+		if (p[0].revents & (POLLERR | POLLNVAL))
+			return pagein_fail(err, EBADF, "uffd reported an error");
+		if (stop_fd >= 0 && p[1].revents)
+			return 0;
+	}
+}

@@ -1,0 +1,36 @@
+/* uffd.h - a thin, honest wrapper of the userfaultfd ioctls.
+ *
+ * Each fill returns 0 or -errno exactly as the kernel answered, with the
+ * bytes done before a failure in *done (only that prefix was woken). What
+ * an answer means for the caller is decided in one place: uffd_classify(). */
+#ifndef PAGEIN_UFFD_H
+#define PAGEIN_UFFD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "uffd_compat.h"
+
+int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len,
+	      bool wake, uint64_t *done);
+int uffd_zeropage(int uffd, uint64_t dst, uint64_t len, bool wake,
+		  uint64_t *done);
+int uffd_continue(int uffd, uint64_t dst, uint64_t len, bool wake,
+		  uint64_t *done);
+int uffd_poison(int uffd, uint64_t dst, uint64_t len, bool wake,
+		uint64_t *done);
+int uffd_wake(int uffd, uint64_t start, uint64_t len);
+
+/* True if fd is a userfaultfd (its /proc/self/fd link says so). */
+bool uffd_fd_is_userfaultfd(int fd);
+
+enum uffd_outcome {
+	UFFD_DONE,   /* filled */
+	UFFD_EXISTS, /* EEXIST: already there; the kernel woke NOBODY */
+	UFFD_RETRY,  /* EAGAIN: events (REMOVE, UNMAP, ...) pending: read, retry */
+	UFFD_GONE,   /* ESRCH/ENOENT: the VMM exited or unregistered: end quietly */
+	UFFD_FATAL,  /* anything else: the session cannot go on */
+};
+enum uffd_outcome uffd_classify(int ret);
+
+#endif
