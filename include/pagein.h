@@ -148,6 +148,7 @@ struct pagein_server_config {
 	const char *snapshot_path; /* default snapshot for every VM */
 	unsigned threads;          /* worker threads; 0 = one per CPU */
 	enum pagein_log_level log_level;
+	enum pagein_on_corrupt on_corrupt;
 	/* Where log lines go; NULL = stderr. One call per complete line. */
 	void (*log)(void *opaque, enum pagein_log_level lvl, const char *line);
 	void *log_opaque;

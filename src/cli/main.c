@@ -1,0 +1,215 @@
+/* main.c - the pagein command: `pagein serve` (the daemon) and
+ * `pagein snapshot ...` (format tools). A thin front end over libpagein. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "pagein.h"
+
+#define PAGEIN_VERSION "0.1.0"
+
+/* Provided by snapshot_cmd.c when the snapshot format is built in. */
+int cmd_snapshot(int argc, char **argv) __attribute__((weak));
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: pagein <command> [options]\n"
+		"\n"
+		"Restores VM memory snapshots lazily over userfaultfd.\n"
+		"\n"
+		"commands:\n"
+		"  serve      serve Firecracker-style VMMs on a Unix socket\n"
+		"  snapshot   convert, merge, inspect and verify snapshot files\n"
+		"\n"
+		"`pagein <command> --help` describes each; `pagein --version`.\n");
+}
+
+static void serve_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: pagein serve --snapshot FILE --socket PATH [options]\n"
+		"\n"
+		"Listens on PATH for VMMs speaking Firecracker's UFFD backend protocol\n"
+		"(mainline: JSON regions + uffd; secret hiding: + guest memory fd and\n"
+		"userfault bitmap, then fault requests) and serves each VM's memory from\n"
+		"FILE (a raw memory file, or a pagein snapshot file). One session per\n"
+		"connection; a session ends when its VMM hangs up. SIGINT/SIGTERM stop.\n"
+		"\n"
+		"  --snapshot FILE     memory snapshot served to every VM (required)\n"
+		"  --socket PATH       Unix socket to create (required; a stale socket\n"
+		"                      file is replaced)\n"
+		"  --threads N         worker threads (default: one per CPU)\n"
+		"  --log-level L       error|warn|info|debug (default info)\n"
+		"  --on-corrupt MODE   fail|poison: when the snapshot cannot give a page,\n"
+		"                      end that session (fail, default) or poison that\n"
+		"                      page only (the guest sees a memory error there)\n"
+		"  -h, --help          this text\n"
+		"\n"
+		"Log lines go to stderr, one per event, prefixed with the VM they are\n"
+		"about (vmN pid P).\n");
+}
+
+static void log_line(void *opaque, enum pagein_log_level lvl, const char *line)
+{
+	static const char *names[] = {"error", "warn", "info", "debug"};
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char when[32];
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ldZ pagein %s: %s\n", when, ts.tv_nsec / 1000000,
+		names[lvl], line);
+}
+
+static int parse_level(const char *s, enum pagein_log_level *out)
+{
+	static const char *names[] = {"error", "warn", "info", "debug"};
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(s, names[i])) {
+			*out = (enum pagein_log_level)i;
+			return 0;
+		}
+	return -1;
+}
+
+static void *signal_thread(void *arg)
+{
+	struct pagein_server *srv = arg;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	int sig;
+	if (sigwait(&set, &sig) == 0)
+		pagein_server_stop(srv);
+	return NULL;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	struct pagein_server_config cfg = {
+		.log_level = PAGEIN_LOG_INFO,
+		.log = log_line,
+	};
+	static const struct option opts[] = {
+		{"snapshot", required_argument, NULL, 's'},
+		{"socket", required_argument, NULL, 'S'},
+		{"threads", required_argument, NULL, 't'},
+		{"log-level", required_argument, NULL, 'l'},
+		{"on-corrupt", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int o;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		char *end;
+		switch (o) {
+		case 's':
+			cfg.snapshot_path = optarg;
+			break;
+		case 'S':
+			cfg.socket_path = optarg;
+			break;
+		case 't': {
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 256) {
+				fprintf(stderr, "pagein serve: --threads %s: expected 1 to 256\n", optarg);
+				return 2;
+			}
+			cfg.threads = (unsigned)n;
+			break;
+		}
+		case 'l':
+			if (parse_level(optarg, &cfg.log_level) < 0) {
+				fprintf(stderr, "pagein serve: --log-level %s: expected error, warn, info or debug\n", optarg);
+				return 2;
+			}
+			break;
+		case 'c':
+			if (!strcmp(optarg, "fail"))
+				cfg.on_corrupt = PAGEIN_CORRUPT_FAIL;
+			else if (!strcmp(optarg, "poison"))
+				cfg.on_corrupt = PAGEIN_CORRUPT_POISON;
+			else {
+				fprintf(stderr, "pagein serve: --on-corrupt %s: expected fail or poison\n", optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			serve_usage(stdout);
+			return 0;
+		default:
+			serve_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "pagein serve: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (!cfg.snapshot_path || !cfg.socket_path) {
+		fprintf(stderr, "pagein serve: %s is required (see pagein serve --help)\n",
+			cfg.snapshot_path ? "--socket" : "--snapshot");
+		return 2;
+	}
+	/* Signals go to one thread that asks the server to stop; workers
+	 * inherit the blocked mask. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct pagein_server *srv;
+	struct pagein_error err = {{0}};
+	int r = pagein_server_new(&cfg, &srv, &err);
+	if (r < 0) {
+		fprintf(stderr, "pagein serve: %s\n", err.msg[0] ? err.msg : strerror(-r));
+		return 1;
+	}
+	pthread_t sig;
+	pthread_create(&sig, NULL, signal_thread, srv);
+	r = pagein_server_run(srv);
+	pthread_cancel(sig);
+	pthread_join(sig, NULL);
+	pagein_server_free(srv);
+	return r < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version")) {
+		printf("pagein %s\n", PAGEIN_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "serve"))
+		return cmd_serve(argc - 1, argv + 1);
+	if (!strcmp(cmd, "snapshot")) {
+		if (!cmd_snapshot) {
+			fprintf(stderr, "pagein: this build has no snapshot tools\n");
+			return 2;
+		}
+		return cmd_snapshot(argc - 1, argv + 1);
+	}
+	fprintf(stderr, "pagein: unknown command '%s'\n", cmd);
+	usage(stderr);
+	return 2;
+}
