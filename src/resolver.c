@@ -145,6 +145,8 @@ static int read_events(struct pagein_session *s, struct pagein_error *err)
 			if (queue_push(&s->queue, &buf[i]) < 0)
 				return -ENOMEM;
 		}
+		if (s->test_after_read && k)
+			s->test_after_read(s, s->test_arg);
 		if (k < MSGS_PER_READ)
 			return 0;
 	}

@@ -44,6 +44,10 @@ struct pagein_session {
 	void *zero_huge;          /* a zeroed 2 MiB buffer for hugetlb COPY */
 	struct fault_queue queue;
 	struct session_counters n;
+	/* Tests only: called after a read() that returned faults, before they
+	 * are served, to stage races (a REMOVE or a pwrite in between). */
+	void (*test_after_read)(struct pagein_session *s, void *arg);
+	void *test_arg;
 };
 
 static inline void count(atomic_uint_fast64_t *c, uint64_t v)

@@ -1,0 +1,177 @@
+/* common.c - helpers for the C integration tests (see common.h). */
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "uffd_compat.h"
+
+static uint64_t splitmix(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+bool tc_page_is_zero(uint64_t i)
+{
+	return i % 4 == 3;
+}
+
+void tc_page(uint64_t seed, uint64_t i, void *buf)
+{
+	uint64_t *w = buf;
+	if (tc_page_is_zero(i)) {
+		memset(buf, 0, PS);
+		return;
+	}
+	uint64_t x = seed * 0x100000001b3ull ^ i;
+	for (size_t k = 0; k < PS / 8; k++)
+		w[k] = splitmix(&x);
+}
+
+int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	int r = 0;
+	if (ftruncate(fd, (off_t)(npages * PS)) < 0)
+		r = -errno;
+	unsigned char page[PS];
+	for (uint64_t i = 0; i < npages && r == 0; i++) {
+		if (tc_page_is_zero(i))
+			continue;
+		tc_page(seed, i, page);
+		if (pwrite(fd, page, PS, (off_t)(i * PS)) != (ssize_t)PS)
+			r = -EIO;
+	}
+	close(fd);
+	return r;
+}
+
+void tc_tmp_path(char *buf, size_t len, const char *name)
+{
+	const char *dir = getenv("TMPDIR");
+	snprintf(buf, len, "%s/pagein-test-%d-%s", dir && *dir ? dir : "/tmp",
+		 (int)getpid(), name);
+}
+
+int tc_guest_new(struct tc_guest *g, enum tc_mem mem, uint64_t size,
+		 unsigned reg, bool bitmap)
+{
+	memset(g, 0, sizeof(*g));
+	g->mem = mem;
+	g->size = size;
+	g->memfd = g->bitmap_fd = -1;
+	g->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (g->uffd < 0) {
+		printf("  skip reason: userfaultfd: %s\n", strerror(errno));
+		return TC_SKIP;
+	}
+	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
+	if (mem == TC_MEMFD)
+		api.features |= UFFD_FEATURE_MISSING_SHMEM |
+				((reg & TC_REG_MINOR) ? UFFD_FEATURE_MINOR_SHMEM : 0);
+	if (ioctl(g->uffd, UFFDIO_API, &api) < 0) {
+		printf("  skip reason: UFFDIO_API features 0x%llx: %s\n",
+		       (unsigned long long)api.features, strerror(errno));
+		close(g->uffd);
+		return TC_SKIP;
+	}
+	void *m;
+	if (mem == TC_MEMFD) {
+		g->memfd = memfd_create("guest", MFD_CLOEXEC);
+		if (g->memfd < 0 || ftruncate(g->memfd, (off_t)size) < 0)
+			return TC_FAIL;
+		m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, g->memfd, 0);
+	} else {
+		m = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	}
+	if (m == MAP_FAILED)
+		return TC_FAIL;
+	g->base = m;
+	struct uffdio_register rg = {
+		.range = {.start = (uint64_t)(uintptr_t)m, .len = size},
+		.mode = ((reg & TC_REG_MISSING) ? UFFDIO_REGISTER_MODE_MISSING : 0) |
+			((reg & TC_REG_MINOR) ? UFFDIO_REGISTER_MODE_MINOR : 0),
+	};
+	if (ioctl(g->uffd, UFFDIO_REGISTER, &rg) < 0) {
+		printf("  register: %s\n", strerror(errno));
+		return TC_FAIL;
+	}
+	if (bitmap) {
+		uint64_t bytes = (size / PS + 63) / 64 * 8;
+		g->bitmap_fd = memfd_create("bitmap", MFD_CLOEXEC);
+		if (g->bitmap_fd < 0 || ftruncate(g->bitmap_fd, (off_t)bytes) < 0)
+			return TC_FAIL;
+		g->bitmap = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, g->bitmap_fd, 0);
+		if (g->bitmap == MAP_FAILED)
+			return TC_FAIL;
+		memset(g->bitmap, 0xff, bytes);
+	}
+	return TC_PASS;
+}
+
+void tc_guest_free(struct tc_guest *g)
+{
+	if (g->base)
+		munmap(g->base, g->size);
+	if (g->bitmap)
+		munmap(g->bitmap, (g->size / PS + 63) / 64 * 8);
+	/* Sessions get dup()s, so these are still ours. */
+	if (g->uffd >= 0)
+		close(g->uffd);
+	if (g->memfd >= 0)
+		close(g->memfd);
+	if (g->bitmap_fd >= 0)
+		close(g->bitmap_fd);
+}
+
+bool tc_check_page(const void *got, const void *want, uint64_t page)
+{
+	const unsigned char *a = got, *b = want;
+	for (size_t i = 0; i < PS; i++)
+		if (a[i] != b[i]) {
+			fprintf(stderr, "  page %llu byte %zu: got 0x%02x want 0x%02x\n",
+				(unsigned long long)page, i, a[i], b[i]);
+			return false;
+		}
+	return true;
+}
+
+int tc_run(const struct tc_case *cases, size_t n)
+{
+	int failed = 0, passed = 0, skipped = 0;
+	for (size_t i = 0; i < n; i++) {
+		for (int mem = TC_ANON; mem <= TC_MEMFD; mem <<= 1) {
+			if (!(cases[i].mems & (unsigned)mem))
+				continue;
+			printf("case %s [%s]\n", cases[i].name, mem == TC_ANON ? "anon" : "memfd");
+			fflush(stdout);
+			int r = cases[i].fn((enum tc_mem)mem);
+			printf("%s %s [%s]\n", r == TC_PASS ? "ok" : r == TC_SKIP ? "skip" : "FAIL",
+			       cases[i].name, mem == TC_ANON ? "anon" : "memfd");
+			fflush(stdout);
+			if (r == TC_PASS)
+				passed++;
+			else if (r == TC_SKIP)
+				skipped++;
+			else
+				failed++;
+		}
+	}
+	printf("cases: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
+	if (failed)
+		return TC_FAIL;
+	return passed ? TC_PASS : TC_SKIP;
+}

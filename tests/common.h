@@ -1,0 +1,69 @@
+/* common.h - what the C integration tests share: snapshots with known
+ * content, guest memory registered like a VMM does it, a case table. */
+#ifndef PAGEIN_TESTS_COMMON_H
+#define PAGEIN_TESTS_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TC_PASS 0
+#define TC_FAIL 1
+#define TC_SKIP 77
+
+#define PS 4096ull
+
+/* Content of page i of the test snapshot with this seed: every 4th page
+ * (i % 4 == 3) is all zeros, the others are pseudo-random. */
+void tc_page(uint64_t seed, uint64_t i, void *buf);
+bool tc_page_is_zero(uint64_t i);
+/* Writes a sparse snapshot of npages pages (zero pages are holes). */
+int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed);
+/* A fresh path under $TMPDIR (or /tmp) for this process. */
+void tc_tmp_path(char *buf, size_t len, const char *name);
+
+enum tc_mem { TC_ANON = 1, TC_MEMFD = 2 };
+#define TC_REG_MISSING 1u
+#define TC_REG_MINOR 2u
+
+struct tc_guest {
+	enum tc_mem mem;
+	uint8_t *base;
+	uint64_t size;
+	int uffd;
+	int memfd; /* -1 for anon */
+	int bitmap_fd; /* -1 unless asked */
+	uint64_t *bitmap;
+};
+
+/* Maps guest memory, creates and registers a uffd as Firecracker does
+ * (non-blocking, EVENT_REMOVE). Returns TC_SKIP if the kernel lacks a
+ * feature, with the reason printed. */
+int tc_guest_new(struct tc_guest *g, enum tc_mem mem, uint64_t size,
+		 unsigned reg, bool bitmap);
+void tc_guest_free(struct tc_guest *g);
+
+/* Checks one page of guest memory against expected bytes; prints the
+ * first difference. */
+bool tc_check_page(const void *got, const void *want, uint64_t page);
+
+#define TC_CHECK(cond)                                                         \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__,   \
+				__LINE__, #cond);                              \
+			return TC_FAIL;                                        \
+		}                                                              \
+	} while (0)
+
+struct tc_case {
+	const char *name;
+	int (*fn)(enum tc_mem mem);
+	unsigned mems; /* TC_ANON | TC_MEMFD */
+};
+
+/* Runs every case for every memory type it names; prints one line each
+ * ("ok", "FAIL", "skip: reason"); returns the process exit code. */
+int tc_run(const struct tc_case *cases, size_t n);
+
+#endif

@@ -1,0 +1,141 @@
+/* unit_page_table.c - the per-page state machine every fill path claims. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "page_table.h"
+
+static void claim_once(void **state)
+{
+	struct page_table pt;
+	assert_int_equal(page_table_init(&pt, 4), 0);
+	enum page_state prev;
+	assert_true(page_claim(&pt, 1, &prev));
+	assert_int_equal(prev, PAGE_ABSENT);
+	assert_false(page_claim(&pt, 1, &prev));
+	assert_int_equal(prev, PAGE_FILLING);
+	page_finish(&pt, 1);
+	assert_false(page_claim(&pt, 1, &prev));
+	assert_int_equal(prev, PAGE_PRESENT);
+	page_table_fini(&pt);
+}
+
+static void removed_claims_as_zero_fill(void **state)
+{
+	struct page_table pt;
+	assert_int_equal(page_table_init(&pt, 1), 0);
+	assert_int_equal(page_remove(&pt, 0), PAGE_ABSENT);
+	enum page_state prev;
+	assert_true(page_claim(&pt, 0, &prev));
+	assert_int_equal(prev, PAGE_REMOVED);
+	assert_true(page_load(&pt, 0) & PAGE_ZERO_FILL);
+	page_finish(&pt, 0);
+	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_PRESENT);
+	page_table_fini(&pt);
+}
+
+static void remove_while_filling_ends_removed(void **state)
+{
+	struct page_table pt;
+	assert_int_equal(page_table_init(&pt, 1), 0);
+	enum page_state prev;
+	assert_true(page_claim(&pt, 0, &prev));
+	assert_int_equal(page_remove(&pt, 0), PAGE_FILLING);
+	assert_true(page_load(&pt, 0) & PAGE_DISCARDED);
+	uint8_t flags = page_finish(&pt, 0);
+	assert_true(flags & PAGE_DISCARDED);
+	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_REMOVED);
+	page_table_fini(&pt);
+}
+
+static void want_wake_only_while_filling(void **state)
+{
+	struct page_table pt;
+	assert_int_equal(page_table_init(&pt, 1), 0);
+	assert_false(page_want_wake(&pt, 0)); /* ABSENT: look again */
+	enum page_state prev;
+	assert_true(page_claim(&pt, 0, &prev));
+	assert_true(page_want_wake(&pt, 0));
+	assert_true(page_finish(&pt, 0) & PAGE_WAKE_WANTED);
+	assert_false(page_want_wake(&pt, 0)); /* PRESENT */
+	page_table_fini(&pt);
+}
+
+static void abandon_returns_to_previous(void **state)
+{
+	struct page_table pt;
+	assert_int_equal(page_table_init(&pt, 2), 0);
+	enum page_state prev;
+	assert_true(page_claim(&pt, 0, &prev));
+	page_abandon(&pt, 0, prev);
+	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_ABSENT);
+	page_remove(&pt, 1);
+	assert_true(page_claim(&pt, 1, &prev));
+	page_abandon(&pt, 1, prev);
+	assert_int_equal(page_state_of(page_load(&pt, 1)), PAGE_REMOVED);
+	page_table_fini(&pt);
+}
+
+static void present_then_removed_then_mark_present(void **state)
+{
+	struct page_table pt;
+	assert_int_equal(page_table_init(&pt, 1), 0);
+	enum page_state prev;
+	page_claim(&pt, 0, &prev);
+	page_finish(&pt, 0);
+	assert_int_equal(page_remove(&pt, 0), PAGE_PRESENT);
+	page_mark_present(&pt, 0);
+	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_PRESENT);
+	size_t c[4];
+	page_table_count(&pt, c);
+	assert_int_equal(c[PAGE_PRESENT], 1);
+	page_table_fini(&pt);
+}
+
+/* Many threads race to claim every page: each page is won exactly once. */
+#define RACE_PAGES 4096
+#define RACE_THREADS 4
+static struct page_table race_pt;
+static _Atomic unsigned won[RACE_PAGES];
+
+static void *racer(void *arg)
+{
+	for (size_t i = 0; i < RACE_PAGES; i++) {
+		enum page_state prev;
+		if (page_claim(&race_pt, i, &prev)) {
+			atomic_fetch_add(&won[i], 1);
+			page_finish(&race_pt, i);
+		}
+	}
+	return NULL;
+}
+
+static void concurrent_claims_win_once(void **state)
+{
+	assert_int_equal(page_table_init(&race_pt, RACE_PAGES), 0);
+	pthread_t t[RACE_THREADS];
+	for (int i = 0; i < RACE_THREADS; i++)
+		pthread_create(&t[i], NULL, racer, NULL);
+	for (int i = 0; i < RACE_THREADS; i++)
+		pthread_join(t[i], NULL);
+	for (size_t i = 0; i < RACE_PAGES; i++)
+		assert_int_equal(won[i], 1);
+	page_table_fini(&race_pt);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(claim_once),
+		cmocka_unit_test(removed_claims_as_zero_fill),
+		cmocka_unit_test(remove_while_filling_ends_removed),
+		cmocka_unit_test(want_wake_only_while_filling),
+		cmocka_unit_test(abandon_returns_to_previous),
+		cmocka_unit_test(present_then_removed_then_mark_present),
+		cmocka_unit_test(concurrent_claims_win_once),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
