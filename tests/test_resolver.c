@@ -31,6 +31,11 @@ struct rig {
 	char err[256];
 	char snap[256];
 	uint64_t npages, seed;
+	pthread_t balloon;
+	bool balloon_started;
+	int hook_calls;
+	/* Staged race, set before the session thread starts. */
+	void (*hook)(struct pagein_session *s, void *arg);
 };
 
 static void *run_session(void *arg)
@@ -43,8 +48,9 @@ static void *run_session(void *arg)
 }
 
 /* stage2: hand the session the memfd and a bitmap (secret hiding). */
-static int rig_start(struct rig *r, enum tc_mem mem, uint64_t npages,
-		     unsigned reg, bool stage2)
+static int rig_start_hooked(struct rig *r, enum tc_mem mem, uint64_t npages,
+			    unsigned reg, bool stage2,
+			    void (*hook)(struct pagein_session *, void *))
 {
 	memset(r, 0, sizeof(*r));
 	r->npages = npages;
@@ -79,9 +85,17 @@ static int rig_start(struct rig *r, enum tc_mem mem, uint64_t npages,
 		fprintf(stderr, "  session: %s\n", err.msg);
 		return TC_FAIL;
 	}
+	r->s->test_after_read = hook;
+	r->s->test_arg = r;
 	r->stop = eventfd(0, EFD_CLOEXEC);
 	pthread_create(&r->th, NULL, run_session, r);
 	return TC_PASS;
+}
+
+static int rig_start(struct rig *r, enum tc_mem mem, uint64_t npages,
+		     unsigned reg, bool stage2)
+{
+	return rig_start_hooked(r, mem, npages, reg, stage2, NULL);
 }
 
 static void rig_stop(struct rig *r, struct pagein_stats *st)
@@ -90,6 +104,8 @@ static void rig_stop(struct rig *r, struct pagein_stats *st)
 	if (write(r->stop, &one, sizeof(one)) < 0)
 		perror("eventfd");
 	pthread_join(r->th, NULL);
+	if (r->balloon_started)
+		pthread_join(r->balloon, NULL);
 	if (st)
 		pagein_session_stats(r->s, st);
 	pagein_session_free(r->s);
@@ -364,11 +380,9 @@ static void pwrite_behind_back(struct pagein_session *s, void *arg)
 static int copy_eexist_still_wakes(enum tc_mem mem)
 {
 	struct rig r;
-	int t = rig_start(&r, mem, 16, TC_REG_MISSING, false);
+	int t = rig_start_hooked(&r, mem, 16, TC_REG_MISSING, false, pwrite_behind_back);
 	if (t != TC_PASS)
 		return t;
-	r.s->test_after_read = pwrite_behind_back;
-	r.s->test_arg = &r;
 	struct race_arg a = {&r, 0};
 	pthread_t th;
 	pthread_create(&th, NULL, touch_one, &a);
@@ -380,17 +394,11 @@ static int copy_eexist_still_wakes(enum tc_mem mem)
 	return TC_PASS;
 }
 
-struct balloon_arg {
-	struct rig *r;
-	uint64_t page;
-};
-
-static void *discard_page(void *arg)
+static void *discard_page_1(void *arg)
 {
-	struct balloon_arg *b = arg;
+	struct rig *r = arg;
 	/* Shared memory keeps its cache on DONTNEED; REMOVE drops it. */
-	madvise(b->r->g.base + b->page * PS, PS,
-		b->r->g.mem == TC_MEMFD ? MADV_REMOVE : MADV_DONTNEED);
+	madvise(r->g.base + PS, PS, r->g.mem == TC_MEMFD ? MADV_REMOVE : MADV_DONTNEED);
 	return NULL;
 }
 
@@ -399,12 +407,11 @@ static void *discard_page(void *arg)
 static void remove_behind_back(struct pagein_session *s, void *arg)
 {
 	struct rig *r = arg;
-	static struct balloon_arg b;
-	static pthread_t th;
-	b = (struct balloon_arg){r, 1};
+	if (++r->hook_calls < 2)
+		return; /* the first read is page 1's own fault */
 	s->test_after_read = NULL;
-	pthread_create(&th, NULL, discard_page, &b);
-	pthread_detach(th);
+	pthread_create(&r->balloon, NULL, discard_page_1, r);
+	r->balloon_started = true;
 	struct pollfd p = {.fd = r->g.uffd, .events = POLLIN};
 	poll(&p, 1, 5000); /* the REMOVE is queued */
 }
@@ -412,12 +419,10 @@ static void remove_behind_back(struct pagein_session *s, void *arg)
 static int copy_eagain_reads_events_and_retries(enum tc_mem mem)
 {
 	struct rig r;
-	int t = rig_start(&r, mem, 16, TC_REG_MISSING, false);
+	int t = rig_start_hooked(&r, mem, 16, TC_REG_MISSING, false, remove_behind_back);
 	if (t != TC_PASS)
 		return t;
 	int bad = !check_snapshot_page(&r, 1);
-	r.s->test_after_read = remove_behind_back;
-	r.s->test_arg = &r;
 	struct race_arg a = {&r, 0};
 	pthread_t th;
 	pthread_create(&th, NULL, touch_one, &a);
