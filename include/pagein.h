@@ -68,7 +68,15 @@ struct pagein_session_config {
 	struct pagein_source *source; /* the session takes its own reference */
 	const char *name;             /* for the caller's log lines; copied */
 	enum pagein_on_corrupt on_corrupt;
+	/* Fault-around: on a MISSING fault also fill the still-absent pages of
+	 * a window of this many 4 KiB pages around it (a power of two, at most
+	 * PAGEIN_FAULT_AROUND_MAX); the window grows while faults run
+	 * sequentially. 0 or 1 = off. */
+	unsigned fault_around;
+	bool record; /* keep the first-touch order (pagein_session_recorded) */
 };
+
+#define PAGEIN_FAULT_AROUND_MAX 512u
 
 /* What a session has done, for reports. Counters only ever grow. */
 struct pagein_stats {
@@ -86,14 +94,15 @@ struct pagein_stats {
 	uint64_t pages_removed;   /* pages those events discarded */
 	uint64_t bytes_read;      /* snapshot bytes copied or written */
 	uint64_t pages_poisoned;  /* pages the snapshot could not give */
-};
-
-/* Why a session ended (pagein_session_handle_* returning < 0). */
-enum pagein_end {
-	PAGEIN_RUNNING = 0,
-	PAGEIN_END_VMM_GONE,  /* ESRCH/ENOENT/POLLHUP: the VMM exited */
-	PAGEIN_END_FATAL,     /* an error the session cannot serve past */
-	PAGEIN_END_STOPPED,   /* asked to stop */
+	/* Pages filled, by the path that filled them. */
+	uint64_t filled_fault;        /* the faulting page itself */
+	uint64_t filled_fault_around; /* its neighbours in the window */
+	uint64_t filled_prefetch;     /* working-set replay */
+	uint64_t filled_background;   /* background or eager population */
+	uint64_t filled_request;      /* stage-2 fault requests */
+	uint64_t pages_total;         /* guest pages described by the regions */
+	uint64_t elapsed_ns;          /* since the session was created */
+	uint64_t complete_ns;         /* when every page was in; 0 = not yet */
 };
 
 struct pagein_session;
@@ -129,6 +138,38 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 int pagein_session_run(struct pagein_session *s, int stop_fd,
 		       struct pagein_error *err);
 
+/* ---- filling ahead of the guest ---- */
+
+enum pagein_populate {
+	PAGEIN_POPULATE_NONE = 0,   /* only what is faulted or prefetched */
+	PAGEIN_POPULATE_BACKGROUND, /* then the rest, at idle priority */
+	PAGEIN_POPULATE_EAGER,      /* everything before serving anything */
+};
+
+struct pagein_prefetch {
+	const uint64_t *offsets; /* working set: snapshot offsets in the order
+				  * to fill them (copied); may be NULL */
+	size_t count;
+	enum pagein_populate populate;
+};
+
+/* Starts filling ahead of the guest: the working set first, in order, in
+ * large batches, then (background) the rest. Runs on a thread of the
+ * session's own, except EAGER, which fills everything on the calling
+ * thread before returning. Faults are served meanwhile by whoever calls
+ * handle_uffd, and never wait behind a batch they are not in. */
+int pagein_session_prefetch(struct pagein_session *s,
+			    const struct pagein_prefetch *p,
+			    struct pagein_error *err);
+
+/* The first-touch order so far (config.record): snapshot offsets of the
+ * pages faulted or requested, each once. The caller frees *offsets. */
+int pagein_session_recorded(struct pagein_session *s, uint64_t **offsets,
+			    size_t *count);
+
+/* An error the session's prefetch thread stopped on, or NULL. */
+const char *pagein_session_prefetch_error(const struct pagein_session *s);
+
 void pagein_session_stats(const struct pagein_session *s,
 			  struct pagein_stats *out);
 /* "faults 10 missing/2 minor, ..." in one line, for logs. */
@@ -149,6 +190,11 @@ struct pagein_server_config {
 	unsigned threads;          /* worker threads; 0 = one per CPU */
 	enum pagein_log_level log_level;
 	enum pagein_on_corrupt on_corrupt;
+	unsigned fault_around;          /* pages; see pagein_session_config */
+	enum pagein_populate populate;
+	const char *prefetch_path; /* working-set file replayed for every VM */
+	const char *record_path;   /* first-touch order written at session end;
+				    * "%n" in it becomes the VM number */
 	/* Where log lines go; NULL = stderr. One call per complete line. */
 	void (*log)(void *opaque, enum pagein_log_level lvl, const char *line);
 	void *log_opaque;
@@ -162,6 +208,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 int pagein_server_run(struct pagein_server *srv);
 /* Async-signal-safe: asks run() to return. */
 void pagein_server_stop(struct pagein_server *srv);
+/* Logs one statistics line per open session (the daemon's SIGUSR1). */
+void pagein_server_report(struct pagein_server *srv);
 void pagein_server_free(struct pagein_server *srv);
 
 #ifdef __cplusplus

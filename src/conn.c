@@ -13,6 +13,8 @@
 #include "error.h"
 #include "protocol.h"
 #include "server_internal.h"
+#include "source.h"
+#include "workingset.h"
 
 /* Replies are small; a VMM that does not read them for this long is stuck. */
 #define REPLY_TIMEOUT_MS 1000
@@ -33,8 +35,8 @@ struct conn *conn_new(struct pagein_server *srv, int sock)
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
 	c->pid = getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 ? cr.pid : 0;
-	unsigned id = atomic_fetch_add(&srv->next_id, 1) + 1;
-	snprintf(c->name, sizeof(c->name), "vm%u pid %d", id, (int)c->pid);
+	c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
+	snprintf(c->name, sizeof(c->name), "vm%u pid %d", c->id, (int)c->pid);
 	return c;
 }
 
@@ -57,6 +59,8 @@ void conn_free(struct conn *c)
 	free(c);
 }
 
+static void save_recording(struct pagein_server *srv, struct conn *c);
+
 void conn_log_end(struct pagein_server *srv, struct conn *c, const char *why)
 {
 	if (!c->session) {
@@ -64,10 +68,28 @@ void conn_log_end(struct pagein_server *srv, struct conn *c, const char *why)
 		return;
 	}
 	struct pagein_stats st;
-	char line[512];
+	char line[1024];
 	pagein_session_stats(c->session, &st);
 	pagein_stats_format(&st, line, sizeof(line));
 	server_log(srv, PAGEIN_LOG_INFO, "%s: session ended (%s): %s", c->name, why, line);
+	const char *perr = pagein_session_prefetch_error(c->session);
+	if (perr)
+		server_log(srv, PAGEIN_LOG_ERROR, "%s: prefetch stopped: %s", c->name, perr);
+	save_recording(srv, c);
+}
+
+void conn_log_stats(struct pagein_server *srv, struct conn *c)
+{
+	/* Called from another thread than the connection's own: only a
+	 * session published by start_session is looked at. */
+	struct pagein_session *s = atomic_load_explicit(&c->published, memory_order_acquire);
+	if (!s)
+		return;
+	struct pagein_stats st;
+	char line[1024];
+	pagein_session_stats(s, &st);
+	pagein_stats_format(&st, line, sizeof(line));
+	server_log(srv, PAGEIN_LOG_INFO, "%s: stats: %s", c->name, line);
 }
 
 /* Keeps the fds of one SCM_RIGHTS message; more than three is no protocol
@@ -119,6 +141,8 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 		.source = srv->source,
 		.name = c->name,
 		.on_corrupt = srv->cfg.on_corrupt,
+		.fault_around = srv->cfg.fault_around,
+		.record = srv->record_path != NULL,
 	};
 	struct pagein_error err = {{0}};
 	int r = pagein_session_new(&cfg, &c->session, &err);
@@ -141,9 +165,49 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 			   "%s: region %zu: 0x%" PRIx64 " size %" PRIu64 " offset %" PRIu64 " page %" PRIu64,
 			   c->name, i, hs->regions[i].host_addr, hs->regions[i].size,
 			   hs->regions[i].offset, hs->regions[i].page_size);
+	struct pagein_prefetch pf = {
+		.offsets = srv->working_set,
+		.count = srv->working_set_len,
+		.populate = srv->cfg.populate,
+	};
+	r = pagein_session_prefetch(c->session, &pf, &err);
+	if (r < 0) {
+		server_log(srv, PAGEIN_LOG_ERROR, "%s: %s", c->name, err.msg[0] ? err.msg : strerror(-r));
+		conn_log_end(srv, c, r == -ESRCH ? "VMM gone" : "fatal error");
+		return false;
+	}
+	atomic_store_explicit(&c->published, c->session, memory_order_release);
 	if (server_watch_uffd(srv, c) < 0)
 		return refuse(srv, c, "cannot watch the uffd");
 	return true;
+}
+
+/* --record: the session's first-touch order, written when it ends. */
+static void save_recording(struct pagein_server *srv, struct conn *c)
+{
+	uint64_t *off;
+	size_t n;
+	if (!srv->record_path || pagein_session_recorded(c->session, &off, &n) < 0)
+		return;
+	char path[4096];
+	const char *tpl = srv->record_path, *mark = strstr(tpl, "%n");
+	if (mark)
+		snprintf(path, sizeof(path), "%.*s%u%s", (int)(mark - tpl), tpl, c->id, mark + 2);
+	else
+		snprintf(path, sizeof(path), "%s", tpl);
+	struct workingset ws = {
+		.page_size = 4096,
+		.snapshot_size = pagein_source_size(srv->source),
+		.count = n,
+		.offsets = off,
+	};
+	struct pagein_error err = {{0}};
+	if (workingset_save(path, &ws, &err) < 0)
+		server_log(srv, PAGEIN_LOG_ERROR, "%s: %s", c->name, err.msg);
+	else
+		server_log(srv, PAGEIN_LOG_INFO, "%s: recorded %zu pages of working set in %s",
+			   c->name, n, path);
+	free(off);
 }
 
 static bool feed_handshake(struct pagein_server *srv, struct conn *c,

@@ -10,6 +10,7 @@
  * written again. The kernel subtleties each branch answers are named where
  * they are handled. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,12 +169,14 @@ static int wait_for_events(struct pagein_session *s, bool reader,
 
 /* ---- fills ------------------------------------------------------------ */
 
+/* Zeros for [addr, addr+len): UFFDIO_ZEROPAGE, or on hugetlbfs (which has
+ * none) a COPY from a zeroed huge page, one page at a time. */
 static int zero_fill(struct pagein_session *s, const struct region *rg,
-		     uint64_t addr, bool wake, uint64_t *done)
+		     uint64_t addr, uint64_t len, bool wake, uint64_t *done)
 {
-	if (rg->r.page_size == HUGE_2M) /* hugetlbfs has no UFFDIO_ZEROPAGE */
-		return uffd_copy(s->uffd, addr, s->zero_huge, HUGE_2M, wake, done);
-	return uffd_zeropage(s->uffd, addr, rg->r.page_size, wake, done);
+	if (rg->r.page_size != HUGE_2M)
+		return uffd_zeropage(s->uffd, addr, len, wake, done);
+	return uffd_copy(s->uffd, addr, s->zero_huge, HUGE_2M, wake, done);
 }
 
 /* The bytes one page should hold, from the source: a zero-copy view when
@@ -230,79 +233,159 @@ static int fail_corrupt(const struct region *rg, size_t idx, int r,
 			   (unsigned long long)pb->ext.bad_chunk, strerror(-r));
 }
 
-/* Fills a page this thread has claimed with UFFDIO_COPY/ZEROPAGE (the
- * MISSING path) and finishes it. */
-static int fill_missing_claimed(struct pagein_session *s, struct region *rg,
-				size_t idx, bool reader, struct pagein_error *err)
+static void count_fill(struct pagein_session *s, enum fill_path path, uint64_t pages)
 {
-	uint64_t addr = page_addr(rg, idx), ps = rg->r.page_size;
-	struct page_bytes pb = {0};
-	bool poison = false, zero = page_load(&rg->pages, idx) &
-				    (PAGE_ZERO_FILL | PAGE_DISCARDED);
-	int r = 0;
-	if (!zero) {
-		r = page_bytes_get(s, page_offset(rg, idx), ps, &pb);
-		if (r < 0 && s->on_corrupt != PAGEIN_CORRUPT_POISON) {
-			page_abandon(&rg->pages, idx, PAGE_ABSENT);
-			return fail_corrupt(rg, idx, r, &pb, err);
-		}
-		poison = r < 0; /* never map bytes we could not read */
-		zero = !poison && !pb.data;
+	static const size_t field[] = {
+		[FILL_FAULT] = offsetof(struct session_counters, filled_fault),
+		[FILL_FAULT_AROUND] = offsetof(struct session_counters, filled_fault_around),
+		[FILL_PREFETCH] = offsetof(struct session_counters, filled_prefetch),
+		[FILL_BACKGROUND] = offsetof(struct session_counters, filled_background),
+		[FILL_REQUEST] = offsetof(struct session_counters, filled_request),
+	};
+	count((atomic_uint_fast64_t *)((char *)&s->n + field[path]), pages);
+}
+
+enum run_kind { RUN_DATA, RUN_ZERO, RUN_POISON };
+
+/* Plans the longest subrun [i, *j) of one kind that one ioctl can fill,
+ * holding the source view in *pb (released by the caller). */
+static int plan_subrun(struct pagein_session *s, struct region *rg, size_t i,
+		       size_t end, struct page_bytes *pb, enum run_kind *kind,
+		       size_t *j)
+{
+	const uint8_t zero_flags = PAGE_ZERO_FILL | PAGE_DISCARDED;
+	uint64_t ps = rg->r.page_size;
+	memset(pb, 0, sizeof(*pb));
+	*j = i + 1;
+	if (page_load(&rg->pages, i) & zero_flags) {
+		*kind = RUN_ZERO;
+		while (ps != HUGE_2M && *j < end && (page_load(&rg->pages, *j) & zero_flags))
+			(*j)++;
+		return 0;
 	}
-	uint64_t done;
-	for (;;) {
-		if (poison)
-			r = uffd_poison(s->uffd, addr, ps, true, &done);
-		else if (zero)
-			r = zero_fill(s, rg, addr, true, &done);
-		else
-			r = uffd_copy(s->uffd, addr, pb.data, ps, true, &done);
-		if (uffd_classify(r) != UFFD_RETRY)
-			break;
-		r = wait_for_events(s, reader, err);
+	int r = s->source->ops->get(s->source, page_offset(rg, i), (end - i) * ps, &pb->ext);
+	if (r < 0) {
+		if (s->on_corrupt != PAGEIN_CORRUPT_POISON)
+			return r;
+		*kind = RUN_POISON; /* never map bytes we could not read */
+		return 0;
+	}
+	if (pb->ext.len < ps) {
+		/* A huge page across extents: assemble it. */
+		s->source->ops->put(s->source, &pb->ext);
+		r = page_bytes_get(s, page_offset(rg, i), ps, pb);
 		if (r < 0)
-			goto out_abandon;
-		/* The events may have discarded this very page. */
-		if (page_load(&rg->pages, idx) & PAGE_DISCARDED)
-			zero = true;
+			return s->on_corrupt == PAGEIN_CORRUPT_POISON ? (*kind = RUN_POISON, 0) : r;
+		*kind = pb->data ? RUN_DATA : RUN_ZERO;
+		return 0;
 	}
-	switch (uffd_classify(r)) {
-	case UFFD_DONE:
-		if (poison) {
-			count(&s->n.pages_poisoned, 1);
-		} else if (zero) {
-			count(&s->n.pages_zeroed, 1);
-		} else {
-			count(&s->n.pages_copied, 1);
-			count(&s->n.bytes_read, ps);
-		}
-		break;
-	case UFFD_EXISTS:
-		/* Already mapped by someone outside our table; EEXIST wakes
-		 * nobody, so wake the faulting thread ourselves. */
-		count(&s->n.eexist, 1);
-		count(&s->n.wakes, 1);
-		uffd_wake(s->uffd, addr, ps);
-		break;
-	case UFFD_GONE:
-		r = -ESRCH;
-		goto out_abandon;
-	default:
-		r = pagein_fail(err, -r, "filling 0x%llx (offset 0x%llx): %s",
-				(unsigned long long)addr,
-				(unsigned long long)page_offset(rg, idx), strerror(-r));
-		goto out_abandon;
+	pb->have_ext = true;
+	size_t avail = (size_t)(pb->ext.len / ps);
+	if (avail > end - i)
+		avail = end - i;
+	const unsigned char *base = pb->ext.data;
+	if (!base) {
+		*kind = RUN_ZERO;
+		*j = ps == HUGE_2M ? i + 1 : i + avail;
+		return 0;
 	}
-	page_bytes_put(s, &pb);
-	if (page_finish(&rg->pages, idx) & PAGE_WAKE_WANTED) {
-		count(&s->n.wakes, 1);
-		uffd_wake(s->uffd, addr, ps);
-	}
-	session_clear_userfault_bit(s, page_offset(rg, idx), ps);
+	bool zero = page_is_zero(base, ps);
+	*kind = zero ? RUN_ZERO : RUN_DATA;
+	pb->data = base;
+	if (zero && ps == HUGE_2M)
+		return 0;
+	while (*j < i + avail && !(page_load(&rg->pages, *j) & zero_flags) &&
+	       page_is_zero(base + (*j - i) * ps, ps) == zero)
+		(*j)++;
 	return 0;
-out_abandon:
-	page_bytes_put(s, &pb);
-	page_abandon(&rg->pages, idx, PAGE_ABSENT);
+}
+
+int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
+		     size_t n, bool reader, bool wake, enum fill_path path,
+		     struct pagein_error *err)
+{
+	uint64_t ps = rg->r.page_size;
+	size_t i = first, end = first + n;
+	int r = 0;
+	while (i < end) {
+		struct page_bytes pb;
+		enum run_kind kind;
+		size_t j;
+		r = plan_subrun(s, rg, i, end, &pb, &kind, &j);
+		if (r < 0) {
+			struct page_bytes none = {0};
+			none.ext.bad_chunk = pb.ext.bad_chunk;
+			r = fail_corrupt(rg, i, r, &none, err);
+			break;
+		}
+		uint64_t addr = page_addr(rg, i), len = (j - i) * ps, done = 0;
+		if (kind == RUN_DATA)
+			r = uffd_copy(s->uffd, addr, pb.data, len, false, &done);
+		else if (kind == RUN_ZERO)
+			r = zero_fill(s, rg, addr, len, false, &done);
+		else
+			r = uffd_poison(s->uffd, addr, len, false, &done);
+		page_bytes_put(s, &pb);
+		if (r == 0)
+			done = len;
+		uint64_t pages = done / ps;
+		count(kind == RUN_DATA ? &s->n.pages_copied
+		      : kind == RUN_ZERO ? &s->n.pages_zeroed : &s->n.pages_poisoned, pages);
+		if (kind == RUN_DATA)
+			count(&s->n.bytes_read, pages * ps);
+		i += (size_t)pages;
+		enum uffd_outcome o = uffd_classify(r);
+		if (o == UFFD_DONE)
+			continue;
+		if (o == UFFD_RETRY) {
+			/* Events pending: read them, then plan again (they may
+			 * have discarded pages of this very run). */
+			r = wait_for_events(s, reader, err);
+			if (r < 0)
+				break;
+			continue;
+		}
+		if (o == UFFD_EXISTS) {
+			/* Filled outside our table; EEXIST woke nobody. */
+			count(&s->n.eexist, 1);
+			wake = true;
+			i++;
+			r = 0;
+			continue;
+		}
+		if (o == UFFD_GONE) {
+			r = -ESRCH;
+			break;
+		}
+		r = pagein_fail(err, -r, "filling 0x%llx (offset 0x%llx, %llu pages): %s",
+				(unsigned long long)addr,
+				(unsigned long long)page_offset(rg, i),
+				(unsigned long long)(j - i), strerror(-r));
+		break;
+	}
+	/* Pages before i are in; the rest go back to their previous state. */
+	for (size_t p = first; p < i; p++) {
+		if (page_finish(&rg->pages, p) & PAGE_WAKE_WANTED)
+			wake = true;
+		session_clear_userfault_bit(s, page_offset(rg, p), ps);
+	}
+	for (size_t p = i; p < end; p++) {
+		uint8_t v = page_load(&rg->pages, p);
+		if (v & PAGE_WAKE_WANTED)
+			wake = true;
+		page_abandon(&rg->pages, p, (v & PAGE_ZERO_FILL) ? PAGE_REMOVED : PAGE_ABSENT);
+	}
+	if (path == FILL_FAULT) {
+		count_fill(s, FILL_FAULT, i > first);
+		if (i > first + 1)
+			count_fill(s, FILL_FAULT_AROUND, i - first - 1);
+	} else {
+		count_fill(s, path, i - first);
+	}
+	if (wake && r != -ESRCH) {
+		count(&s->n.wakes, 1);
+		uffd_wake(s->uffd, page_addr(rg, first), n * ps);
+	}
 	return r;
 }
 
@@ -378,13 +461,76 @@ static int write_page_claimed(struct pagein_session *s, struct region *rg,
 
 /* ---- faults ----------------------------------------------------------- */
 
+static void record_touch(struct pagein_session *s, const struct region *rg,
+			 size_t idx)
+{
+	if (!s->record)
+		return;
+	pthread_mutex_lock(&s->record_lock);
+	if (s->nrecorded == s->record_cap) {
+		size_t cap = s->record_cap ? s->record_cap * 2 : 4096;
+		uint64_t *n = realloc(s->recorded, cap * sizeof(*n));
+		if (!n) {
+			pthread_mutex_unlock(&s->record_lock);
+			return; /* a shorter working set, not a wrong one */
+		}
+		s->recorded = n;
+		s->record_cap = cap;
+	}
+	s->recorded[s->nrecorded++] = page_offset(rg, idx);
+	pthread_mutex_unlock(&s->record_lock);
+}
+
+/* Claims the still-absent neighbours of page idx (claimed already) within
+ * the fault-around window, keeping one contiguous run [*lo, *hi). The
+ * window is aligned around the fault, or ahead of it while faults come
+ * in sequence, doubling each time up to PAGEIN_FAULT_AROUND_MAX. */
+static void claim_window(struct pagein_session *s, struct region *rg,
+			 size_t idx, size_t *lo, size_t *hi)
+{
+	*lo = idx;
+	*hi = idx + 1;
+	if (s->fa_base < 2 || rg->r.page_size != 4096)
+		return;
+	size_t npages = rg->pages.npages, w;
+	bool sequential = atomic_load_explicit(&s->fa_region, memory_order_relaxed) == rg &&
+			  atomic_load_explicit(&s->fa_next, memory_order_relaxed) == idx;
+	size_t wlo, whi;
+	if (sequential) {
+		w = atomic_load_explicit(&s->fa_window, memory_order_relaxed) * 2;
+		if (w > PAGEIN_FAULT_AROUND_MAX)
+			w = PAGEIN_FAULT_AROUND_MAX;
+		wlo = idx;
+		whi = idx + w;
+	} else {
+		w = s->fa_base;
+		wlo = idx & ~(size_t)(w - 1);
+		whi = wlo + w;
+	}
+	if (whi > npages)
+		whi = npages;
+	enum page_state prev;
+	while (*lo > wlo && page_claim(&rg->pages, *lo - 1, &prev))
+		(*lo)--;
+	while (*hi < whi && page_claim(&rg->pages, *hi, &prev))
+		(*hi)++;
+	atomic_store_explicit(&s->fa_window, (unsigned)w, memory_order_relaxed);
+	atomic_store_explicit(&s->fa_region, rg, memory_order_relaxed);
+	atomic_store_explicit(&s->fa_next, *hi, memory_order_relaxed);
+}
+
 static int serve_missing(struct pagein_session *s, struct region *rg,
 			 size_t idx, struct pagein_error *err)
 {
 	for (;;) {
 		enum page_state prev;
-		if (page_claim(&rg->pages, idx, &prev))
-			return fill_missing_claimed(s, rg, idx, true, err);
+		if (page_claim(&rg->pages, idx, &prev)) {
+			if (prev == PAGE_ABSENT)
+				record_touch(s, rg, idx);
+			size_t lo, hi;
+			claim_window(s, rg, idx, &lo, &hi);
+			return fill_run_claimed(s, rg, lo, hi - lo, true, true, FILL_FAULT, err);
+		}
 		if (prev == PAGE_FILLING) {
 			if (page_want_wake(&rg->pages, idx))
 				return 0; /* its filler wakes us */
@@ -396,7 +542,7 @@ static int serve_missing(struct pagein_session *s, struct region *rg,
 		 * ZEROPAGE never overwrites, so it is safe either way. */
 		uint64_t addr = page_addr(rg, idx), done;
 		int r;
-		while ((r = zero_fill(s, rg, addr, true, &done)) == -EAGAIN) {
+		while ((r = zero_fill(s, rg, addr, rg->r.page_size, true, &done)) == -EAGAIN) {
 			r = wait_for_events(s, true, err);
 			if (r < 0)
 				return r;
@@ -461,6 +607,8 @@ static int serve_minor(struct pagein_session *s, struct region *rg, size_t idx,
 			continue;
 		}
 		int r = 0;
+		if (prev == PAGE_ABSENT)
+			record_touch(s, rg, idx);
 		if (prev == PAGE_ABSENT && s->mem_fd >= 0) {
 			/* A cached page we never filled (someone read the memfd
 			 * through an unregistered mapping): its content is not
@@ -542,6 +690,8 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 	for (;;) {
 		enum page_state prev;
 		if (page_claim(&rg->pages, idx, &prev)) {
+			if (prev == PAGE_ABSENT)
+				record_touch(s, rg, idx);
 			bool zero;
 			int r = write_page_claimed(s, rg, idx, &zero, err);
 			if (r < 0) {
@@ -554,6 +704,7 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 				count(&s->n.wakes, 1);
 				uffd_wake(s->uffd, page_addr(rg, idx), rg->r.page_size);
 			}
+			count_fill(s, FILL_REQUEST, 1);
 			*zero_out = zero;
 			break;
 		}

@@ -24,6 +24,7 @@
 #include "error.h"
 #include "server_internal.h"
 #include "source.h"
+#include "workingset.h"
 
 #define TAG_STOP UINT64_MAX
 #define TAG_LISTEN (UINT64_MAX - 1)
@@ -264,6 +265,25 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	r = pagein_source_open(cfg->snapshot_path, &srv->source, err);
 	if (r < 0)
 		goto fail;
+	if (cfg->prefetch_path) {
+		struct workingset ws;
+		r = workingset_load(cfg->prefetch_path, &ws, err);
+		if (r < 0)
+			goto fail;
+		if (ws.snapshot_size != pagein_source_size(srv->source))
+			server_log(srv, PAGEIN_LOG_WARN,
+				   "working set %s was recorded on a %llu-byte snapshot, this one has %llu bytes",
+				   cfg->prefetch_path, (unsigned long long)ws.snapshot_size,
+				   (unsigned long long)pagein_source_size(srv->source));
+		srv->working_set = ws.offsets;
+		srv->working_set_len = ws.count;
+	}
+	if (cfg->record_path && !(srv->record_path = strdup(cfg->record_path))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	srv->cfg.prefetch_path = NULL; /* not kept; the offsets are */
+	srv->cfg.record_path = srv->record_path;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	srv->nworkers = cfg->threads ? cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
 	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -317,6 +337,17 @@ void pagein_server_stop(struct pagein_server *srv)
 	(void)n;
 }
 
+void pagein_server_report(struct pagein_server *srv)
+{
+	struct conn_table *t = &srv->conns;
+	pthread_mutex_lock(&t->lock);
+	server_log(srv, PAGEIN_LOG_INFO, "report: %u connection%s", t->live, t->live == 1 ? "" : "s");
+	for (uint32_t i = 0; i < t->cap; i++)
+		if (t->slot[i])
+			conn_log_stats(srv, t->slot[i]);
+	pthread_mutex_unlock(&t->lock);
+}
+
 void pagein_server_free(struct pagein_server *srv)
 {
 	if (!srv)
@@ -342,6 +373,8 @@ void pagein_server_free(struct pagein_server *srv)
 	if (srv->source)
 		pagein_source_unref(srv->source);
 	free(srv->workers);
+	free(srv->working_set);
+	free(srv->record_path);
 	free(srv->socket_path);
 	free(srv->snapshot_path);
 	free(srv);

@@ -27,8 +27,10 @@ struct conn {
 	int fds[3];            /* received with the handshake */
 	int nfds;
 	bool extra_fds;        /* more fds arrived than any protocol sends */
+	unsigned id;           /* the N of vmN */
 	size_t handshake_bytes;
 	struct pagein_session *session;
+	_Atomic(struct pagein_session *) published; /* for reports from other threads */
 };
 
 struct conn_table {
@@ -47,6 +49,9 @@ struct pagein_server {
 	pthread_t *workers;
 	struct conn_table conns;
 	atomic_uint next_id;
+	uint64_t *working_set; /* --prefetch, loaded once, replayed per VM */
+	size_t working_set_len;
+	char *record_path;
 };
 
 /* epoll tags: what an event is about. */
@@ -64,6 +69,7 @@ bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events);
 bool conn_on_uffd(struct pagein_server *srv, struct conn *c);
 /* Logs the end of a session with its statistics. */
 void conn_log_end(struct pagein_server *srv, struct conn *c, const char *why);
+void conn_log_stats(struct pagein_server *srv, struct conn *c);
 
 /* server.c: start watching the session's uffd. */
 int server_watch_uffd(struct pagein_server *srv, struct conn *c);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -162,6 +163,7 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	if (!s)
 		return -ENOMEM;
 	snprintf(s->name, sizeof(s->name), "%s", cfg->name ? cfg->name : "vm");
+	pthread_mutex_init(&s->record_lock, NULL);
 	s->uffd = s->mem_fd = s->bitmap_fd = -1;
 	s->nregions = cfg->nregions;
 	s->regions = calloc(cfg->nregions, sizeof(*s->regions));
@@ -186,8 +188,17 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	qsort(s->regions, s->nregions, sizeof(*s->regions), cmp_host);
 	if (cfg->bitmap_fd >= 0 && (r = map_bitmap(s, cfg, err)) < 0)
 		goto fail;
+	for (size_t i = 0; i < s->nregions; i++)
+		s->pages_total += s->regions[i].pages.npages;
 	s->source = pagein_source_ref(cfg->source);
 	s->on_corrupt = cfg->on_corrupt;
+	s->fa_base = cfg->fault_around;
+	if (s->fa_base > PAGEIN_FAULT_AROUND_MAX)
+		s->fa_base = PAGEIN_FAULT_AROUND_MAX;
+	while (s->fa_base & (s->fa_base - 1)) /* round down to a power of two */
+		s->fa_base &= s->fa_base - 1;
+	s->record = cfg->record;
+	s->start_ns = now_ns();
 	s->uffd = cfg->uffd;
 	s->mem_fd = cfg->mem_fd;
 	s->bitmap_fd = cfg->bitmap_fd;
@@ -202,6 +213,7 @@ void pagein_session_free(struct pagein_session *s)
 {
 	if (!s)
 		return;
+	prefetch_stop(s);
 	for (size_t i = 0; s->regions && i < s->nregions; i++)
 		page_table_fini(&s->regions[i].pages);
 	free(s->regions);
@@ -217,6 +229,8 @@ void pagein_session_free(struct pagein_session *s)
 		pagein_source_unref(s->source);
 	free(s->zero_huge);
 	free(s->queue.msg);
+	free(s->recorded);
+	pthread_mutex_destroy(&s->record_lock);
 	free(s);
 }
 
@@ -285,23 +299,68 @@ void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o
 	LOAD(pages_removed);
 	LOAD(bytes_read);
 	LOAD(pages_poisoned);
+	LOAD(filled_fault);
+	LOAD(filled_fault_around);
+	LOAD(filled_prefetch);
+	LOAD(filled_background);
+	LOAD(filled_request);
 #undef LOAD
+	o->pages_total = s->pages_total;
+	o->elapsed_ns = now_ns() - s->start_ns;
+	o->complete_ns = atomic_load(&s->complete_ns);
 }
 
 int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 {
+	double secs = (double)st->elapsed_ns / 1e9;
+	uint64_t filled = st->filled_fault + st->filled_fault_around +
+			  st->filled_prefetch + st->filled_background + st->filled_request;
+	char complete[48] = "not complete";
+	if (st->complete_ns)
+		snprintf(complete, sizeof(complete), "complete in %.3f s",
+			 (double)st->complete_ns / 1e9);
 	int n = snprintf(buf, len,
 			 "faults %" PRIu64 " missing/%" PRIu64 " minor, requests %" PRIu64
-			 ", pages copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
-			 " written %" PRIu64 " poisoned %" PRIu64 ", removes %" PRIu64
+			 "; filled %" PRIu64 "/%" PRIu64 " pages (fault %" PRIu64
+			 ", fault-around %" PRIu64 ", prefetch %" PRIu64 ", background %" PRIu64
+			 ", request %" PRIu64 "), faults avoided %" PRIu64
+			 "; ops copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
+			 " written %" PRIu64 " poisoned %" PRIu64 "; removes %" PRIu64
 			 " (%" PRIu64 " pages), wakes %" PRIu64 ", eexist %" PRIu64
-			 ", eagain %" PRIu64 ", read %.1f MiB",
-			 st->faults_missing, st->faults_minor, st->requests,
+			 ", eagain %" PRIu64 "; read %.1f MiB from the snapshot, %.1f MB/s over %.3f s; %s",
+			 st->faults_missing, st->faults_minor, st->requests, filled,
+			 st->pages_total, st->filled_fault, st->filled_fault_around,
+			 st->filled_prefetch, st->filled_background, st->filled_request,
+			 st->filled_fault_around + st->filled_prefetch + st->filled_background,
 			 st->pages_copied, st->pages_zeroed, st->pages_continued,
 			 st->pages_written, st->pages_poisoned, st->removes,
 			 st->pages_removed, st->wakes, st->eexist, st->eagain,
-			 (double)st->bytes_read / (1 << 20));
+			 (double)st->bytes_read / (1 << 20),
+			 secs > 0 ? (double)st->bytes_read / 1e6 / secs : 0.0, secs, complete);
 	return n < 0 ? -EINVAL : 0;
+}
+
+int pagein_session_recorded(struct pagein_session *s, uint64_t **offsets,
+			    size_t *count_out)
+{
+	pthread_mutex_lock(&s->record_lock);
+	size_t n = s->nrecorded;
+	uint64_t *copy = malloc((n ? n : 1) * sizeof(*copy));
+	if (copy && n)
+		memcpy(copy, s->recorded, n * sizeof(*copy));
+	pthread_mutex_unlock(&s->record_lock);
+	if (!copy)
+		return -ENOMEM;
+	*offsets = copy;
+	*count_out = n;
+	return 0;
+}
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 int pagein_session_run(struct pagein_session *s, int stop_fd,

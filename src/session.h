@@ -3,6 +3,7 @@
 #ifndef PAGEIN_SESSION_H
 #define PAGEIN_SESSION_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,7 +23,8 @@ struct session_counters {
 	atomic_uint_fast64_t faults_missing, faults_minor, requests,
 		pages_copied, pages_zeroed, pages_continued, pages_written,
 		wakes, eexist, eagain, removes, pages_removed, bytes_read,
-		pages_poisoned;
+		pages_poisoned, filled_fault, filled_fault_around,
+		filled_prefetch, filled_background, filled_request;
 };
 
 /* Faults read but not yet served, owned by the one thread reading the
@@ -44,6 +46,25 @@ struct pagein_session {
 	void *zero_huge;          /* a zeroed 2 MiB buffer for hugetlb COPY */
 	struct fault_queue queue;
 	struct session_counters n;
+	uint64_t pages_total;
+	uint64_t start_ns;
+	atomic_uint_fast64_t complete_ns;
+
+	/* Fault-around: base window (pages) and the adaptive state, touched
+	 * only by the thread reading the uffd (one at a time). */
+	unsigned fa_base;
+	atomic_uint fa_window;
+	_Atomic(struct region *) fa_region;
+	atomic_size_t fa_next; /* page a sequential scan would fault next */
+
+	/* First-touch recording (config.record). */
+	bool record;
+	pthread_mutex_t record_lock;
+	uint64_t *recorded;
+	size_t nrecorded, record_cap;
+
+	/* The prefetch thread (prefetch.c). */
+	struct prefetcher *prefetch;
 	/* Tests only: called after a read() that returned faults, before they
 	 * are served, to stage races (a REMOVE or a pwrite in between). */
 	void (*test_after_read)(struct pagein_session *s, void *arg);
@@ -59,6 +80,29 @@ static inline void count(atomic_uint_fast64_t *c, uint64_t v)
 struct region *session_region_by_addr(struct pagein_session *s, uint64_t addr);
 /* Region holding snapshot / mem_fd offset off, or NULL. */
 struct region *session_region_by_offset(struct pagein_session *s, uint64_t off);
+
+enum fill_path {
+	FILL_FAULT,
+	FILL_FAULT_AROUND,
+	FILL_PREFETCH,
+	FILL_BACKGROUND,
+	FILL_REQUEST,
+};
+
+/* Fills pages [first, first+n) of rg, every one claimed by this thread,
+ * in as few ioctls as the source's extents allow (DONTWAKE), finishes
+ * them, then wakes the range once if `wake` or if a fault asked to be.
+ * reader: this thread reads the uffd (it drains events on EAGAIN itself).
+ * Returns 0 or -errno (-ESRCH: VMM gone); on error the unfilled pages go
+ * back to their previous state. */
+int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
+		     size_t n, bool reader, bool wake, enum fill_path path,
+		     struct pagein_error *err);
+
+uint64_t now_ns(void);
+
+/* prefetch.c: stops and joins the prefetch thread, if any. */
+void prefetch_stop(struct pagein_session *s);
 
 /* Marks a page populated in the userfault bitmap (clears its bit). */
 void session_clear_userfault_bit(struct pagein_session *s, uint64_t offset,

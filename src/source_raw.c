@@ -9,6 +9,7 @@
 #include "source.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -101,6 +102,13 @@ static void raw_put(struct pagein_source *s, struct source_extent *ext)
 {
 }
 
+static void raw_advise(struct pagein_source *s, uint64_t off, uint64_t len)
+{
+	struct raw_source *r = (struct raw_source *)s;
+	/* Asynchronous readahead into the page cache; COPY then finds it. */
+	posix_fadvise(r->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 static void raw_destroy(struct pagein_source *s)
 {
 	struct raw_source *r = (struct raw_source *)s;
@@ -115,6 +123,7 @@ static const struct source_ops raw_ops = {
 	.kind = "raw",
 	.get = raw_get,
 	.put = raw_put,
+	.advise = raw_advise,
 	.destroy = raw_destroy,
 };
 

@@ -13,6 +13,9 @@
 #include "pagein.h"
 
 #define PAGEIN_VERSION "0.1.0"
+/* Fault-around window in pages; see docs/benchmarks.md for the measurement
+ * behind it. */
+#define DEFAULT_FAULT_AROUND 16u
 
 /* Provided by snapshot_cmd.c when the snapshot format is built in. */
 int cmd_snapshot(int argc, char **argv) __attribute__((weak));
@@ -50,10 +53,24 @@ static void serve_usage(FILE *f)
 		"  --on-corrupt MODE   fail|poison: when the snapshot cannot give a page,\n"
 		"                      end that session (fail, default) or poison that\n"
 		"                      page only (the guest sees a memory error there)\n"
+		"  --fault-around N    on a fault also fill the absent pages of an aligned\n"
+		"                      window of N 4 KiB pages (power of two, <= 512;\n"
+		"                      grows while faults run sequentially; default %u,\n"
+		"                      0 = off)\n"
+		"  --populate MODE     none|background|eager: after the working set, fill\n"
+		"                      the rest at idle priority (background, default),\n"
+		"                      not at all (none), or everything before serving\n"
+		"                      any fault (eager, like Firecracker's fault_all)\n"
+		"  --prefetch FILE     working set to fill first, in recorded order, from\n"
+		"                      the moment a VM's handshake arrives\n"
+		"  --record FILE       write each session's first-touch order there when\n"
+		"                      it ends (%%n in FILE = the VM's number; record with\n"
+		"                      --populate none --fault-around 0 for an exact set)\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Log lines go to stderr, one per event, prefixed with the VM they are\n"
-		"about (vmN pid P).\n");
+		"about (vmN pid P). SIGUSR1 logs every open session's statistics.\n",
+		DEFAULT_FAULT_AROUND);
 }
 
 static void log_line(void *opaque, enum pagein_log_level lvl, const char *line)
@@ -87,9 +104,16 @@ static void *signal_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGUSR1);
 	int sig;
-	if (sigwait(&set, &sig) == 0)
+	while (sigwait(&set, &sig) == 0) {
+		if (sig == SIGUSR1) {
+			pagein_server_report(srv);
+			continue;
+		}
 		pagein_server_stop(srv);
+		break;
+	}
 	return NULL;
 }
 
@@ -98,6 +122,8 @@ static int cmd_serve(int argc, char **argv)
 	struct pagein_server_config cfg = {
 		.log_level = PAGEIN_LOG_INFO,
 		.log = log_line,
+		.fault_around = DEFAULT_FAULT_AROUND,
+		.populate = PAGEIN_POPULATE_BACKGROUND,
 	};
 	static const struct option opts[] = {
 		{"snapshot", required_argument, NULL, 's'},
@@ -105,6 +131,10 @@ static int cmd_serve(int argc, char **argv)
 		{"threads", required_argument, NULL, 't'},
 		{"log-level", required_argument, NULL, 'l'},
 		{"on-corrupt", required_argument, NULL, 'c'},
+		{"fault-around", required_argument, NULL, 'f'},
+		{"populate", required_argument, NULL, 'p'},
+		{"prefetch", required_argument, NULL, 'P'},
+		{"record", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -143,6 +173,34 @@ static int cmd_serve(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'f': {
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 0 || n > (long)PAGEIN_FAULT_AROUND_MAX || (n & (n - 1))) {
+				fprintf(stderr, "pagein serve: --fault-around %s: expected 0 or a power of two up to %u\n",
+					optarg, PAGEIN_FAULT_AROUND_MAX);
+				return 2;
+			}
+			cfg.fault_around = (unsigned)n;
+			break;
+		}
+		case 'p':
+			if (!strcmp(optarg, "none"))
+				cfg.populate = PAGEIN_POPULATE_NONE;
+			else if (!strcmp(optarg, "background"))
+				cfg.populate = PAGEIN_POPULATE_BACKGROUND;
+			else if (!strcmp(optarg, "eager"))
+				cfg.populate = PAGEIN_POPULATE_EAGER;
+			else {
+				fprintf(stderr, "pagein serve: --populate %s: expected none, background or eager\n", optarg);
+				return 2;
+			}
+			break;
+		case 'P':
+			cfg.prefetch_path = optarg;
+			break;
+		case 'r':
+			cfg.record_path = optarg;
+			break;
 		case 'h':
 			serve_usage(stdout);
 			return 0;
@@ -166,6 +224,7 @@ static int cmd_serve(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 

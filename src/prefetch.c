@@ -1,0 +1,251 @@
+/* prefetch.c - filling ahead of the guest: working-set replay, then
+ * background population, on a thread of the session's own.
+ *
+ * Every page goes through the same claim as a fault, so a page the guest
+ * faults first is served by the fault path at once and prefetch skips it;
+ * a fault on a page inside a batch in flight leaves a WAKE_WANTED note and
+ * the batch wakes it when done. Batches are sorted by offset and filled as
+ * runs, one UFFDIO_COPY per run with DONTWAKE: few ioctls, sequential
+ * reads of the snapshot. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "page_table.h"
+#include "session.h"
+#include "source.h"
+
+/* Working-set pages claimed per batch: 1 MiB of 4 KiB pages, large enough
+ * for big sequential copies, small enough that a fault landing in a batch
+ * waits well under a millisecond. */
+#define WS_BATCH 256
+/* Background runs: 2 MiB, the bulk UFFDIO_COPY size that reaches the
+ * kernel's copy throughput. */
+#define BG_RUN_BYTES (2u << 20)
+
+struct prefetcher {
+	struct pagein_session *s;
+	pthread_t th;
+	bool started;
+	atomic_bool stop;
+	uint64_t *ws;
+	size_t nws;
+	enum pagein_populate populate;
+	char err[256];
+	atomic_bool failed; /* set (release) after err is written */
+};
+
+struct claimed {
+	struct region *rg;
+	size_t idx;
+};
+
+static int cmp_claimed(const void *a, const void *b)
+{
+	const struct claimed *x = a, *y = b;
+	if (x->rg != y->rg)
+		return x->rg < y->rg ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Fills the claimed pages as runs of consecutive pages. */
+static int fill_claimed(struct pagein_session *s, struct claimed *c, size_t n,
+			enum fill_path path, struct pagein_error *err)
+{
+	qsort(c, n, sizeof(*c), cmp_claimed);
+	int r = 0;
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && c[j].rg == c[i].rg && c[j].idx == c[j - 1].idx + 1)
+			j++;
+		int e = fill_run_claimed(s, c[i].rg, c[i].idx, j - i, false, false, path, err);
+		if (e < 0 && r == 0)
+			r = e;
+		if (e < 0) {
+			/* Give back the claims of the runs we will not fill. */
+			for (size_t k = j; k < n; k++) {
+				uint8_t v = page_load(&c[k].rg->pages, c[k].idx);
+				page_abandon(&c[k].rg->pages, c[k].idx,
+					     (v & PAGE_ZERO_FILL) ? PAGE_REMOVED : PAGE_ABSENT);
+			}
+			break;
+		}
+		i = j;
+	}
+	return r;
+}
+
+static void advise(struct pagein_session *s, const uint64_t *off, size_t n)
+{
+	if (!s->source->ops->advise)
+		return;
+	for (size_t i = 0; i < n; i++)
+		s->source->ops->advise(s->source, off[i], 4096);
+}
+
+static int replay_working_set(struct prefetcher *p, struct pagein_error *err)
+{
+	struct pagein_session *s = p->s;
+	struct claimed batch[WS_BATCH];
+	size_t next_advised = 0;
+	for (size_t i = 0; i < p->nws && !atomic_load(&p->stop);) {
+		/* Start the reads of the next batch while this one copies. */
+		size_t ahead = i + 2 * WS_BATCH < p->nws ? i + 2 * WS_BATCH : p->nws;
+		if (next_advised < ahead) {
+			advise(s, p->ws + next_advised, ahead - next_advised);
+			next_advised = ahead;
+		}
+		size_t n = 0;
+		for (; i < p->nws && n < WS_BATCH; i++) {
+			struct region *rg = session_region_by_offset(s, p->ws[i]);
+			if (!rg)
+				continue; /* recorded on another memory layout */
+			size_t idx = (size_t)((p->ws[i] - rg->r.offset) >> rg->page_shift);
+			enum page_state prev;
+			/* Absent pages only: a removed page stays for its fault. */
+			if (page_state_of(page_load(&rg->pages, idx)) == PAGE_ABSENT &&
+			    page_claim(&rg->pages, idx, &prev)) {
+				if (prev != PAGE_ABSENT) {
+					page_abandon(&rg->pages, idx, prev);
+					continue;
+				}
+				batch[n++] = (struct claimed){rg, idx};
+			}
+		}
+		int r = fill_claimed(s, batch, n, FILL_PREFETCH, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Fills every page still absent (or removed: zeros), region by region in
+ * offset order, in runs of up to BG_RUN_BYTES. */
+static int populate_rest(struct pagein_session *s, atomic_bool *stop,
+			 bool reader, struct pagein_error *err)
+{
+	for (size_t r = 0; r < s->nregions; r++) {
+		struct region *rg = &s->regions[r];
+		size_t max_run = BG_RUN_BYTES / rg->r.page_size;
+		if (max_run == 0)
+			max_run = 1;
+		for (size_t i = 0; i < rg->pages.npages;) {
+			if (stop && atomic_load(stop))
+				return 0;
+			enum page_state prev;
+			size_t j = i;
+			while (j < rg->pages.npages && j - i < max_run &&
+			       page_claim(&rg->pages, j, &prev))
+				j++;
+			if (j == i) {
+				i++; /* present or being filled by someone else */
+				continue;
+			}
+			int e = fill_run_claimed(s, rg, i, j - i, reader, false,
+						 FILL_BACKGROUND, err);
+			if (e < 0)
+				return e;
+			i = j;
+		}
+	}
+	return 0;
+}
+
+static void mark_complete(struct pagein_session *s)
+{
+	for (size_t r = 0; r < s->nregions; r++) {
+		size_t c[4];
+		page_table_count(&s->regions[r].pages, c);
+		if (c[PAGE_ABSENT] || c[PAGE_REMOVED])
+			return;
+	}
+	uint64_t zero = 0;
+	atomic_compare_exchange_strong(&s->complete_ns, &zero, now_ns() - s->start_ns);
+}
+
+static void *prefetch_thread(void *arg)
+{
+	struct prefetcher *p = arg;
+	struct pagein_error err = {{0}};
+	int r = replay_working_set(p, &err);
+	if (r == 0 && p->populate == PAGEIN_POPULATE_BACKGROUND && !atomic_load(&p->stop)) {
+		/* Idle priority: the rest only uses CPU nobody else wants, so
+		 * faults and the guest itself always go first. */
+		struct sched_param sp = {0};
+		pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+		r = populate_rest(p->s, &p->stop, false, &err);
+		if (r == 0 && !atomic_load(&p->stop))
+			mark_complete(p->s);
+	}
+	if (r < 0 && r != -ESRCH) {
+		snprintf(p->err, sizeof(p->err), "%s", err.msg[0] ? err.msg : strerror(-r));
+		atomic_store_explicit(&p->failed, true, memory_order_release);
+	}
+	return NULL;
+}
+
+int pagein_session_prefetch(struct pagein_session *s,
+			    const struct pagein_prefetch *cfg,
+			    struct pagein_error *err)
+{
+	if (s->prefetch)
+		return pagein_fail(err, EBUSY, "prefetch already started");
+	if (cfg->populate == PAGEIN_POPULATE_EAGER) {
+		/* The caller is the uffd's only reader until this returns: it
+		 * drains events itself, then serves the faults it queued. */
+		int r = populate_rest(s, NULL, true, err);
+		if (r == 0)
+			mark_complete(s);
+		if (r == 0)
+			r = pagein_session_handle_uffd(s, err);
+		return r;
+	}
+	if (cfg->count == 0 && cfg->populate == PAGEIN_POPULATE_NONE)
+		return 0;
+	struct prefetcher *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->s = s;
+	p->populate = cfg->populate;
+	if (cfg->count) {
+		p->ws = malloc(cfg->count * sizeof(*p->ws));
+		if (!p->ws) {
+			free(p);
+			return -ENOMEM;
+		}
+		memcpy(p->ws, cfg->offsets, cfg->count * sizeof(*p->ws));
+		p->nws = cfg->count;
+	}
+	int e = pthread_create(&p->th, NULL, prefetch_thread, p);
+	if (e) {
+		free(p->ws);
+		free(p);
+		return pagein_fail(err, e, "prefetch thread: %s", strerror(e));
+	}
+	p->started = true;
+	s->prefetch = p;
+	return 0;
+}
+
+void prefetch_stop(struct pagein_session *s)
+{
+	struct prefetcher *p = s->prefetch;
+	if (!p)
+		return;
+	atomic_store(&p->stop, true);
+	if (p->started)
+		pthread_join(p->th, NULL);
+	free(p->ws);
+	free(p);
+	s->prefetch = NULL;
+}
+
+const char *pagein_session_prefetch_error(const struct pagein_session *s)
+{
+	return s->prefetch && atomic_load_explicit(&s->prefetch->failed, memory_order_acquire)
+		       ? s->prefetch->err : NULL;
+}
