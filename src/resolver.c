@@ -27,6 +27,10 @@
 /* uffd_msg per read(): one read returns up to this many events, so a burst
  * of faults from several vCPUs costs one syscall. */
 #define MSGS_PER_READ 64
+/* Longest ioctl a non-reader issues while holding remove_lock: 128 KiB
+ * copies in ~60 us, so a uffd read waits at most about one fault round
+ * trip behind prefetch. */
+#define NONREADER_MAX_PAGES 32
 
 bool page_is_zero(const void *p, size_t len)
 {
@@ -100,14 +104,17 @@ static int read_events(struct pagein_session *s, struct pagein_error *err)
 {
 	struct uffd_msg buf[MSGS_PER_READ];
 	for (;;) {
+		/* Held until the REMOVEs read are applied: see fill_lock(). */
+		pthread_rwlock_wrlock(&s->remove_lock);
 		ssize_t n = read(s->uffd, buf, sizeof(buf));
 		if (n < 0) {
-			if (errno == EAGAIN)
+			int e = errno;
+			pthread_rwlock_unlock(&s->remove_lock);
+			if (e == EAGAIN)
 				return 0;
-			if (errno == EINTR)
+			if (e == EINTR)
 				continue;
-			return pagein_fail(err, errno, "reading uffd events: %s",
-					   strerror(errno));
+			return pagein_fail(err, e, "reading uffd events: %s", strerror(e));
 		}
 		size_t k = (size_t)n / sizeof(buf[0]);
 		for (size_t i = 0; i < k; i++) {
@@ -127,15 +134,18 @@ static int read_events(struct pagein_session *s, struct pagein_error *err)
 				close((int)m->arg.fork.ufd);
 				break;
 			case UFFD_EVENT_REMAP:
+				pthread_rwlock_unlock(&s->remove_lock);
 				return pagein_fail(err, ENOTSUP,
 						   "VMM moved guest memory (mremap 0x%llx -> 0x%llx): unsupported",
 						   (unsigned long long)m->arg.remap.from,
 						   (unsigned long long)m->arg.remap.to);
 			default:
+				pthread_rwlock_unlock(&s->remove_lock);
 				return pagein_fail(err, EPROTO, "unknown uffd event %u",
 						   m->event);
 			}
 		}
+		pthread_rwlock_unlock(&s->remove_lock);
 		for (size_t i = 0; i < k; i++) {
 			if (buf[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
@@ -300,6 +310,30 @@ static int plan_subrun(struct pagein_session *s, struct region *rg, size_t i,
 	return 0;
 }
 
+/* A fill by a thread that does not read the uffd (prefetch, background,
+ * stage-2) must not land after a discard it has not seen: madvise zaps (or
+ * punches) only after its REMOVE event has been read, so a fill planned
+ * before the event was applied and issued after the read could put
+ * snapshot bytes into a page the guest just discarded. The reader holds
+ * remove_lock exclusively from read() until the REMOVEs are applied; such
+ * fillers hold it shared from their last look at the page flags until
+ * their ioctl or pwrite returns. A fill under the lock either lands before
+ * the event is read (the zap then clears it) or sees the flags. Returns
+ * false, unlocked, if a data run was discarded meanwhile. */
+static bool fill_lock(struct pagein_session *s, struct region *rg, size_t i,
+		      size_t j, enum run_kind kind)
+{
+	pthread_rwlock_rdlock(&s->remove_lock);
+	if (kind == RUN_ZERO)
+		return true; /* zeros are right either way */
+	for (size_t p = i; p < j; p++)
+		if (page_load(&rg->pages, p) & (PAGE_ZERO_FILL | PAGE_DISCARDED)) {
+			pthread_rwlock_unlock(&s->remove_lock);
+			return false;
+		}
+	return true;
+}
+
 int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		     size_t n, bool reader, bool wake, enum fill_path path,
 		     struct pagein_error *err)
@@ -318,13 +352,25 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 			r = fail_corrupt(rg, i, r, &none, err);
 			break;
 		}
+		if (!reader && j - i > NONREADER_MAX_PAGES)
+			j = i + NONREADER_MAX_PAGES;
 		uint64_t addr = page_addr(rg, i), len = (j - i) * ps, done = 0;
+		if (!reader) {
+			if (kind == RUN_DATA && s->source->ops->prepare)
+				s->source->ops->prepare(s->source, page_offset(rg, i), len);
+			if (!fill_lock(s, rg, i, j, kind)) {
+				page_bytes_put(s, &pb);
+				continue; /* discarded meanwhile: plan again */
+			}
+		}
 		if (kind == RUN_DATA)
 			r = uffd_copy(s->uffd, addr, pb.data, len, false, &done);
 		else if (kind == RUN_ZERO)
 			r = zero_fill(s, rg, addr, len, false, &done);
 		else
 			r = uffd_poison(s->uffd, addr, len, false, &done);
+		if (!reader)
+			pthread_rwlock_unlock(&s->remove_lock);
 		page_bytes_put(s, &pb);
 		if (r == 0)
 			done = len;
@@ -424,17 +470,22 @@ static int write_zeros(struct pagein_session *s, uint64_t off, uint64_t len)
  * (the stage-2 path, and MINOR faults on pages we never filled). Maps
  * nothing and raises no uffd event. *zero says whether it was zeros. */
 static int write_page_claimed(struct pagein_session *s, struct region *rg,
-			      size_t idx, bool *zero, struct pagein_error *err)
+			      size_t idx, bool reader, bool *zero,
+			      struct pagein_error *err)
 {
 	uint64_t off = page_offset(rg, idx), ps = rg->r.page_size;
 	int r;
 	*zero = true;
+	if (!reader)
+		pthread_rwlock_rdlock(&s->remove_lock); /* see fill_lock() */
 	if (page_load(&rg->pages, idx) & (PAGE_ZERO_FILL | PAGE_DISCARDED)) {
 		/* Discarded: MADV_DONTNEED on shared memory keeps the page
 		 * cache (the guest's data stays); MADV_REMOVE punched it. Only
 		 * a hole needs zeros, and writing them overwrites no data. */
 		if (lseek(s->mem_fd, (off_t)off, SEEK_DATA) == (off_t)off) {
 			*zero = false;
+			if (!reader)
+				pthread_rwlock_unlock(&s->remove_lock);
 			return 0;
 		}
 		r = write_zeros(s, off, ps);
@@ -443,8 +494,11 @@ static int write_page_claimed(struct pagein_session *s, struct region *rg,
 	} else {
 		struct page_bytes pb;
 		r = page_bytes_get(s, off, ps, &pb);
-		if (r < 0)
+		if (r < 0) {
+			if (!reader)
+				pthread_rwlock_unlock(&s->remove_lock);
 			return fail_corrupt(rg, idx, r, &pb, err);
+		}
 		*zero = !pb.data;
 		r = pb.data ? write_mem(s, off, pb.data, ps) : write_zeros(s, off, ps);
 		page_bytes_put(s, &pb);
@@ -453,6 +507,8 @@ static int write_page_claimed(struct pagein_session *s, struct region *rg,
 			count(&s->n.bytes_read, ps);
 		}
 	}
+	if (!reader)
+		pthread_rwlock_unlock(&s->remove_lock);
 	if (r < 0)
 		return pagein_fail(err, -r, "pwrite at offset 0x%llx: %s",
 				   (unsigned long long)off, strerror(-r));
@@ -614,7 +670,7 @@ static int serve_minor(struct pagein_session *s, struct region *rg, size_t idx,
 			 * through an unregistered mapping): its content is not
 			 * the snapshot's, so write the snapshot's first. */
 			bool zero;
-			r = write_page_claimed(s, rg, idx, &zero, err);
+			r = write_page_claimed(s, rg, idx, true, &zero, err);
 		}
 		/* REMOVED + MINOR: MADV_DONTNEED on shared memory kept the
 		 * page; the guest's data is still there: just map it. */
@@ -693,7 +749,7 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 			if (prev == PAGE_ABSENT)
 				record_touch(s, rg, idx);
 			bool zero;
-			int r = write_page_claimed(s, rg, idx, &zero, err);
+			int r = write_page_claimed(s, rg, idx, false, &zero, err);
 			if (r < 0) {
 				page_abandon(&rg->pages, idx, prev);
 				return r;

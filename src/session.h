@@ -63,6 +63,11 @@ struct pagein_session {
 	uint64_t *recorded;
 	size_t nrecorded, record_cap;
 
+	/* Orders discards against fills by other threads: see fill_lock()
+	 * in resolver.c. Writer-preferring, so prefetch cannot starve the
+	 * uffd reader. */
+	pthread_rwlock_t remove_lock;
+
 	/* The prefetch thread (prefetch.c). */
 	struct prefetcher *prefetch;
 	/* Tests only: called after a read() that returned faults, before they

@@ -31,6 +31,9 @@ struct source_ops {
 	int (*get)(struct pagein_source *s, uint64_t off, uint64_t len,
 		   struct source_extent *ext);
 	void (*put)(struct pagein_source *s, struct source_extent *ext);
+	/* Optional: make [off, off+len) resident now, so that a fill issued
+	 * under a lock does no I/O inside its ioctl. */
+	void (*prepare)(struct pagein_source *s, uint64_t off, uint64_t len);
 	/* Optional hint: [off, off+len) will be read soon (start the I/O). */
 	void (*advise)(struct pagein_source *s, uint64_t off, uint64_t len);
 	void (*destroy)(struct pagein_source *s);

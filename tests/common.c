@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "uffd_compat.h"
+#include "session.h"
+#include <sys/eventfd.h>
 
 static uint64_t splitmix(uint64_t *x)
 {
@@ -175,3 +177,106 @@ int tc_run(const struct tc_case *cases, size_t n)
 		return TC_FAIL;
 	return passed ? TC_PASS : TC_SKIP;
 }
+
+/* ---- rig ---------------------------------------------------------------- */
+
+
+void *rig_run_session(void *arg)
+{
+	struct rig *r = arg;
+	struct pagein_error err = {{0}};
+	r->run_result = pagein_session_run(r->s, r->stop, &err);
+	memcpy(r->err, err.msg, sizeof(r->err));
+	return NULL;
+}
+
+int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
+		   const struct rig_opts *o)
+{
+	unsigned reg = o->reg;
+	bool stage2 = o->stage2;
+	memset(r, 0, sizeof(*r));
+	r->npages = npages;
+	r->seed = 42;
+	int t = tc_guest_new(&r->g, mem, npages * PS, reg, stage2);
+	if (t != TC_PASS)
+		return t;
+	tc_tmp_path(r->snap, sizeof(r->snap), "snap");
+	if (tc_write_snapshot(r->snap, npages, r->seed) < 0)
+		return TC_FAIL;
+	struct pagein_error err = {{0}};
+	if (pagein_source_open(r->snap, &r->src, &err) < 0) {
+		fprintf(stderr, "  source: %s\n", err.msg);
+		return TC_FAIL;
+	}
+	struct pagein_region region = {
+		.host_addr = (uint64_t)(uintptr_t)r->g.base,
+		.size = npages * PS,
+		.offset = 0,
+		.page_size = PS,
+	};
+	struct pagein_session_config cfg = {
+		.regions = &region,
+		.nregions = 1,
+		.uffd = dup(r->g.uffd),
+		.mem_fd = stage2 ? dup(r->g.memfd) : -1,
+		.bitmap_fd = stage2 ? dup(r->g.bitmap_fd) : -1,
+		.source = r->src,
+		.name = "test",
+		.fault_around = o->fault_around,
+		.record = o->record,
+	};
+	if (pagein_session_new(&cfg, &r->s, &err) < 0) {
+		fprintf(stderr, "  session: %s\n", err.msg);
+		return TC_FAIL;
+	}
+	r->s->test_after_read = o->hook;
+	r->s->test_arg = r;
+	r->stop = eventfd(0, EFD_CLOEXEC);
+	pthread_create(&r->th, NULL, rig_run_session, r);
+	return TC_PASS;
+}
+
+int rig_start_hooked(struct rig *r, enum tc_mem mem, uint64_t npages,
+		     unsigned reg, bool stage2,
+		     void (*hook)(struct pagein_session *, void *))
+{
+	struct rig_opts o = {.reg = reg, .stage2 = stage2, .hook = hook};
+	return rig_start_opts(r, mem, npages, &o);
+}
+
+int rig_start(struct rig *r, enum tc_mem mem, uint64_t npages, unsigned reg,
+	      bool stage2)
+{
+	return rig_start_hooked(r, mem, npages, reg, stage2, NULL);
+}
+
+void rig_stop(struct rig *r, struct pagein_stats *st)
+{
+	uint64_t one = 1;
+	if (write(r->stop, &one, sizeof(one)) < 0)
+		perror("eventfd");
+	pthread_join(r->th, NULL);
+	if (r->balloon_started)
+		pthread_join(r->balloon, NULL);
+	if (st)
+		pagein_session_stats(r->s, st);
+	pagein_session_free(r->s);
+	pagein_source_unref(r->src);
+	close(r->stop);
+	unlink(r->snap);
+	tc_guest_free(&r->g);
+}
+
+bool rig_check_page(struct rig *r, uint64_t i)
+{
+	unsigned char want[PS];
+	tc_page(r->seed, i, want);
+	return tc_check_page(r->g.base + i * PS, want, i);
+}
+
+bool rig_bit_set(struct rig *r, uint64_t i)
+{
+	return __atomic_load_n(&r->g.bitmap[i / 64], __ATOMIC_ACQUIRE) & (1ull << (i % 64));
+}
+

@@ -66,4 +66,48 @@ struct tc_case {
  * ("ok", "FAIL", "skip: reason"); returns the process exit code. */
 int tc_run(const struct tc_case *cases, size_t n);
 
+
+/* ---- a session in this process (tests/common.c) ------------------------ */
+#include <pthread.h>
+#include "pagein.h"
+
+/* How rig_start builds the session. */
+struct rig_opts {
+	unsigned reg;      /* TC_REG_* */
+	bool stage2;       /* hand the session the memfd and a bitmap */
+	unsigned fault_around;
+	bool record;
+	/* Staged race, installed before the session thread starts. */
+	void (*hook)(struct pagein_session *s, void *arg);
+};
+
+struct rig {
+	struct tc_guest g;
+	struct pagein_source *src;
+	struct pagein_session *s;
+	pthread_t th;
+	int stop;
+	int run_result;
+	char err[256];
+	char snap[256];
+	uint64_t npages, seed;
+	pthread_t balloon;
+	bool balloon_started;
+	int hook_calls;
+};
+
+/* Guest memory of npages, a snapshot of the same size, a session over
+ * them served by a thread running pagein_session_run. */
+int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
+		   const struct rig_opts *o);
+int rig_start_hooked(struct rig *r, enum tc_mem mem, uint64_t npages,
+		     unsigned reg, bool stage2,
+		     void (*hook)(struct pagein_session *, void *));
+int rig_start(struct rig *r, enum tc_mem mem, uint64_t npages, unsigned reg,
+	      bool stage2);
+void rig_stop(struct rig *r, struct pagein_stats *st);
+void *rig_run_session(void *arg);
+bool rig_check_page(struct rig *r, uint64_t i);
+bool rig_bit_set(struct rig *r, uint64_t i);
+
 #endif

@@ -21,112 +21,6 @@
 #include "session.h"
 #include "uffd.h"
 
-struct rig {
-	struct tc_guest g;
-	struct pagein_source *src;
-	struct pagein_session *s;
-	pthread_t th;
-	int stop;
-	int run_result;
-	char err[256];
-	char snap[256];
-	uint64_t npages, seed;
-	pthread_t balloon;
-	bool balloon_started;
-	int hook_calls;
-	/* Staged race, set before the session thread starts. */
-	void (*hook)(struct pagein_session *s, void *arg);
-};
-
-static void *run_session(void *arg)
-{
-	struct rig *r = arg;
-	struct pagein_error err = {{0}};
-	r->run_result = pagein_session_run(r->s, r->stop, &err);
-	memcpy(r->err, err.msg, sizeof(r->err));
-	return NULL;
-}
-
-/* stage2: hand the session the memfd and a bitmap (secret hiding). */
-static int rig_start_hooked(struct rig *r, enum tc_mem mem, uint64_t npages,
-			    unsigned reg, bool stage2,
-			    void (*hook)(struct pagein_session *, void *))
-{
-	memset(r, 0, sizeof(*r));
-	r->npages = npages;
-	r->seed = 42;
-	int t = tc_guest_new(&r->g, mem, npages * PS, reg, stage2);
-	if (t != TC_PASS)
-		return t;
-	tc_tmp_path(r->snap, sizeof(r->snap), "snap");
-	if (tc_write_snapshot(r->snap, npages, r->seed) < 0)
-		return TC_FAIL;
-	struct pagein_error err = {{0}};
-	if (pagein_source_open(r->snap, &r->src, &err) < 0) {
-		fprintf(stderr, "  source: %s\n", err.msg);
-		return TC_FAIL;
-	}
-	struct pagein_region region = {
-		.host_addr = (uint64_t)(uintptr_t)r->g.base,
-		.size = npages * PS,
-		.offset = 0,
-		.page_size = PS,
-	};
-	struct pagein_session_config cfg = {
-		.regions = &region,
-		.nregions = 1,
-		.uffd = dup(r->g.uffd),
-		.mem_fd = stage2 ? dup(r->g.memfd) : -1,
-		.bitmap_fd = stage2 ? dup(r->g.bitmap_fd) : -1,
-		.source = r->src,
-		.name = "test",
-	};
-	if (pagein_session_new(&cfg, &r->s, &err) < 0) {
-		fprintf(stderr, "  session: %s\n", err.msg);
-		return TC_FAIL;
-	}
-	r->s->test_after_read = hook;
-	r->s->test_arg = r;
-	r->stop = eventfd(0, EFD_CLOEXEC);
-	pthread_create(&r->th, NULL, run_session, r);
-	return TC_PASS;
-}
-
-static int rig_start(struct rig *r, enum tc_mem mem, uint64_t npages,
-		     unsigned reg, bool stage2)
-{
-	return rig_start_hooked(r, mem, npages, reg, stage2, NULL);
-}
-
-static void rig_stop(struct rig *r, struct pagein_stats *st)
-{
-	uint64_t one = 1;
-	if (write(r->stop, &one, sizeof(one)) < 0)
-		perror("eventfd");
-	pthread_join(r->th, NULL);
-	if (r->balloon_started)
-		pthread_join(r->balloon, NULL);
-	if (st)
-		pagein_session_stats(r->s, st);
-	pagein_session_free(r->s);
-	pagein_source_unref(r->src);
-	close(r->stop);
-	unlink(r->snap);
-	tc_guest_free(&r->g);
-}
-
-static bool check_snapshot_page(struct rig *r, uint64_t i)
-{
-	unsigned char want[PS];
-	tc_page(r->seed, i, want);
-	return tc_check_page(r->g.base + i * PS, want, i);
-}
-
-static bool bit_set(struct rig *r, uint64_t i)
-{
-	return __atomic_load_n(&r->g.bitmap[i / 64], __ATOMIC_ACQUIRE) & (1ull << (i % 64));
-}
-
 /* ---- cases ------------------------------------------------------------ */
 
 static int fault_every_page_matches_snapshot(enum tc_mem mem)
@@ -138,7 +32,7 @@ static int fault_every_page_matches_snapshot(enum tc_mem mem)
 	int bad = 0;
 	for (uint64_t k = 0; k < r.npages; k++) {
 		uint64_t i = (k * 97) % r.npages; /* a scattered order */
-		bad += !check_snapshot_page(&r, i);
+		bad += !rig_check_page(&r, i);
 	}
 	struct pagein_stats st;
 	rig_stop(&r, &st);
@@ -186,17 +80,17 @@ static int stage2_request_then_minor_fault(enum tc_mem mem)
 	uint64_t len;
 	bool zero;
 	struct pagein_error err = {{0}};
-	TC_CHECK(bit_set(&r, 5));
+	TC_CHECK(rig_bit_set(&r, 5));
 	TC_CHECK(pagein_session_populate_offset(r.s, 5 * PS + 100, &len, &zero, &err) == 0);
 	TC_CHECK(len == PS && !zero);
-	TC_CHECK(!bit_set(&r, 5));
+	TC_CHECK(!rig_bit_set(&r, 5));
 	unsigned char got[PS], want[PS];
 	tc_page(r.seed, 5, want);
 	TC_CHECK(pread(r.g.memfd, got, PS, 5 * PS) == (ssize_t)PS); /* the guest's stage-2 view */
 	TC_CHECK(tc_check_page(got, want, 5));
 	TC_CHECK(pagein_session_populate_offset(r.s, 7 * PS, &len, &zero, &err) == 0);
 	TC_CHECK(zero); /* page 7 is a zero page */
-	bool ok = check_snapshot_page(&r, 5); /* MINOR fault -> CONTINUE */
+	bool ok = rig_check_page(&r, 5); /* MINOR fault -> CONTINUE */
 	struct pagein_stats st;
 	rig_stop(&r, &st);
 	TC_CHECK(ok);
@@ -211,11 +105,11 @@ static int fault_then_stage2_writes_nothing(enum tc_mem mem)
 	int t = rig_start(&r, mem, 64, TC_REG_MISSING | TC_REG_MINOR, true);
 	if (t != TC_PASS)
 		return t;
-	bool ok = check_snapshot_page(&r, 2);
+	bool ok = rig_check_page(&r, 2);
 	/* The COPY path clears the bit too, just after its COPY woke us. */
 	bool cleared = false;
 	for (int i = 0; i < 2000 && !cleared; i++) {
-		cleared = !bit_set(&r, 2);
+		cleared = !rig_bit_set(&r, 2);
 		if (!cleared)
 			usleep(1000);
 	}
@@ -236,7 +130,7 @@ static int guest_write_survives_stage2_request(enum tc_mem mem)
 	int t = rig_start(&r, mem, 64, TC_REG_MISSING | TC_REG_MINOR, true);
 	if (t != TC_PASS)
 		return t;
-	bool ok = check_snapshot_page(&r, 9);
+	bool ok = rig_check_page(&r, 9);
 	memset(r.g.base + 9 * PS, 0xab, PS); /* the guest writes */
 	uint64_t len;
 	bool zero;
@@ -273,7 +167,7 @@ static void *touch_backward(void *arg)
 {
 	struct race_arg *a = arg;
 	for (uint64_t i = a->r->npages; i-- > 0;)
-		a->bad += !check_snapshot_page(a->r, i);
+		a->bad += !rig_check_page(a->r, i);
 	return NULL;
 }
 
@@ -293,7 +187,7 @@ static int stage2_and_faults_race_on_same_pages(enum tc_mem mem)
 	pthread_join(t3, NULL);
 	int bits = 0;
 	for (uint64_t i = 0; i < r.npages; i++)
-		bits += bit_set(&r, i);
+		bits += rig_bit_set(&r, i);
 	struct pagein_stats st;
 	rig_stop(&r, &st);
 	TC_CHECK(a.bad == 0 && b.bad == 0 && c.bad == 0);
@@ -311,7 +205,7 @@ static int removed_pages_read_zero(enum tc_mem mem)
 		return t;
 	int bad = 0;
 	for (uint64_t i = 0; i < 16; i++)
-		bad += !check_snapshot_page(&r, i);
+		bad += !rig_check_page(&r, i);
 	/* Balloon: pages 4-7 were filled, 20-23 never were. */
 	TC_CHECK(madvise(r.g.base + 4 * PS, 4 * PS, MADV_DONTNEED) == 0);
 	TC_CHECK(madvise(r.g.base + 20 * PS, 4 * PS, MADV_DONTNEED) == 0);
@@ -320,7 +214,7 @@ static int removed_pages_read_zero(enum tc_mem mem)
 		if ((i >= 4 && i < 8) || i >= 20)
 			bad += !tc_check_page(r.g.base + i * PS, zero, i);
 		else
-			bad += !check_snapshot_page(&r, i);
+			bad += !rig_check_page(&r, i);
 	}
 	struct pagein_stats st;
 	rig_stop(&r, &st);
@@ -335,8 +229,8 @@ static int shared_dontneed_keeps_data_remove_punches(enum tc_mem mem)
 	int t = rig_start(&r, mem, 64, TC_REG_MISSING | TC_REG_MINOR, false);
 	if (t != TC_PASS)
 		return t;
-	int bad = !check_snapshot_page(&r, 1);
-	bad += !check_snapshot_page(&r, 3 * 4 + 1);
+	int bad = !rig_check_page(&r, 1);
+	bad += !rig_check_page(&r, 3 * 4 + 1);
 	memset(r.g.base + PS, 0x5a, PS); /* the guest's own data */
 	/* DONTNEED on shared memory zaps the mapping, keeps the page cache:
 	 * the next access is a MINOR fault and must see the guest's data. */
@@ -361,7 +255,7 @@ static int shared_dontneed_keeps_data_remove_punches(enum tc_mem mem)
 static void *touch_one(void *arg)
 {
 	struct race_arg *a = arg;
-	a->bad += !check_snapshot_page(a->r, 0);
+	a->bad += !rig_check_page(a->r, 0);
 	return NULL;
 }
 
@@ -422,7 +316,7 @@ static int copy_eagain_reads_events_and_retries(enum tc_mem mem)
 	int t = rig_start_hooked(&r, mem, 16, TC_REG_MISSING, false, remove_behind_back);
 	if (t != TC_PASS)
 		return t;
-	int bad = !check_snapshot_page(&r, 1);
+	int bad = !rig_check_page(&r, 1);
 	struct race_arg a = {&r, 0};
 	pthread_t th;
 	pthread_create(&th, NULL, touch_one, &a);
@@ -440,7 +334,7 @@ static void *touch_all(void *arg)
 {
 	struct race_arg *a = arg;
 	for (uint64_t i = 0; i < a->r->npages; i++)
-		a->bad += !check_snapshot_page(a->r, i);
+		a->bad += !rig_check_page(a->r, i);
 	return NULL;
 }
 
@@ -583,7 +477,7 @@ static int fault_outside_regions_is_an_error(enum tc_mem mem)
 	}
 	pthread_join(th, NULL);
 	r.stop = eventfd(0, 0);
-	pthread_create(&r.th, NULL, run_session, &r);
+	pthread_create(&r.th, NULL, rig_run_session, &r);
 	rig_stop(&r, NULL);
 	TC_CHECK(res == -EFAULT && named);
 	TC_CHECK(a.bad == 0);
