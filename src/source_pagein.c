@@ -275,6 +275,35 @@ static void pagein_put(struct pagein_source *s, struct source_extent *ext)
 	pthread_mutex_unlock(&f->lock);
 }
 
+/* Starts reading the stored bytes of the chunks under [off, off+len) into
+ * the page cache, so that the get() that follows does not wait on the disk.
+ * (No prepare(): get() already hands out bytes in memory, so a fill never
+ * does I/O inside its ioctl.) */
+static void pagein_advise(struct pagein_source *s, uint64_t off, uint64_t len)
+{
+	struct pagein_file *f = to_file(s);
+	const struct snapshot_meta *m = &f->m;
+	if (off >= s->size || len == 0)
+		return;
+	uint64_t last = (off + (len < s->size - off ? len : s->size - off) - 1) / m->h.chunk_size;
+	uint64_t a = 0, b = 0; /* pending file range, merged while contiguous */
+	for (uint64_t c = off / m->h.chunk_size; c <= last; c++) {
+		const struct snapshot_chunk *ch = &m->chunks[c];
+		if (!ch->stored)
+			continue;
+		if (b && ch->offset == b) {
+			b += ch->stored;
+			continue;
+		}
+		if (b)
+			posix_fadvise(f->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
+		a = ch->offset;
+		b = a + ch->stored;
+	}
+	if (b)
+		posix_fadvise(f->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
+}
+
 static void pagein_destroy(struct pagein_source *s)
 {
 	struct pagein_file *f = to_file(s);
@@ -296,6 +325,7 @@ static const struct source_ops pagein_ops = {
 	.kind = "pagein",
 	.get = pagein_get,
 	.put = pagein_put,
+	.advise = pagein_advise,
 	.destroy = pagein_destroy,
 };
 

@@ -717,6 +717,11 @@ static void test_probe_and_raw_fallback(void **state)
 	assert_int_equal(s->ops->get(s, 1u << 20, PS, &ext), -EINVAL);
 	assert_int_equal(s->ops->get(s, 100, PS, &ext), -EINVAL);
 	assert_int_equal(s->ops->get(s, 0, 0, &ext), -EINVAL);
+	/* advise() is a hint: any range, including past the end, is harmless. */
+	assert_non_null(s->ops->advise);
+	s->ops->advise(s, 0, 1u << 20);
+	s->ops->advise(s, (1u << 20) - PS, 1u << 30);
+	s->ops->advise(s, 1u << 20, PS);
 	pagein_source_unref(s);
 	unlink(path);
 	free(path);
