@@ -34,6 +34,14 @@ bool page_claim(struct page_table *pt, size_t i, enum page_state *prev)
 	}
 }
 
+bool page_claim_absent(struct page_table *pt, size_t i)
+{
+	uint8_t v = PAGE_ABSENT;
+	return atomic_compare_exchange_strong_explicit(&pt->state[i], &v, PAGE_FILLING,
+						       memory_order_acq_rel,
+						       memory_order_acquire);
+}
+
 bool page_want_wake(struct page_table *pt, size_t i)
 {
 	uint8_t v = page_load(pt, i);

@@ -55,6 +55,10 @@ static inline enum page_state page_state_of(uint8_t v)
  * page; *prev gets the state seen (on failure: FILLING or PRESENT). */
 bool page_claim(struct page_table *pt, size_t i, enum page_state *prev);
 
+/* ABSENT -> FILLING only: for filling ahead of the guest, which must not
+ * bring back pages the guest discarded (a balloon's pages stay out). */
+bool page_claim_absent(struct page_table *pt, size_t i);
+
 /* Asks the owner of a FILLING page to wake waiters when done. Returns false
  * if the page is no longer FILLING (the caller must look again). */
 bool page_want_wake(struct page_table *pt, size_t i);

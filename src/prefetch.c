@@ -105,16 +105,8 @@ static int replay_working_set(struct prefetcher *p, struct pagein_error *err)
 			if (!rg)
 				continue; /* recorded on another memory layout */
 			size_t idx = (size_t)((p->ws[i] - rg->r.offset) >> rg->page_shift);
-			enum page_state prev;
-			/* Absent pages only: a removed page stays for its fault. */
-			if (page_state_of(page_load(&rg->pages, idx)) == PAGE_ABSENT &&
-			    page_claim(&rg->pages, idx, &prev)) {
-				if (prev != PAGE_ABSENT) {
-					page_abandon(&rg->pages, idx, prev);
-					continue;
-				}
+			if (page_claim_absent(&rg->pages, idx))
 				batch[n++] = (struct claimed){rg, idx};
-			}
 		}
 		int r = fill_claimed(s, batch, n, FILL_PREFETCH, err);
 		if (r < 0)
@@ -123,8 +115,9 @@ static int replay_working_set(struct prefetcher *p, struct pagein_error *err)
 	return 0;
 }
 
-/* Fills every page still absent (or removed: zeros), region by region in
- * offset order, in runs of up to BG_RUN_BYTES. */
+/* Fills every page still absent, region by region in offset order, in
+ * runs of up to BG_RUN_BYTES. Discarded pages stay out: they need nothing
+ * from the snapshot, and filling them would undo the balloon. */
 static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 			 bool reader, struct pagein_error *err)
 {
@@ -136,10 +129,9 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 		for (size_t i = 0; i < rg->pages.npages;) {
 			if (stop && atomic_load(stop))
 				return 0;
-			enum page_state prev;
 			size_t j = i;
 			while (j < rg->pages.npages && j - i < max_run &&
-			       page_claim(&rg->pages, j, &prev))
+			       page_claim_absent(&rg->pages, j))
 				j++;
 			if (j == i) {
 				i++; /* present or being filled by someone else */
@@ -160,8 +152,8 @@ static void mark_complete(struct pagein_session *s)
 	for (size_t r = 0; r < s->nregions; r++) {
 		size_t c[4];
 		page_table_count(&s->regions[r].pages, c);
-		if (c[PAGE_ABSENT] || c[PAGE_REMOVED])
-			return;
+		if (c[PAGE_ABSENT])
+			return; /* removed pages need nothing from the snapshot */
 	}
 	uint64_t zero = 0;
 	atomic_compare_exchange_strong(&s->complete_ns, &zero, now_ns() - s->start_ns);

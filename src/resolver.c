@@ -565,10 +565,9 @@ static void claim_window(struct pagein_session *s, struct region *rg,
 	}
 	if (whi > npages)
 		whi = npages;
-	enum page_state prev;
-	while (*lo > wlo && page_claim(&rg->pages, *lo - 1, &prev))
+	while (*lo > wlo && page_claim_absent(&rg->pages, *lo - 1))
 		(*lo)--;
-	while (*hi < whi && page_claim(&rg->pages, *hi, &prev))
+	while (*hi < whi && page_claim_absent(&rg->pages, *hi))
 		(*hi)++;
 	atomic_store_explicit(&s->fa_window, (unsigned)w, memory_order_relaxed);
 	atomic_store_explicit(&s->fa_region, rg, memory_order_relaxed);

@@ -231,6 +231,13 @@ int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 		return TC_FAIL;
 	}
 	r->s->test_after_read = o->hook;
+	if (o->nws || o->populate != PAGEIN_POPULATE_NONE) {
+		struct pagein_prefetch pf = {.offsets = o->ws, .count = o->nws, .populate = o->populate};
+		if (pagein_session_prefetch(r->s, &pf, &err) < 0) {
+			fprintf(stderr, "  prefetch: %s\n", err.msg);
+			return TC_FAIL;
+		}
+	}
 	r->s->test_arg = r;
 	r->stop = eventfd(0, EFD_CLOEXEC);
 	pthread_create(&r->th, NULL, rig_run_session, r);
@@ -280,3 +287,16 @@ bool rig_bit_set(struct rig *r, uint64_t i)
 	return __atomic_load_n(&r->g.bitmap[i / 64], __ATOMIC_ACQUIRE) & (1ull << (i % 64));
 }
 
+
+bool rig_wait_stats(struct rig *r, bool (*cond)(const struct pagein_stats *, void *),
+		    void *arg)
+{
+	for (int i = 0; i < 30000; i++) {
+		struct pagein_stats st;
+		pagein_session_stats(r->s, &st);
+		if (cond(&st, arg))
+			return true;
+		usleep(1000);
+	}
+	return false;
+}

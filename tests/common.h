@@ -79,6 +79,11 @@ struct rig_opts {
 	bool record;
 	/* Staged race, installed before the session thread starts. */
 	void (*hook)(struct pagein_session *s, void *arg);
+	/* Filling ahead: started before the session thread (eager fills
+	 * everything right there). */
+	const uint64_t *ws;
+	size_t nws;
+	enum pagein_populate populate;
 };
 
 struct rig {
@@ -109,5 +114,8 @@ void rig_stop(struct rig *r, struct pagein_stats *st);
 void *rig_run_session(void *arg);
 bool rig_check_page(struct rig *r, uint64_t i);
 bool rig_bit_set(struct rig *r, uint64_t i);
+/* Waits (up to 30 s) until cond(stats) holds; false on timeout. */
+bool rig_wait_stats(struct rig *r, bool (*cond)(const struct pagein_stats *, void *),
+		    void *arg);
 
 #endif
