@@ -95,6 +95,18 @@ static void present_then_removed_then_mark_present(void **state)
 	page_table_fini(&pt);
 }
 
+static void claim_absent_leaves_removed_pages_out(void **state)
+{
+	struct page_table pt;
+	assert_int_equal(page_table_init(&pt, 2), 0);
+	page_remove(&pt, 1);
+	assert_true(page_claim_absent(&pt, 0));
+	assert_false(page_claim_absent(&pt, 0)); /* FILLING now */
+	assert_false(page_claim_absent(&pt, 1)); /* REMOVED stays out */
+	assert_int_equal(page_state_of(page_load(&pt, 1)), PAGE_REMOVED);
+	page_table_fini(&pt);
+}
+
 /* Many threads race to claim every page: each page is won exactly once. */
 #define RACE_PAGES 4096
 #define RACE_THREADS 4
@@ -135,6 +147,7 @@ int main(void)
 		cmocka_unit_test(want_wake_only_while_filling),
 		cmocka_unit_test(abandon_returns_to_previous),
 		cmocka_unit_test(present_then_removed_then_mark_present),
+		cmocka_unit_test(claim_absent_leaves_removed_pages_out),
 		cmocka_unit_test(concurrent_claims_win_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
