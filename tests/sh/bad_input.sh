@@ -39,8 +39,8 @@ refused '[{"base_host_virt_addr":@BASE@,"size":'$M',"offset":100}]' uffd "region
 refused '[{"base_host_virt_addr":@BASE@,"size":12345,"offset":0}]' uffd "region 0: size 12345 is not a multiple of page_size"
 refused '[{"base_host_virt_addr":@BASE@,"size":'$M',"offset":0,"page_size":8192}]' uffd "region 0: page_size 8192 is not 4096 or 2097152"
 refused '[{"base_host_virt_addr":@BASE@,"size":'$M',"offset":0,"page_size":4096,"page_size_kib":2097152}]' uffd "page_size 4096 and page_size_kib 2097152 disagree"
-refused '[{"base_host_virt_addr":@BASE@,"size":8192,"offset":16769024}]' uffd \
-	"region 0: offset 16769024 \+ size 8192 reaches past the end of the snapshot \(16777216 bytes\)"
+refused '[{"base_host_virt_addr":@BASE@,"size":8192,"offset":16773120}]' uffd \
+	"region 0: offset 16773120 \+ size 8192 reaches past the end of the snapshot \(16777216 bytes\)"
 refused '[{"base_host_virt_addr":@BASE@,"size":8388608,"offset":0},{"base_host_virt_addr":@BASE1@,"size":8388608,"offset":4194304}]' uffd \
 	"regions 0 and 1 overlap in the snapshot" --regions 2
 refused '[{"base_host_virt_addr":@BASE@,"size":8388608,"offset":0},{"base_host_virt_addr":@BASE@,"size":8388608,"offset":8388608}]' uffd \
