@@ -10,6 +10,7 @@
 static const char usage[] =
 	"usage: vmmsim COMMAND [options]   (vmmsim COMMAND --help for details)\n"
 	"  gen        write a synthetic raw memory snapshot\n"
+	"  run        restore through a handler and run a verifying guest workload\n"
 	"  handshake  send a chosen (maybe bad) handshake; report refused/accepted\n"
 	"\n"
 	"Exit codes: 0 ok, 1 wrong byte or protocol violation, 2 bad option or setup\n"
@@ -26,13 +27,17 @@ int main(int argc, char **argv)
 		fputs(usage, f);
 		fputs(gen_usage, f);
 		fputc('\n', f);
+		fputs(run_usage, f);
+		fputc('\n', f);
 		fputs(handshake_usage, f);
 		return argc < 2 ? EXIT_SETUP : EXIT_OK;
 	}
 	if (!strcmp(argv[1], "gen"))
 		return cmd_gen(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "handshake"))
 		return cmd_handshake(argc - 1, argv + 1);
-	msg("unknown command '%s' (gen or handshake; try vmmsim --help)", argv[1]);
+	msg("unknown command '%s' (gen, run or handshake; try vmmsim --help)", argv[1]);
 	return EXIT_SETUP;
 }
