@@ -222,6 +222,23 @@ static void test_round_trip_working_set(void **state)
 	unlink(path);
 	free(path);
 
+	/* A working set of 2 MiB pages (hugetlbfs guests): every chunk under
+	 * the huge page is a working-set chunk, placed in guest order. */
+	uint64_t huge[] = {0};
+	struct workingset hws = {.page_size = 2u << 20, .snapshot_size = size, .count = 1,
+				 .offsets = huge};
+	path = write_snapshot(img, size, chunk, &hws, &st);
+	assert_int_equal(st.ws_chunks, (2u << 20) / chunk);
+	s = open_source(path);
+	check_all_bytes(s, img, size);
+	m = source_pagein_meta(s);
+	for (uint64_t c = 1; c < m->h.chunk_count; c++)
+		assert_int_equal(m->chunks[c].offset, m->chunks[c - 1].offset + m->chunks[c - 1].stored);
+	assert_int_equal(m->h.ws_data_end, m->h.data_offset + m->h.data_size);
+	pagein_source_unref(s);
+	unlink(path);
+	free(path);
+
 	/* A working set from another image size is refused. */
 	ws.snapshot_size = size * 2;
 	char *p2 = tmp_file();
