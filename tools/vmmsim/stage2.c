@@ -85,6 +85,23 @@ static void deliver(struct stage2 *s, uint64_t vcpu, uint64_t off, const char *t
 	pthread_cond_signal(&sl->cv);
 }
 
+/* A refusal of the --bad-request (or of nothing we know) is the handler's
+ * business: note it and go on. A refusal of a request a vCPU waits for
+ * would leave that vCPU stuck forever in a real VMM: fail now rather than
+ * at the watchdog. Caller holds s->mu. */
+static void handle_error_reply(struct stage2 *s, struct json_object *o, const char *text)
+{
+	uint64_t off, vcpu;
+	bool has_off = get_u64(o, "offset", &off);
+
+	if (has_off && !(s->c.has_bad && off == s->c.bad_offset) && get_u64(o, "vcpu", &vcpu) &&
+	    vcpu < s->c.nvcpus && s->slot[vcpu].pending && s->slot[vcpu].offset == off)
+		fail_now(EXIT_WRONG, "the handler refused vcpu %" PRIu64 "'s stage-2 request for "
+			 "offset 0x%" PRIx64 ": %s", vcpu, off, text);
+	msg("handler replied with an error (ignored): %s", text);
+	s->ignored++;
+}
+
 static void handle_reply(struct stage2 *s, struct json_object *o)
 {
 	const char *text = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN) : "null";
@@ -93,10 +110,8 @@ static void handle_reply(struct stage2 *s, struct json_object *o)
 	if (!json_object_is_type(o, json_type_object))
 		fail_now(EXIT_WRONG, "handler sent a non-object on the socket: %s", text);
 	pthread_mutex_lock(&s->mu);
-	/* A refusal is the daemon's business: note it and keep going. */
 	if (json_object_object_get_ex(o, "error", NULL)) {
-		msg("handler replied with an error (ignored): %s", text);
-		s->ignored++;
+		handle_error_reply(s, o, text);
 		goto out;
 	}
 	if (!get_u64(o, "offset", &off))
