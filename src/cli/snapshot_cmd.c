@@ -280,14 +280,25 @@ static int input_read(void *opaque, uint64_t off, void *buf, size_t len,
 		      struct pagein_error *err)
 {
 	struct input *in = opaque;
-	if (in->src) {
-		int r = source_read(in->src, off, buf, len);
-		if (r < 0)
-			snprintf(err->msg, sizeof(err->msg), "%s: reading %zu bytes at offset %" PRIu64 ": %s",
-				 in->path, len, off, strerror(-r));
-		return r;
-	}
 	char *p = buf;
+	while (in->src && len) {
+		struct source_extent ext;
+		int r = in->src->ops->get(in->src, off, len, &ext);
+		if (r < 0) {
+			snprintf(err->msg, sizeof(err->msg), "%s: chunk %" PRIu64 " (guest offset 0x%" PRIx64 "): %s",
+				 in->path, ext.bad_chunk, off, strerror(-r));
+			return r;
+		}
+		size_t n = ext.len < len ? (size_t)ext.len : len;
+		if (ext.data)
+			memcpy(p, ext.data, n);
+		else
+			memset(p, 0, n);
+		in->src->ops->put(in->src, &ext);
+		p += n;
+		off += n;
+		len -= n;
+	}
 	while (len) {
 		ssize_t n = pread(in->fd, p, len, (off_t)off);
 		if (n < 0 && errno == EINTR)

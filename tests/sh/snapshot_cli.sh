@@ -152,6 +152,9 @@ expect "first bad chunk 7"
 run 1 "$PAGEIN" snapshot extract "$W/bad.pgn" -o "$W/bad.raw"
 expect "chunk 7"
 [ -e "$W/bad.raw" ] && fail "extract of a corrupt file left output"
+run 1 "$PAGEIN" snapshot convert "$W/bad.pgn" -o "$W/bad2.pgn"
+expect "chunk 7"
+[ -e "$W/bad2.pgn" ] && fail "convert of a corrupt file left output"
 # inspect reads only header and index: fine; verify is what catches it.
 run 0 "$PAGEIN" snapshot inspect "$W/bad.pgn"
 # Header byte flipped.
