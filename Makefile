@@ -74,6 +74,11 @@ demo: deps
 check: deps
 	@tests/run.sh
 
+# The core acceptance run: 1 GiB restores in a loop (minutes; not in check).
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/soak.sh
+
 clean:
 	rm -rf build
 

@@ -23,9 +23,9 @@
  * for big sequential copies, small enough that a fault landing in a batch
  * waits well under a millisecond. */
 #define WS_BATCH 256
-/* Background runs: 2 MiB, the bulk UFFDIO_COPY size that reaches the
- * kernel's copy throughput. */
-#define BG_RUN_BYTES (2u << 20)
+/* Background runs: 128 KiB, one locked ioctl (see fill_lock() in
+ * resolver.c): pages are claimed only as long as it takes to fill them. */
+#define BG_RUN_BYTES (128u << 10)
 
 struct prefetcher {
 	struct pagein_session *s;
@@ -115,11 +115,21 @@ static int replay_working_set(struct prefetcher *p, struct pagein_error *err)
 	return 0;
 }
 
+/* Background population waits for idle CPU at SCHED_IDLE, but claims and
+ * fills each run at normal priority: a fault or request that finds one of
+ * its pages FILLING must never wait on a thread that may not run for
+ * seconds (priority inversion). */
+static void set_idle(bool idle)
+{
+	struct sched_param sp = {0};
+	pthread_setschedparam(pthread_self(), idle ? SCHED_IDLE : SCHED_OTHER, &sp);
+}
+
 /* Fills every page still absent, region by region in offset order, in
  * runs of up to BG_RUN_BYTES. Discarded pages stay out: they need nothing
  * from the snapshot, and filling them would undo the balloon. */
 static int populate_rest(struct pagein_session *s, atomic_bool *stop,
-			 bool reader, struct pagein_error *err)
+			 bool reader, bool idle, struct pagein_error *err)
 {
 	for (size_t r = 0; r < s->nregions; r++) {
 		struct region *rg = &s->regions[r];
@@ -129,19 +139,24 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 		for (size_t i = 0; i < rg->pages.npages;) {
 			if (stop && atomic_load(stop))
 				return 0;
+			if (page_state_of(page_load(&rg->pages, i)) != PAGE_ABSENT) {
+				i++; /* present, removed, or someone else's */
+				continue;
+			}
+			if (idle)
+				set_idle(false);
 			size_t j = i;
 			while (j < rg->pages.npages && j - i < max_run &&
 			       page_claim_absent(&rg->pages, j))
 				j++;
-			if (j == i) {
-				i++; /* present or being filled by someone else */
-				continue;
-			}
-			int e = fill_run_claimed(s, rg, i, j - i, reader, false,
-						 FILL_BACKGROUND, err);
+			int e = j > i ? fill_run_claimed(s, rg, i, j - i, reader, false,
+							 FILL_BACKGROUND, err)
+				      : 0;
+			if (idle)
+				set_idle(true);
 			if (e < 0)
 				return e;
-			i = j;
+			i = j > i ? j : i + 1;
 		}
 	}
 	return 0;
@@ -167,9 +182,8 @@ static void *prefetch_thread(void *arg)
 	if (r == 0 && p->populate == PAGEIN_POPULATE_BACKGROUND && !atomic_load(&p->stop)) {
 		/* Idle priority: the rest only uses CPU nobody else wants, so
 		 * faults and the guest itself always go first. */
-		struct sched_param sp = {0};
-		pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-		r = populate_rest(p->s, &p->stop, false, &err);
+		set_idle(true);
+		r = populate_rest(p->s, &p->stop, false, true, &err);
 		if (r == 0 && !atomic_load(&p->stop))
 			mark_complete(p->s);
 	}
@@ -189,7 +203,9 @@ int pagein_session_prefetch(struct pagein_session *s,
 	if (cfg->populate == PAGEIN_POPULATE_EAGER) {
 		/* The caller is the uffd's only reader until this returns: it
 		 * drains events itself, then serves the faults it queued. */
-		int r = populate_rest(s, NULL, true, err);
+		pthread_mutex_lock(&s->reader_lock);
+		int r = populate_rest(s, NULL, true, false, err);
+		pthread_mutex_unlock(&s->reader_lock);
 		if (r == 0)
 			mark_complete(s);
 		if (r == 0)

@@ -711,6 +711,7 @@ static int serve_fault(struct pagein_session *s, const struct uffd_msg *m,
 int pagein_session_handle_uffd(struct pagein_session *s,
 			       struct pagein_error *err)
 {
+	pthread_mutex_lock(&s->reader_lock);
 	int r = read_events(s, err);
 	struct fault_queue *q = &s->queue;
 	while (r == 0 && q->head < q->tail) {
@@ -719,6 +720,7 @@ int pagein_session_handle_uffd(struct pagein_session *s,
 	}
 	if (q->head == q->tail)
 		q->head = q->tail = 0;
+	pthread_mutex_unlock(&s->reader_lock);
 	if (r == -ESRCH)
 		pagein_fail(err, ESRCH, "VMM gone (uffd fill answered ESRCH/ENOENT)");
 	return r;

@@ -164,6 +164,7 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 		return -ENOMEM;
 	snprintf(s->name, sizeof(s->name), "%s", cfg->name ? cfg->name : "vm");
 	pthread_mutex_init(&s->record_lock, NULL);
+	pthread_mutex_init(&s->reader_lock, NULL);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -236,6 +237,7 @@ void pagein_session_free(struct pagein_session *s)
 	free(s->queue.msg);
 	free(s->recorded);
 	pthread_mutex_destroy(&s->record_lock);
+	pthread_mutex_destroy(&s->reader_lock);
 	pthread_rwlock_destroy(&s->remove_lock);
 	free(s);
 }

@@ -44,6 +44,11 @@ struct pagein_session {
 	struct pagein_source *source;
 	enum pagein_on_corrupt on_corrupt;
 	void *zero_huge;          /* a zeroed 2 MiB buffer for hugetlb COPY */
+	/* Serialises uffd readers (handle_uffd, eager population): the
+	 * queue and the read side are one thread's at a time. Uncontended in
+	 * the daemon, where EPOLLONESHOT already hands the uffd to one worker;
+	 * it makes that hand-off explicit, and embedders safe. */
+	pthread_mutex_t reader_lock;
 	struct fault_queue queue;
 	struct session_counters n;
 	uint64_t pages_total;
