@@ -26,6 +26,7 @@ FUZZ_RUN_FLAGS   := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 .PHONY: fuzz fuzz-corpus guest-image
 
 $(FUZZ_DIR)/fuzz_snapshot_header: tests/fuzz/fuzz_snapshot_header.c $(FUZZ_LIB_SRC) $(wildcard src/*.h)
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz: $(FUZZ_CC) not found (Debian: apt-get install clang-14)"; exit 1; }
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_LIB_SRC) $(FUZZ_LIBS) -o $@
 
