@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 #include "page_table.h"
 #include "session.h"
 #include "source.h"
+#include "uffd.h"
 
 /* Working-set pages claimed per batch: 1 MiB of 4 KiB pages, large enough
  * for big sequential copies, small enough that a fault landing in a batch
@@ -62,15 +64,20 @@ static int fill_claimed(struct pagein_session *s, struct claimed *c, size_t n,
 		size_t j = i + 1;
 		while (j < n && c[j].rg == c[i].rg && c[j].idx == c[j - 1].idx + 1)
 			j++;
-		int e = fill_run_claimed(s, c[i].rg, c[i].idx, j - i, false, false, path, err);
+		int e = fill_run_claimed(s, c[i].rg, c[i].idx, j - i, SIZE_MAX, false, false, path, err);
 		if (e < 0 && r == 0)
 			r = e;
 		if (e < 0) {
-			/* Give back the claims of the runs we will not fill. */
+			/* Give back the claims of the runs we will not fill,
+			 * waking any fault that found one of them FILLING. */
 			for (size_t k = j; k < n; k++) {
 				uint8_t v = page_load(&c[k].rg->pages, c[k].idx);
 				page_abandon(&c[k].rg->pages, c[k].idx,
 					     (v & PAGE_ZERO_FILL) ? PAGE_REMOVED : PAGE_ABSENT);
+				if (v & PAGE_WAKE_WANTED)
+					uffd_wake(s->uffd, c[k].rg->r.host_addr +
+						  ((uint64_t)c[k].idx << c[k].rg->page_shift),
+						  c[k].rg->r.page_size);
 			}
 			break;
 		}
@@ -149,7 +156,7 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 			while (j < rg->pages.npages && j - i < max_run &&
 			       page_claim_absent(&rg->pages, j))
 				j++;
-			int e = j > i ? fill_run_claimed(s, rg, i, j - i, reader, false,
+			int e = j > i ? fill_run_claimed(s, rg, i, j - i, SIZE_MAX, reader, false,
 							 FILL_BACKGROUND, err)
 				      : 0;
 			if (idle)

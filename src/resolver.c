@@ -16,6 +16,11 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 #include "error.h"
 #include "resolver.h"
@@ -274,18 +279,14 @@ static int plan_subrun(struct pagein_session *s, struct region *rg, size_t i,
 		return 0;
 	}
 	int r = s->source->ops->get(s->source, page_offset(rg, i), (end - i) * ps, &pb->ext);
-	if (r < 0) {
-		if (s->on_corrupt != PAGEIN_CORRUPT_POISON)
-			return r;
-		*kind = RUN_POISON; /* never map bytes we could not read */
-		return 0;
-	}
+	if (r < 0)
+		return r; /* the caller decides: skip, poison or fail */
 	if (pb->ext.len < ps) {
 		/* A huge page across extents: assemble it. */
 		s->source->ops->put(s->source, &pb->ext);
 		r = page_bytes_get(s, page_offset(rg, i), ps, pb);
 		if (r < 0)
-			return s->on_corrupt == PAGEIN_CORRUPT_POISON ? (*kind = RUN_POISON, 0) : r;
+			return r;
 		*kind = pb->data ? RUN_DATA : RUN_ZERO;
 		return 0;
 	}
@@ -334,12 +335,45 @@ static bool fill_lock(struct pagein_session *s, struct region *rg, size_t i,
 	return true;
 }
 
+/* The pages [a, b) are in: finish them (PRESENT, or REMOVED if discarded
+ * meanwhile) and clear their userfault bits. True if a fault asked to be
+ * woken. */
+static bool finish_pages(struct pagein_session *s, struct region *rg, size_t a,
+			 size_t b)
+{
+	bool wake = false;
+	for (size_t p = a; p < b; p++) {
+		if (page_finish(&rg->pages, p) & PAGE_WAKE_WANTED)
+			wake = true;
+		session_clear_userfault_bit(s, page_offset(rg, p), rg->r.page_size);
+	}
+	return wake;
+}
+
+/* The pages [a, b) were not filled: back to their previous state. */
+static bool abandon_pages(struct region *rg, size_t a, size_t b)
+{
+	bool wake = false;
+	for (size_t p = a; p < b; p++) {
+		uint8_t v = page_load(&rg->pages, p);
+		if (v & PAGE_WAKE_WANTED)
+			wake = true;
+		page_abandon(&rg->pages, p, (v & PAGE_ZERO_FILL) ? PAGE_REMOVED : PAGE_ABSENT);
+	}
+	return wake;
+}
+
+static bool is_corruption(int r)
+{
+	return r == -EIO || r == -EBADMSG;
+}
+
 int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
-		     size_t n, bool reader, bool wake, enum fill_path path,
-		     struct pagein_error *err)
+		     size_t n, size_t fault_idx, bool reader, bool wake,
+		     enum fill_path path, struct pagein_error *err)
 {
 	uint64_t ps = rg->r.page_size;
-	size_t i = first, end = first + n;
+	size_t i = first, end = first + n, filled = 0;
 	int r = 0;
 	while (i < end) {
 		struct page_bytes pb;
@@ -347,10 +381,25 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		size_t j;
 		r = plan_subrun(s, rg, i, end, &pb, &kind, &j);
 		if (r < 0) {
-			struct page_bytes none = {0};
-			none.ext.bad_chunk = pb.ext.bad_chunk;
-			r = fail_corrupt(rg, i, r, &none, err);
-			break;
+			if (is_corruption(r) && i != fault_idx) {
+				/* Only a real fault decides what a bad chunk costs:
+				 * filling ahead leaves the page for its fault. */
+				wake |= abandon_pages(rg, i, i + 1);
+				i++;
+				r = 0;
+				continue;
+			}
+			if (!is_corruption(r) || s->on_corrupt != PAGEIN_CORRUPT_POISON) {
+				struct page_bytes none = {0};
+				none.ext.bad_chunk = pb.ext.bad_chunk;
+				r = fail_corrupt(rg, i, r, &none, err);
+				break;
+			}
+			/* Poison the faulting page only: the guest gets a memory
+			 * error there, never bytes we could not read. */
+			kind = RUN_POISON;
+			j = i + 1;
+			memset(&pb, 0, sizeof(pb));
 		}
 		if (!reader && j - i > NONREADER_MAX_PAGES)
 			j = i + NONREADER_MAX_PAGES;
@@ -374,12 +423,14 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		page_bytes_put(s, &pb);
 		if (r == 0)
 			done = len;
-		uint64_t pages = done / ps;
+		size_t pages = (size_t)(done / ps);
 		count(kind == RUN_DATA ? &s->n.pages_copied
 		      : kind == RUN_ZERO ? &s->n.pages_zeroed : &s->n.pages_poisoned, pages);
 		if (kind == RUN_DATA)
 			count(&s->n.bytes_read, pages * ps);
-		i += (size_t)pages;
+		wake |= finish_pages(s, rg, i, i + pages);
+		filled += pages;
+		i += pages;
 		enum uffd_outcome o = uffd_classify(r);
 		if (o == UFFD_DONE)
 			continue;
@@ -394,6 +445,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		if (o == UFFD_EXISTS) {
 			/* Filled outside our table; EEXIST woke nobody. */
 			count(&s->n.eexist, 1);
+			wake |= finish_pages(s, rg, i, i + 1);
 			wake = true;
 			i++;
 			r = 0;
@@ -409,24 +461,14 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 				(unsigned long long)(j - i), strerror(-r));
 		break;
 	}
-	/* Pages before i are in; the rest go back to their previous state. */
-	for (size_t p = first; p < i; p++) {
-		if (page_finish(&rg->pages, p) & PAGE_WAKE_WANTED)
-			wake = true;
-		session_clear_userfault_bit(s, page_offset(rg, p), ps);
-	}
-	for (size_t p = i; p < end; p++) {
-		uint8_t v = page_load(&rg->pages, p);
-		if (v & PAGE_WAKE_WANTED)
-			wake = true;
-		page_abandon(&rg->pages, p, (v & PAGE_ZERO_FILL) ? PAGE_REMOVED : PAGE_ABSENT);
-	}
+	wake |= abandon_pages(rg, i, end);
 	if (path == FILL_FAULT) {
-		count_fill(s, FILL_FAULT, i > first);
-		if (i > first + 1)
-			count_fill(s, FILL_FAULT_AROUND, i - first - 1);
+		bool got_it = fault_idx < i && page_state_of(page_load(&rg->pages, fault_idx)) != PAGE_ABSENT;
+		count_fill(s, FILL_FAULT, got_it);
+		if (filled > got_it)
+			count_fill(s, FILL_FAULT_AROUND, filled - got_it);
 	} else {
-		count_fill(s, path, i - first);
+		count_fill(s, path, filled);
 	}
 	if (wake && r != -ESRCH) {
 		count(&s->n.wakes, 1);
@@ -439,6 +481,19 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 static int write_mem(struct pagein_session *s, uint64_t off, const void *buf,
 		     uint64_t len)
 {
+	if (s->mem_map) {
+		/* hugetlbfs has no write(): go through our own mapping, made
+		 * resident first so that an empty huge page pool is an error
+		 * here, not a SIGBUS in the memcpy. */
+		char *dst = (char *)s->mem_map + off;
+		if (madvise(dst, len, MADV_POPULATE_WRITE) < 0)
+			return -errno;
+		if (buf)
+			memcpy(dst, buf, len);
+		else
+			memset(dst, 0, len);
+		return 0;
+	}
 	const char *p = buf;
 	while (len) {
 		ssize_t n = pwrite(s->mem_fd, p, len, (off_t)off);
@@ -458,6 +513,8 @@ static const unsigned char zero_page[4096];
 
 static int write_zeros(struct pagein_session *s, uint64_t off, uint64_t len)
 {
+	if (s->mem_map)
+		return write_mem(s, off, NULL, len);
 	for (uint64_t o = 0; o < len; o += sizeof(zero_page)) {
 		int r = write_mem(s, off + o, zero_page, sizeof(zero_page));
 		if (r < 0)
@@ -584,7 +641,7 @@ static int serve_missing(struct pagein_session *s, struct region *rg,
 				record_touch(s, rg, idx);
 			size_t lo, hi;
 			claim_window(s, rg, idx, &lo, &hi);
-			return fill_run_claimed(s, rg, lo, hi - lo, true, true, FILL_FAULT, err);
+			return fill_run_claimed(s, rg, lo, hi - lo, idx, true, true, FILL_FAULT, err);
 		}
 		if (prev == PAGE_FILLING) {
 			if (page_want_wake(&rg->pages, idx))

@@ -25,6 +25,7 @@
 #include "server_internal.h"
 #include "source.h"
 #include "workingset.h"
+#include "snapshot_format.h"
 
 #define TAG_STOP UINT64_MAX
 #define TAG_LISTEN (UINT64_MAX - 1)
@@ -277,6 +278,17 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 				   (unsigned long long)pagein_source_size(srv->source));
 		srv->working_set = ws.offsets;
 		srv->working_set_len = ws.count;
+	} else if (source_is_pagein(srv->source) && source_pagein_meta(srv->source)->has_ws) {
+		/* A pagein snapshot carries its working set: replay it unless
+		 * --prefetch names another one. */
+		const struct workingset *ws = &source_pagein_meta(srv->source)->ws;
+		srv->working_set = malloc((ws->count ? ws->count : 1) * sizeof(uint64_t));
+		if (!srv->working_set) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		memcpy(srv->working_set, ws->offsets, ws->count * sizeof(uint64_t));
+		srv->working_set_len = ws->count;
 	}
 	if (cfg->record_path && !(srv->record_path = strdup(cfg->record_path))) {
 		r = -ENOMEM;

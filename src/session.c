@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -138,6 +140,24 @@ static int map_bitmap(struct pagein_session *s, const struct pagein_session_conf
 	return 0;
 }
 
+/* hugetlbfs files cannot be written with pwrite(): map guest memory here
+ * so that the stage-2 path can copy into it (see write_mem()). */
+static int map_hugetlb_mem(struct pagein_session *s,
+			   const struct pagein_session_config *cfg,
+			   struct pagein_error *err)
+{
+	struct statfs fs;
+	if (fstatfs(cfg->mem_fd, &fs) < 0 || fs.f_type != HUGETLBFS_MAGIC)
+		return 0;
+	uint64_t len = memory_end(cfg);
+	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, cfg->mem_fd, 0);
+	if (m == MAP_FAILED)
+		return pagein_fail(err, errno, "guest memory fd on hugetlbfs: mmap: %s", strerror(errno));
+	s->mem_map = m;
+	s->mem_map_bytes = len;
+	return 0;
+}
+
 static int cmp_host(const void *a, const void *b)
 {
 	const struct region *x = a, *y = b;
@@ -194,6 +214,8 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	qsort(s->regions, s->nregions, sizeof(*s->regions), cmp_host);
 	if (cfg->bitmap_fd >= 0 && (r = map_bitmap(s, cfg, err)) < 0)
 		goto fail;
+	if (cfg->mem_fd >= 0 && (r = map_hugetlb_mem(s, cfg, err)) < 0)
+		goto fail;
 	for (size_t i = 0; i < s->nregions; i++)
 		s->pages_total += s->regions[i].pages.npages;
 	s->source = pagein_source_ref(cfg->source);
@@ -225,6 +247,8 @@ void pagein_session_free(struct pagein_session *s)
 	free(s->regions);
 	if (s->bitmap)
 		munmap((void *)s->bitmap, s->bitmap_bytes);
+	if (s->mem_map)
+		munmap(s->mem_map, s->mem_map_bytes);
 	if (s->uffd >= 0)
 		close(s->uffd);
 	if (s->mem_fd >= 0)

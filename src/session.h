@@ -39,6 +39,8 @@ struct pagein_session {
 	struct region *regions;
 	size_t nregions;
 	int uffd, mem_fd, bitmap_fd;
+	void *mem_map;            /* mem_fd mapped here when it is on hugetlbfs */
+	size_t mem_map_bytes;
 	_Atomic uint64_t *bitmap; /* mapped userfault bitmap, or NULL */
 	size_t bitmap_bytes;
 	struct pagein_source *source;
@@ -102,12 +104,15 @@ enum fill_path {
 /* Fills pages [first, first+n) of rg, every one claimed by this thread,
  * in as few ioctls as the source's extents allow (DONTWAKE), finishes
  * them, then wakes the range once if `wake` or if a fault asked to be.
+ * fault_idx: the page a guest faulted on (SIZE_MAX: none); a page the
+ * snapshot cannot give is poisoned or fails the session only if it is that
+ * page; others are left absent for their own fault.
  * reader: this thread reads the uffd (it drains events on EAGAIN itself).
  * Returns 0 or -errno (-ESRCH: VMM gone); on error the unfilled pages go
  * back to their previous state. */
 int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
-		     size_t n, bool reader, bool wake, enum fill_path path,
-		     struct pagein_error *err);
+		     size_t n, size_t fault_idx, bool reader, bool wake,
+		     enum fill_path path, struct pagein_error *err);
 
 uint64_t now_ns(void);
 
