@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "pagein.h"
+#include "session.h"
 
 static int fault_around_fills_the_window(enum tc_mem mem)
 {
@@ -77,6 +78,42 @@ static int fault_around_never_overwrites(enum tc_mem mem)
 	rig_stop(&r, &st);
 	TC_CHECK(bad == 0);
 	TC_CHECK(around == 2); /* pages 1-2: the run stops at 3 */
+	return TC_PASS;
+}
+
+/* After the fault is read: page 5 enters the page cache behind our back,
+ * so the window's multi-page UFFDIO_COPY stops there with EEXIST after a
+ * partial copy. */
+static void pwrite_page5(struct pagein_session *s, void *arg)
+{
+	struct rig *r = arg;
+	unsigned char page[PS];
+	memset(page, 0x77, PS);
+	if (pwrite(r->g.memfd, page, PS, 5 * PS) != (ssize_t)PS)
+		perror("pwrite");
+	s->test_after_read = NULL;
+}
+
+static int partial_copy_resumes_after_eexist(enum tc_mem mem)
+{
+	struct rig r;
+	struct rig_opts o = {.reg = TC_REG_MISSING, .fault_around = 16, .hook = pwrite_page5};
+	int t = rig_start_opts(&r, mem, 64, &o);
+	if (t != TC_PASS)
+		return t;
+	int bad = !rig_check_page(&r, 0);
+	unsigned char foreign[PS];
+	memset(foreign, 0x77, PS);
+	bad += !tc_check_page(r.g.base + 5 * PS, foreign, 5); /* not overwritten */
+	for (uint64_t i = 1; i < 16; i++)
+		if (i != 5)
+			bad += !rig_check_page(&r, i);
+	struct pagein_stats st;
+	rig_stop(&r, &st);
+	TC_CHECK(bad == 0);
+	TC_CHECK(st.eexist == 1);
+	TC_CHECK(st.faults_missing == 1); /* the window, page 5 aside, came in one fault */
+	TC_CHECK(st.pages_copied + st.pages_zeroed == 15);
 	return TC_PASS;
 }
 
@@ -263,6 +300,7 @@ int main(void)
 		{"fault_around_fills_the_window", fault_around_fills_the_window, TC_ANON | TC_MEMFD},
 		{"fault_around_grows_on_sequential_scans", fault_around_grows_on_sequential_scans, TC_ANON | TC_MEMFD},
 		{"fault_around_never_overwrites", fault_around_never_overwrites, TC_MEMFD},
+		{"partial_copy_resumes_after_eexist", partial_copy_resumes_after_eexist, TC_MEMFD},
 		{"working_set_is_filled_before_it_is_touched", working_set_is_filled_before_it_is_touched, TC_ANON | TC_MEMFD},
 		{"replay_races_the_guest", replay_races_the_guest, TC_ANON | TC_MEMFD},
 		{"background_population_completes", background_population_completes, TC_ANON | TC_MEMFD},
