@@ -631,6 +631,9 @@ static void claim_window(struct pagein_session *s, struct region *rg,
 	atomic_store_explicit(&s->fa_next, *hi, memory_order_relaxed);
 }
 
+static int fill_one_woken(struct pagein_session *s, struct region *rg, size_t idx,
+			  bool map_cache, struct pagein_error *err);
+
 static int serve_missing(struct pagein_session *s, struct region *rg,
 			 size_t idx, struct pagein_error *err)
 {
@@ -652,56 +655,41 @@ static int serve_missing(struct pagein_session *s, struct region *rg,
 		 * landed (then ZEROPAGE finds the page: EEXIST), or a page lost
 		 * without an event (then zeros are what the kernel would give).
 		 * ZEROPAGE never overwrites, so it is safe either way. */
-		uint64_t addr = page_addr(rg, idx), done;
-		int r;
-		while ((r = zero_fill(s, rg, addr, rg->r.page_size, true, &done)) == -EAGAIN) {
-			r = wait_for_events(s, true, err);
-			if (r < 0)
-				return r;
-		}
-		switch (uffd_classify(r)) {
-		case UFFD_DONE:
-			count(&s->n.pages_zeroed, 1);
-			return 0;
-		case UFFD_EXISTS:
-			count(&s->n.eexist, 1);
-			count(&s->n.wakes, 1);
-			uffd_wake(s->uffd, addr, rg->r.page_size);
-			return 0;
-		case UFFD_GONE:
-			return -ESRCH;
-		default:
-			return pagein_fail(err, -r, "zeropage at 0x%llx: %s",
-					   (unsigned long long)addr, strerror(-r));
-		}
+		return fill_one_woken(s, rg, idx, false, err);
 	}
 }
 
-/* UFFDIO_CONTINUE: map the page-cache page. EEXIST = already mapped here
- * (a stale fault): wake, since EEXIST wakes nobody. */
-static int map_cached(struct pagein_session *s, struct region *rg, size_t idx,
-		      struct pagein_error *err)
+/* One page with the waiter woken: UFFDIO_ZEROPAGE, or UFFDIO_CONTINUE to
+ * map the page-cache page. EEXIST means already there (a stale fault);
+ * the kernel then woke nobody, so wake the range ourselves. */
+static int fill_one_woken(struct pagein_session *s, struct region *rg, size_t idx,
+			  bool map_cache, struct pagein_error *err)
 {
-	uint64_t addr = page_addr(rg, idx), done;
+	uint64_t addr = page_addr(rg, idx), ps = rg->r.page_size, done;
 	int r;
-	while ((r = uffd_continue(s->uffd, addr, rg->r.page_size, true, &done)) == -EAGAIN) {
+	for (;;) {
+		r = map_cache ? uffd_continue(s->uffd, addr, ps, true, &done)
+			      : zero_fill(s, rg, addr, ps, true, &done);
+		if (r != -EAGAIN)
+			break;
 		r = wait_for_events(s, true, err);
 		if (r < 0)
 			return r;
 	}
 	switch (uffd_classify(r)) {
 	case UFFD_DONE:
-		count(&s->n.pages_continued, 1);
+		count(map_cache ? &s->n.pages_continued : &s->n.pages_zeroed, 1);
 		return 0;
 	case UFFD_EXISTS:
 		count(&s->n.eexist, 1);
 		count(&s->n.wakes, 1);
-		uffd_wake(s->uffd, addr, rg->r.page_size);
+		uffd_wake(s->uffd, addr, ps);
 		return 0;
 	case UFFD_GONE:
 		return -ESRCH;
 	default:
-		return pagein_fail(err, -r, "continue at 0x%llx: %s",
+		return pagein_fail(err, -r, "%s at 0x%llx: %s",
+				   map_cache ? "continue" : "zeropage",
 				   (unsigned long long)addr, strerror(-r));
 	}
 }
@@ -713,7 +701,7 @@ static int serve_minor(struct pagein_session *s, struct region *rg, size_t idx,
 		enum page_state prev;
 		if (!page_claim(&rg->pages, idx, &prev)) {
 			if (prev == PAGE_PRESENT)
-				return map_cached(s, rg, idx, err);
+				return fill_one_woken(s, rg, idx, true, err);
 			if (page_want_wake(&rg->pages, idx))
 				return 0;
 			continue;
@@ -731,7 +719,7 @@ static int serve_minor(struct pagein_session *s, struct region *rg, size_t idx,
 		/* REMOVED + MINOR: MADV_DONTNEED on shared memory kept the
 		 * page; the guest's data is still there: just map it. */
 		if (r == 0)
-			r = map_cached(s, rg, idx, err);
+			r = fill_one_woken(s, rg, idx, true, err);
 		if (r < 0) {
 			page_abandon(&rg->pages, idx, prev);
 			return r;

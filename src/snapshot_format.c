@@ -14,53 +14,13 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "le.h"
 #include "error.h"
 
 /* Reads are tried this many times before -EIO: enough to ride out a
  * transient error (a network filesystem hiccup), few enough that a dead
  * disk fails a fault in milliseconds rather than hanging the guest. */
 #define READ_TRIES 3
-
-/* ---- little-endian field access --------------------------------------- */
-
-static uint16_t get16(const unsigned char *p)
-{
-	uint16_t v;
-	memcpy(&v, p, 2);
-	return le16toh(v);
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-static void put16(unsigned char *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, 2);
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
 
 /* Header field offsets (docs/format.md, "Header"). */
 enum {

@@ -11,20 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
-
-static uint32_t get32(const unsigned char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
+#include "le.h"
 
 int workingset_parse(const void *buf, size_t len, struct workingset *ws,
 		     struct pagein_error *err)
@@ -97,18 +84,6 @@ int workingset_load(const char *path, struct workingset *ws,
 	int r = workingset_parse(buf, len, ws, err);
 	free(buf);
 	return r;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
 }
 
 int workingset_save(const char *path, const struct workingset *ws,
