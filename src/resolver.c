@@ -23,7 +23,6 @@
 #endif
 
 #include "error.h"
-#include "resolver.h"
 #include "session.h"
 #include "source.h"
 #include "uffd.h"
@@ -36,15 +35,6 @@
  * copies in ~60 us, so a uffd read waits at most about one fault round
  * trip behind prefetch. */
 #define NONREADER_MAX_PAGES 32
-
-bool page_is_zero(const void *p, size_t len)
-{
-	const uint64_t *w = p;
-	uint64_t acc = 0;
-	for (size_t i = 0; i < len / 8; i++)
-		acc |= w[i];
-	return acc == 0;
-}
 
 static uint64_t page_addr(const struct region *rg, size_t idx)
 {

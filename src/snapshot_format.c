@@ -15,6 +15,7 @@
 #include <zstd.h>
 
 #include "le.h"
+#include "source.h"
 #include "error.h"
 
 /* Reads are tried this many times before -EIO: enough to ride out a
@@ -488,15 +489,6 @@ struct wctx {
 	atomic_size_t next;  /* next job to take */
 	ZSTD_CCtx **cctx;    /* one per thread */
 };
-
-/* All zero? The first word decides most pages; memcmp against itself
- * shifted by 8 checks the rest at memcmp speed. */
-static bool page_is_zero(const unsigned char *p, size_t len)
-{
-	uint64_t w;
-	memcpy(&w, p, 8);
-	return w == 0 && memcmp(p, p + 8, len - 8) == 0;
-}
 
 static void job_run(struct wctx *w, struct wjob *j, ZSTD_CCtx *cctx)
 {

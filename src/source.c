@@ -92,3 +92,17 @@ int source_read(struct pagein_source *s, uint64_t off, void *buf, uint64_t len)
 	}
 	return 0;
 }
+
+bool page_is_zero(const void *p, size_t len)
+{
+	/* 64 bytes at a time, stopping at the first non-zero line: data pages
+	 * cost a few loads, only zero pages are read whole. */
+	const uint64_t *w = p;
+	for (size_t i = 0; i < len / 8; i += 8) {
+		uint64_t acc = w[i] | w[i + 1] | w[i + 2] | w[i + 3] |
+			       w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
+		if (acc)
+			return false;
+	}
+	return true;
+}

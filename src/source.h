@@ -60,6 +60,9 @@ bool source_pagein_probe(const void *head, size_t len);
 int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 		       struct pagein_error *err);
 
+/* True when len bytes (a multiple of 64) at p are all zero. */
+bool page_is_zero(const void *p, size_t len);
+
 /* Copies [off, off+len) into buf (zeros for holes). For tools and tests. */
 int source_read(struct pagein_source *s, uint64_t off, void *buf, uint64_t len);
 
