@@ -353,7 +353,7 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 (double)st->complete_ns / 1e9);
 	int n = snprintf(buf, len,
 			 "faults %" PRIu64 " missing/%" PRIu64 " minor, requests %" PRIu64
-			 "; filled %" PRIu64 "/%" PRIu64 " pages (fault %" PRIu64
+			 "; %" PRIu64 " fills for %" PRIu64 " pages (fault %" PRIu64
 			 ", fault-around %" PRIu64 ", prefetch %" PRIu64 ", background %" PRIu64
 			 ", request %" PRIu64 "), faults avoided %" PRIu64
 			 "; ops copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
