@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-20}
 size=${SOAK_SIZE:-1G}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/pagein-soak.XXXXXX")
-trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 build/vmmsim gen -o "$dir/snap" --size "$size" --seed 11 --zero-fraction 0.3
 build/pagein serve --snapshot "$dir/snap" --socket "$dir/sock" >"$dir/pagein.log" 2>&1 &
 pid=$!
