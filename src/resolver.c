@@ -586,8 +586,9 @@ static void record_touch(struct pagein_session *s, const struct region *rg,
 
 /* Claims the still-absent neighbours of page idx (claimed already) within
  * the fault-around window, keeping one contiguous run [*lo, *hi). The
- * window is aligned around the fault, or ahead of it while faults come
- * in sequence, doubling each time up to PAGEIN_FAULT_AROUND_MAX. */
+ * window is aligned around the fault (to the source's chunk when chunks
+ * are larger), or ahead of it while faults come in sequence, doubling each
+ * time up to PAGEIN_FAULT_AROUND_MAX. */
 static void claim_window(struct pagein_session *s, struct region *rg,
 			 size_t idx, size_t *lo, size_t *hi)
 {
@@ -609,6 +610,15 @@ static void claim_window(struct pagein_session *s, struct region *rg,
 		w = s->fa_base;
 		wlo = idx & ~(size_t)(w - 1);
 		whi = wlo + w;
+		uint64_t cs = s->source->chunk_size;
+		if (cs > (uint64_t)w * 4096) {
+			/* A compressed chunk is decompressed whole on its first
+			 * fault: fill all of it while it is at hand. */
+			uint64_t off = page_offset(rg, idx), cstart = off - off % cs;
+			wlo = cstart > rg->r.offset ? (size_t)((cstart - rg->r.offset) >> 12) : 0;
+			whi = (size_t)((cstart + cs - rg->r.offset) >> 12);
+			w = whi - wlo;
+		}
 	}
 	if (whi > npages)
 		whi = npages;

@@ -13,6 +13,7 @@
 
 #include "uffd_compat.h"
 #include "session.h"
+#include "snapshot_format.h"
 #include <sys/eventfd.h>
 
 static uint64_t splitmix(uint64_t *x)
@@ -190,6 +191,32 @@ void *rig_run_session(void *arg)
 	return NULL;
 }
 
+static int read_raw(void *opaque, uint64_t off, void *buf, size_t len,
+		    struct pagein_error *err)
+{
+	return pread(*(int *)opaque, buf, len, (off_t)off) == (ssize_t)len ? 0 : -EIO;
+}
+
+/* Rewrites the raw snapshot at path in the pagein format, in place. */
+static int rig_convert(const char *path, uint64_t npages, uint64_t chunk)
+{
+	char tmp[300];
+	snprintf(tmp, sizeof(tmp), "%s.pgn", path);
+	int in = open(path, O_RDONLY), out = open(tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	struct snapshot_write_opts o = {
+		.image_size = npages * PS, .chunk_size = chunk, .level = 1, .threads = 1,
+		.read = read_raw, .read_opaque = &in,
+	};
+	struct snapshot_write_stats st;
+	struct pagein_error err = {{0}};
+	int r = in >= 0 && out >= 0 ? snapshot_write(out, &o, &st, &err) : -EIO;
+	if (r < 0)
+		fprintf(stderr, "  convert: %s\n", err.msg);
+	close(in);
+	close(out);
+	return r < 0 ? r : rename(tmp, path);
+}
+
 int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 		   const struct rig_opts *o)
 {
@@ -205,6 +232,8 @@ int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 	if (tc_write_snapshot(r->snap, npages, r->seed) < 0)
 		return TC_FAIL;
 	struct pagein_error err = {{0}};
+	if (o->pagein_chunk && rig_convert(r->snap, npages, o->pagein_chunk) < 0)
+		return TC_FAIL;
 	if (pagein_source_open(r->snap, &r->src, &err) < 0) {
 		fprintf(stderr, "  source: %s\n", err.msg);
 		return TC_FAIL;

@@ -84,6 +84,8 @@ struct rig_opts {
 	const uint64_t *ws;
 	size_t nws;
 	enum pagein_populate populate;
+	/* Serve the snapshot converted to the pagein format (this chunk size). */
+	uint64_t pagein_chunk;
 };
 
 struct rig {

@@ -31,6 +31,27 @@ static int fault_around_fills_the_window(enum tc_mem mem)
 	return TC_PASS;
 }
 
+/* From a pagein snapshot, a fault fills the whole chunk it decompressed. */
+static int fault_around_covers_the_chunk(enum tc_mem mem)
+{
+	struct rig r;
+	struct rig_opts o = {.reg = TC_REG_MISSING, .fault_around = 16, .pagein_chunk = 256 << 10};
+	int t = rig_start_opts(&r, mem, 256, &o);
+	if (t != TC_PASS)
+		return t;
+	int bad = 0;
+	for (uint64_t i = 70; i < 128; i++) /* chunk 1 is pages 64-127 */
+		bad += !rig_check_page(&r, i);
+	for (uint64_t i = 64; i < 70; i++)
+		bad += !rig_check_page(&r, i);
+	struct pagein_stats st;
+	rig_stop(&r, &st);
+	TC_CHECK(bad == 0);
+	TC_CHECK(st.faults_missing == 1);
+	TC_CHECK(st.filled_fault + st.filled_fault_around == 64);
+	return TC_PASS;
+}
+
 static int fault_around_grows_on_sequential_scans(enum tc_mem mem)
 {
 	struct rig r;
@@ -298,6 +319,7 @@ int main(void)
 {
 	static const struct tc_case cases[] = {
 		{"fault_around_fills_the_window", fault_around_fills_the_window, TC_ANON | TC_MEMFD},
+		{"fault_around_covers_the_chunk", fault_around_covers_the_chunk, TC_ANON | TC_MEMFD},
 		{"fault_around_grows_on_sequential_scans", fault_around_grows_on_sequential_scans, TC_ANON | TC_MEMFD},
 		{"fault_around_never_overwrites", fault_around_never_overwrites, TC_MEMFD},
 		{"partial_copy_resumes_after_eexist", partial_copy_resumes_after_eexist, TC_MEMFD},
