@@ -41,6 +41,10 @@ struct expect {
 /* Maps path (a raw snapshot at least as large as guest memory). Prints why
  * and returns -1 on failure. */
 int expect_open(struct expect *e, const struct guest *g, const char *path);
+/* The same, with the whole mapping faulted in first (benchmarks: verifying
+ * then takes no page fault; give a copy that is not the snapshot served,
+ * e.g. on tmpfs, or the snapshot stays cached while mapped). */
+int expect_open_prefault(struct expect *e, const struct guest *g, const char *path);
 void expect_close(struct expect *e);
 
 static inline pthread_rwlock_t *expect_lock_of(struct expect *e, uint64_t page)

@@ -174,11 +174,14 @@ static int memfd_open(struct guest *g, bool huge)
 	return 0;
 }
 
-static int map_one(struct guest *g, struct guest_region *r, uint8_t *at, bool huge)
+static int map_one(struct guest *g, struct guest_region *r, uint8_t *at, bool huge, int file_fd)
 {
 	void *p;
 
-	if (g->memory == GUEST_ANON)
+	if (file_fd >= 0)
+		p = mmap(at, r->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, file_fd,
+			 (off_t)r->offset);
+	else if (g->memory == GUEST_ANON)
 		p = mmap(at, r->size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED |
 				 (huge ? MAP_HUGETLB | MAP_HUGE_2MB : 0),
@@ -201,7 +204,7 @@ static int map_one(struct guest *g, struct guest_region *r, uint8_t *at, bool hu
 
 /* One PROT_NONE reservation holds all regions and the gaps between them, so
  * the gaps stay unmapped guard areas and nothing else lands there. */
-static int map_regions(struct guest *g, const struct guest_config *c)
+static int map_regions(struct guest *g, const struct guest_config *c, int file_fd)
 {
 	bool huge = c->page_size == HUGE_2M;
 	uint64_t span = g->size + (uint64_t)(c->nregions - 1) * c->gap + c->page_size;
@@ -217,7 +220,7 @@ static int map_regions(struct guest *g, const struct guest_config *c)
 	uintptr_t at = ((uintptr_t)g->span + c->page_size - 1) & ~(uintptr_t)(c->page_size - 1);
 
 	for (unsigned i = 0; i < g->nregions; i++) {
-		int rc = map_one(g, &g->region[i], (uint8_t *)at, huge);
+		int rc = map_one(g, &g->region[i], (uint8_t *)at, huge, file_fd);
 
 		if (rc)
 			return rc;
@@ -344,7 +347,23 @@ int guest_open(struct guest *g, const struct guest_config *c)
 	}
 	if (c->memory == GUEST_MEMFD && (rc = memfd_open(g, huge)))
 		goto fail;
-	if ((rc = map_regions(g, c)))
+	if (c->file) {
+		/* The File backend: the kernel serves every fault from the page
+		 * cache; the mapping holds its own reference, so the fd can go. */
+		int fd = open(c->file, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0) {
+			msg("--backend file: %s: %m", c->file);
+			return EXIT_SETUP;
+		}
+		rc = map_regions(g, c, fd);
+		close(fd);
+		if (rc)
+			goto fail;
+		catch_fault_signals(g);
+		return 0;
+	}
+	if ((rc = map_regions(g, c, -1)))
 		goto fail;
 	rc = EXIT_SETUP;
 	if (uffd_open(g, c))

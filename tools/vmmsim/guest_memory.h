@@ -23,6 +23,9 @@ struct guest_config {
 	uint64_t page_size; /* 4096 or 2 MiB (hugetlb) */
 	uint64_t reg_mode;  /* UFFDIO_REGISTER_MODE_MISSING and/or _MINOR */
 	bool bitmap;        /* create the userfault bitmap memfd */
+	const char *file;   /* benchmarks: map this file MAP_PRIVATE instead of
+			     * anonymous memory, with no uffd (what Firecracker
+			     * does without a UFFD backend) */
 };
 
 struct guest_region {
@@ -46,7 +49,8 @@ struct guest {
 	uint64_t uffd_features;     /* what UFFDIO_API granted */
 };
 
-/* Maps memory, creates and registers the uffd (and the bitmap if asked),
+/* Maps memory, creates and registers the uffd (and the bitmap if asked;
+ * with cfg->file: maps the file's regions MAP_PRIVATE, no uffd at all),
  * and reports a SIGBUS/SIGSEGV on guest memory as a failure (exit 1).
  * Prints the reason and returns EXIT_SETUP or EXIT_SKIP on failure (with
  * everything undone), 0 on success. */

@@ -159,6 +159,8 @@ static void print_text(struct sim *s, const struct report_extra *x, const struct
 	printf("verify_all_pages: %" PRIu64 "\n", m->st.verify_all);
 	print_pct("first_touch_us", &m->ft);
 	print_pct("stage2_rtt_us", &m->s2);
+	printf("workload_minflt: %" PRIu64 "\n", x->minflt);
+	printf("workload_majflt: %" PRIu64 "\n", x->majflt);
 	printf("wall_s: %.3f\n", x->wall_s);
 	printf("throughput_mb_s: %.1f\n", m->mb_s);
 	printf("verify: ok\n");
@@ -217,6 +219,8 @@ static int write_json(struct sim *s, const struct report_extra *x, const struct 
 	put_u64(o, "verify_all_pages", m->st.verify_all);
 	json_object_object_add(o, "first_touch_us", pct_json(&m->ft));
 	json_object_object_add(o, "stage2_rtt_us", pct_json(&m->s2));
+	put_u64(o, "workload_minflt", x->minflt);
+	put_u64(o, "workload_majflt", x->majflt);
 	put_double(o, "wall_s", x->wall_s, 3);
 	put_double(o, "throughput_mb_s", m->mb_s, 1);
 	json_object_object_add(o, "verify", json_object_new_string("ok"));
@@ -237,4 +241,27 @@ int report_finish(struct sim *s, const struct report_extra *x, const char *json_
 	summarise_all(s, x, &m);
 	print_text(s, x, &m);
 	return json_path ? write_json(s, x, &m, json_path) : 0;
+}
+
+int report_latencies(struct sim *s, const char *path)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f) {
+		msg("--latency-out %s: %m", path);
+		return -1;
+	}
+	for (unsigned v = 0; v < s->nvcpus; v++) {
+		const struct lat *l = &s->vcpu[v].first_touch;
+
+		for (uint64_t i = 0; i < l->n; i++)
+			fprintf(f, "%" PRIu32 "\n", l->ns[i]);
+	}
+	int bad = ferror(f);
+
+	if (fclose(f) || bad) {
+		msg("--latency-out %s: cannot write", path);
+		return -1;
+	}
+	return 0;
 }

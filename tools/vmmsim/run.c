@@ -4,10 +4,14 @@
 #include "sim.h"
 #include "watchdog.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int setup_memory(struct sim *s)
@@ -17,7 +21,9 @@ static int setup_memory(struct sim *s)
 
 	if (rc)
 		return rc;
-	if (expect_open(&s->expect, &s->guest, o->expect))
+	rc = o->expect_prefault ? expect_open_prefault(&s->expect, &s->guest, o->expect)
+				: expect_open(&s->expect, &s->guest, o->expect);
+	if (rc)
 		return EXIT_SETUP;
 	s->nvcpus = o->plan.nvcpus;
 	s->plans = xcalloc(s->nvcpus, sizeof(*s->plans));
@@ -25,6 +31,45 @@ static int setup_memory(struct sim *s)
 		return EXIT_SETUP;
 	for (unsigned v = 0; v < s->nvcpus; v++)
 		s->planned += s->plans[v].n;
+	return 0;
+}
+
+/* --evict: a cold-cache benchmark drops the snapshot from the page cache
+ * after setup (which may have read it) and before the handler can be asked
+ * for anything. Pages still mapped somewhere stay cached; say so, since the
+ * run would not be cold. */
+static int evict(const struct run_opts *o)
+{
+	for (unsigned i = 0; i < o->nevict; i++) {
+		int fd = open(o->evict[i], O_RDONLY | O_CLOEXEC);
+		struct stat st;
+
+		if (fd < 0 || fstat(fd, &st)) {
+			msg("--evict %s: %m", o->evict[i]);
+			return EXIT_SETUP;
+		}
+		int rc = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		uint64_t cached = 0, n = ((uint64_t)st.st_size + 4095) / 4096;
+		void *p = rc || !n ? MAP_FAILED : mmap(NULL, n * 4096, PROT_READ, MAP_SHARED, fd, 0);
+
+		close(fd);
+		if (rc) {
+			msg("--evict %s: posix_fadvise: %s", o->evict[i], strerror(rc));
+			return EXIT_SETUP;
+		}
+		if (p == MAP_FAILED)
+			continue;
+		unsigned char *vec = xcalloc(n, 1);
+
+		if (!mincore(p, n * 4096, vec))
+			for (uint64_t j = 0; j < n; j++)
+				cached += vec[j] & 1;
+		free(vec);
+		munmap(p, n * 4096);
+		if (cached)
+			msg("--evict %s: %" PRIu64 " of %" PRIu64 " pages still cached "
+			    "(mapped by another process?)", o->evict[i], cached, n);
+	}
 	return 0;
 }
 
@@ -58,13 +103,15 @@ static int handshake(struct sim *s)
 
 /* The watchdog covers everything that waits on the handler: the workload
  * and --verify-all. */
-static int workload(struct sim *s, double *wall_s)
+static int workload(struct sim *s, struct report_extra *x)
 {
 	const struct run_opts *o = s->opt;
 	struct watchdog wd;
+	struct rusage r0, r1;
 
 	if (watchdog_start(&wd, o->timeout_s, &s->progress))
 		return EXIT_SETUP;
+	getrusage(RUSAGE_SELF, &r0);
 	uint64_t t0 = now_ns();
 
 	if (o->has_bad)
@@ -77,24 +124,28 @@ static int workload(struct sim *s, double *wall_s)
 	vcpus_join(s);
 	vmm_thread_join(s);
 	balloon_join(s);
-	*wall_s = (double)(now_ns() - t0) / 1e9;
+	x->wall_s = (double)(now_ns() - t0) / 1e9;
+	getrusage(RUSAGE_SELF, &r1);
+	x->minflt = (uint64_t)(r1.ru_minflt - r0.ru_minflt);
+	x->majflt = (uint64_t)(r1.ru_majflt - r0.ru_majflt);
 	if (o->verify_all)
 		verify_all(s);
 	watchdog_stop(&wd);
 	return 0;
 }
 
-static int finish(struct sim *s, double wall_s)
+static int finish(struct sim *s, struct report_extra *x)
 {
 	const struct run_opts *o = s->opt;
-	struct report_extra x = {
-		.wall_s = wall_s,
-		.ignored_replies = stage2_ignored_replies(s->s2),
-		.zero_replies = stage2_zero_replies(s->s2),
-	};
 
-	stage2_set_closing(s->s2);
-	if (report_finish(s, &x, o->report_json))
+	if (s->s2) {
+		x->ignored_replies = stage2_ignored_replies(s->s2);
+		x->zero_replies = stage2_zero_replies(s->s2);
+		stage2_set_closing(s->s2);
+	}
+	if (report_finish(s, x, o->report_json))
+		return EXIT_SETUP;
+	if (o->latency_out && report_latencies(s, o->latency_out))
 		return EXIT_SETUP;
 	if (o->hold_s > 0)
 		sleep_ns((uint64_t)(o->hold_s * 1e9));
@@ -120,7 +171,7 @@ int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
 	int rc = run_parse(argc, argv, &o);
-	double wall_s = 0;
+	struct report_extra x = { 0 };
 
 	if (rc)
 		return rc < 0 ? EXIT_OK : rc;
@@ -131,11 +182,13 @@ int cmd_run(int argc, char **argv)
 	s->sock = -1;
 	rc = setup_memory(s);
 	if (!rc)
+		rc = evict(&o);
+	if (!rc && !o.backend_file)
 		rc = handshake(s);
 	if (!rc)
-		rc = workload(s, &wall_s);
+		rc = workload(s, &x);
 	if (!rc)
-		rc = finish(s, wall_s);
+		rc = finish(s, &x);
 	teardown(s);
 	return rc;
 }

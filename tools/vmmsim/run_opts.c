@@ -48,6 +48,15 @@ const char run_usage[] =
 	"  --timeout S           exit 3 if no access completes for S s (default 30)\n"
 	"  --hold S              keep the connection open S s after the report (0)\n"
 	"  --report-json FILE    also write the report as JSON\n"
+	"Benchmarks:\n"
+	"  --backend uffd|file   file = no handler: guest memory is --snapshot mmap'd\n"
+	"                        MAP_PRIVATE (Firecracker without UFFD); no --socket\n"
+	"                        (default uffd)\n"
+	"  --expect-prefault     map all of --expect before the run, so verifying\n"
+	"                        takes no page fault (give a copy, e.g. on tmpfs)\n"
+	"  --evict FILE          drop FILE from the page cache (POSIX_FADV_DONTNEED)\n"
+	"                        after setup, right before the handshake (repeatable)\n"
+	"  --latency-out FILE    write every first-touch latency (ns), one per line\n"
 	"Exit: 0 verified, 1 wrong byte/protocol error, 2 bad option/setup error,\n"
 	"3 watchdog, 77 no huge pages. Report on stdout, last line \"verify: ok\".\n";
 
@@ -56,6 +65,7 @@ enum {
 	OPT_EXTRA, OPT_SPLIT, OPT_VCPUS, OPT_PATTERN, OPT_TOUCH, OPT_SHARE, OPT_SEED,
 	OPT_WRITE, OPT_VMM, OPT_STAGE2, OPT_BAD, OPT_BALLOON, OPT_ADVICE, OPT_VERIFY_ALL,
 	OPT_TIMEOUT, OPT_HOLD, OPT_REPORT_JSON, OPT_HELP,
+	OPT_BACKEND, OPT_EXPECT_PREFAULT, OPT_EVICT, OPT_LATENCY_OUT,
 };
 
 static const struct option run_long[] = {
@@ -83,6 +93,10 @@ static const struct option run_long[] = {
 	{ "hold", required_argument, 0, OPT_HOLD },
 	{ "report-json", required_argument, 0, OPT_REPORT_JSON },
 	{ "help", no_argument, 0, OPT_HELP },
+	{ "backend", required_argument, 0, OPT_BACKEND },
+	{ "expect-prefault", no_argument, 0, OPT_EXPECT_PREFAULT },
+	{ "evict", required_argument, 0, OPT_EVICT },
+	{ "latency-out", required_argument, 0, OPT_LATENCY_OUT },
 	{ 0, 0, 0, 0 },
 };
 
@@ -133,6 +147,7 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	static const char *const fcs[] = { "1.1", "1.7", "1.12" };
 	static const char *const shares[] = { "split", "same" };
 	static const char *const advices[] = { "dontneed", "remove" };
+	static const char *const backends[] = { "uffd", "file" };
 	int v, g = guest_cli_option(&cli->guest, c, arg);
 
 	if (g)
@@ -170,6 +185,20 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	case OPT_TIMEOUT: return parse_double("--timeout", arg, 0.1, 1e6, &o->timeout_s);
 	case OPT_HOLD: return parse_double("--hold", arg, 0, 1e6, &o->hold_s);
 	case OPT_REPORT_JSON: o->report_json = arg; return true;
+	case OPT_BACKEND:
+		if (!parse_enum("--backend", arg, backends, 2, &v))
+			return false;
+		o->backend_file = v == 1;
+		return true;
+	case OPT_EXPECT_PREFAULT: o->expect_prefault = true; return true;
+	case OPT_EVICT:
+		if (o->nevict == VMMSIM_MAX_EVICT) {
+			msg("--evict %s: at most %d files", arg, VMMSIM_MAX_EVICT);
+			return false;
+		}
+		o->evict[o->nevict++] = arg;
+		return true;
+	case OPT_LATENCY_OUT: o->latency_out = arg; return true;
 	}
 	return false;
 }
@@ -219,16 +248,38 @@ static bool file_size(const char *opt, const char *path, uint64_t *size)
 	return true;
 }
 
+/* --backend file has no handler: nothing that needs one, and no discards
+ * (MADV_DONTNEED on a private file mapping brings back the file's bytes,
+ * not the zeros a uffd handler must serve). */
+static bool backend_file_ok(struct run_opts *o, const struct run_cli *cli)
+{
+	const char *bad = o->socket ? "--socket"
+		: o->protocol != PROTO_MAINLINE ? "--protocol secret-hiding"
+		: cli->guest.memory != GUEST_ANON ? "--memory memfd"
+		: cli->guest.page_size != 4096 ? "--page-size 2m"
+		: cli->guest.reg_mode ? "--register"
+		: o->balloon ? "--balloon" : NULL;
+
+	if (bad) {
+		msg("--backend file: %s does not apply (guest memory is the snapshot file itself)",
+		    bad);
+		return false;
+	}
+	return true;
+}
+
 /* Defaults that depend on other options, and the combinations refused. */
 static bool resolve(struct run_opts *o, struct run_cli *cli)
 {
 	bool sh = o->protocol == PROTO_SECRET_HIDING;
 	uint64_t size;
 
-	if (!o->socket || !o->snapshot) {
-		msg("run: %s is required", !o->socket ? "--socket PATH" : "--snapshot FILE");
+	if ((!o->socket && !o->backend_file) || !o->snapshot) {
+		msg("run: %s is required", !o->snapshot ? "--snapshot FILE" : "--socket PATH");
 		return false;
 	}
+	if (o->backend_file && !backend_file_ok(o, cli))
+		return false;
 	if (!o->expect)
 		o->expect = o->snapshot;
 	if (!file_size("--snapshot", o->snapshot, &size) ||
@@ -237,6 +288,8 @@ static bool resolve(struct run_opts *o, struct run_cli *cli)
 	if (!guest_cli_resolve(&cli->guest, size, "--expect/--snapshot file", &o->guest))
 		return false;
 	o->guest.bitmap = sh;
+	if (o->backend_file)
+		o->guest.file = o->snapshot;
 	if (sh && o->guest.memory != GUEST_MEMFD) {
 		msg("--protocol secret-hiding needs --memory memfd (the handler fills the guest memfd)");
 		return false;

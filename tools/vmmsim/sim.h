@@ -17,6 +17,8 @@
 #include "util.h"
 
 enum protocol { PROTO_MAINLINE, PROTO_SECRET_HIDING };
+
+#define VMMSIM_MAX_EVICT 4
 enum advice { ADVICE_DONTNEED, ADVICE_REMOVE };
 
 struct run_opts {
@@ -38,6 +40,12 @@ struct run_opts {
 	double timeout_s, hold_s;
 	bool has_bad;
 	uint64_t bad_offset;
+	/* Benchmark options (bench/): */
+	bool backend_file;           /* --backend file: no handler, no uffd */
+	bool expect_prefault;        /* --expect-prefault */
+	const char *latency_out;     /* --latency-out FILE */
+	const char *evict[VMMSIM_MAX_EVICT]; /* --evict FILE, before the handshake */
+	unsigned nevict;
 };
 
 /* Counters, one set per thread (no shared cache lines), summed at the end. */
@@ -120,9 +128,13 @@ void balloon_join(struct sim *s);
 struct report_extra {
 	double wall_s;
 	uint64_t ignored_replies, zero_replies;
+	uint64_t minflt, majflt; /* page faults of the process during the workload */
 };
 /* Prints the text report on stdout and, if json_path, writes it as JSON
  * too. Returns -1 (message printed) if the JSON cannot be written. */
 int report_finish(struct sim *s, const struct report_extra *x, const char *json_path);
+/* --latency-out: every first-touch latency of the workload, in ns, one per
+ * line (vCPU 0's first). Returns -1 (message printed) on a write error. */
+int report_latencies(struct sim *s, const char *path);
 
 #endif
