@@ -1,0 +1,987 @@
+#!/usr/bin/env python3
+"""bench/bench.py - pagein's benchmark (issues 3 and 4), run by `make bench`.
+
+One run, one machine, one snapshot file on a disk filesystem. Every
+configuration runs the same vmmsim workloads side by side, several times,
+interleaved (rep 1 of every configuration, then rep 2, ...), and the median
+of each figure is reported. Ratios are computed within this run only.
+
+Configurations
+  file        the File backend: vmmsim maps the snapshot MAP_PRIVATE, no uffd
+              (what Firecracker does without a UFFD backend)
+  ref         bench/ref_handler: one thread, one 4 KiB UFFDIO_COPY per fault
+  bulk        bench/bulk_ceiling: 2 MiB UFFDIO_COPYs, no faults (w4 only)
+  pagein-none pagein --populate none --fault-around 0 (the on-demand path)
+  pagein-fa   pagein --populate none (fault-around 16, the default)
+  pagein-ws   pagein --populate none --prefetch WS (w1 only)
+  pagein-bg   pagein as shipped: --populate background, fault-around 16
+              (+ --prefetch WS on w1)
+  pagein-eager pagein --populate eager (w4 only)
+
+Workloads (vmmsim run, every byte verified against a tmpfs copy of the image)
+  w1  function cold start: trace of a clustered ~15% working set in a fixed
+      order, ~10% jitter, ~2% new pages; WS recorded on a run with another
+      jitter seed; 2 vCPUs
+  w2  uniform random first touches of 25% of pages; 2 vCPUs
+  w3  sequential scan of all memory; 1 vCPU
+  w4  time until every page is present
+
+Usage: bench/bench.py [--smoke] [--size 2G] [--reps 3] [--dir DIR] [--out DIR]
+                      [--doc FILE] [--guest-image PATH|none]
+Only the standard library; gnuplot (gnuplot-nox) draws the plots.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGE = 4096
+MIB = 1 << 20
+
+# Targets of issue 3 (see docs/benchmarks.md).
+RSS_BASE_MIB = 64
+RSS_FRACTION = 0.005
+SHM = "/dev/shm"
+QUIET_BUDGET_S = 240
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def parse_size(s):
+    m = re.fullmatch(r"(\d+)([KMG]?)", s.upper())
+    if not m:
+        raise SystemExit("bad size %r" % s)
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+# ---------------------------------------------------------------- workloads
+
+def w1_base(npages, seed):
+    """The function's working set: clustered runs covering ~15% of pages,
+    in a fixed (seeded) order; pages ascend within a run."""
+    rng = random.Random(seed)
+    target = int(0.15 * npages)
+    used = bytearray(npages)
+    runs, total = [], 0
+    while total < target:
+        length = min(int(rng.expovariate(1 / 24)) + 1, 256, target - total)
+        start = rng.randrange(0, npages - length)
+        if 1 in used[start:start + length]:
+            continue
+        used[start:start + length] = b"\x01" * length
+        runs.append((start, length))
+        total += length
+    rng.shuffle(runs)
+    return [p for s, n in runs for p in range(s, s + n)], used
+
+
+def w1_trace(base, used, npages, jitter_seed):
+    """One invocation: ~10% of accesses displaced (swapped with a neighbour
+    up to 256 accesses away) and ~2% pages never seen before (runs of 1..8
+    pages outside the working set) inserted at random points."""
+    rng = random.Random(jitter_seed)
+    order = list(base)
+    n = len(order)
+    for _ in range(n // 20):  # a swap moves two accesses
+        i = rng.randrange(n)
+        j = min(n - 1, max(0, i + rng.randint(-256, 256)))
+        order[i], order[j] = order[j], order[i]
+    taken = bytearray(used)
+    new_runs, count = [], 0
+    while count < n * 2 // 100:
+        length = rng.randint(1, 8)
+        start = rng.randrange(0, npages - length)
+        if 1 in taken[start:start + length]:
+            continue
+        taken[start:start + length] = b"\x01" * length
+        new_runs.append((rng.randrange(n), list(range(start, start + length))))
+        count += length
+    new_runs.sort()
+    out, k = [], 0
+    for i, p in enumerate(order):
+        while k < len(new_runs) and new_runs[k][0] == i:
+            out.extend(new_runs[k][1])
+            k += 1
+        out.append(p)
+    return out
+
+
+def write_trace(path, pages):
+    with open(path, "w") as f:
+        f.write("\n".join(map(str, pages)))
+        f.write("\n")
+
+
+# ---------------------------------------------------------------- machinery
+
+class Machine:
+    """Per-run bookkeeping: device counters of the disk holding DIR."""
+
+    def __init__(self, workdir):
+        st = os.stat(workdir)
+        self.dev = (os.major(st.st_dev), os.minor(st.st_dev))
+
+    def disk_read_bytes(self):
+        with open("/proc/diskstats") as f:
+            for line in f:
+                p = line.split()
+                if (int(p[0]), int(p[1])) == self.dev:
+                    return int(p[5]) * 512
+        return 0
+
+
+def cpu_busy(interval=0.25):
+    """Fraction of all CPUs busy over interval (others' work: ours is idle)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def resident_bytes(path):
+    p = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        return int(p.stdout.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def proc_cpu(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_field(pid, name, path="status"):
+    try:
+        with open("/proc/%d/%s" % (pid, path)) as f:
+            for line in f:
+                if line.startswith(name):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class RssSampler(threading.Thread):
+    """Peak RssAnon (KiB) of a process, sampled every 10 ms."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            v = proc_field(self.pid, "RssAnon:")
+            if v is not None:
+                self.peak = max(self.peak, v)
+            self.stop.wait(0.01)
+
+    def finish(self):
+        self.stop.set()
+        self.join()
+        v = proc_field(self.pid, "RssAnon:")
+        if v is not None:
+            self.peak = max(self.peak, v)
+        return self.peak
+
+
+class Handler:
+    """A pagein or ref_handler daemon serving exactly one VM."""
+
+    def __init__(self, argv, logpath, sock):
+        self.sock, self.logpath = sock, logpath
+        if os.path.exists(sock):
+            os.unlink(sock)
+        self.logf = open(logpath, "w")
+        self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while not os.path.exists(sock):
+            if self.p.poll() is not None or time.time() > deadline:
+                raise RuntimeError("%s did not start: %s" % (argv[0], self.text()))
+            time.sleep(0.005)
+        self.cpu0 = proc_cpu(self.p.pid)
+        self.rss = RssSampler(self.p.pid)
+
+    def text(self):
+        self.logf.flush()
+        with open(self.logpath) as f:
+            return f.read()
+
+    def wait_for(self, pattern, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            time.sleep(0.01)
+        return None
+
+    def stop(self):
+        """Ends the daemon; returns (cpu seconds, peak RssAnon KiB, read_bytes)."""
+        rss = self.rss.finish()
+        read_bytes = proc_field(self.p.pid, "read_bytes:", "io") or 0
+        self.p.send_signal(signal.SIGTERM)
+        _, status, ru = os.wait4(self.p.pid, 0)
+        self.p.returncode = status
+        self.logf.close()
+        return ru.ru_utime + ru.ru_stime - self.cpu0, rss, read_bytes
+
+
+def load_latencies(path):
+    with open(path) as f:
+        v = sorted(int(x) for x in f)
+    os.unlink(path)
+    return v
+
+
+def cdf_points(ns):
+    """(microseconds, fraction) at ~200 fractions, for the CDF plot."""
+    if not ns:
+        return []
+    fr = [i / 100 for i in range(1, 100)] + [0.995, 0.999, 0.9999, 1.0]
+    n = len(ns)
+    return [[round(ns[min(n - 1, int(f * n + 0.999999) - 1)] / 1e3, 3), f] for f in fr]
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.dir = a.dir
+        os.makedirs(self.dir, exist_ok=True)
+        self.machine = Machine(self.dir)
+        b = os.path.join(ROOT, "build")
+        self.pagein = os.path.join(b, "pagein")
+        self.vmmsim = os.path.join(b, "vmmsim")
+        self.ref = os.path.join(b, "bench", "ref_handler")
+        self.bulk = os.path.join(b, "bench", "bulk_ceiling")
+        self.sock = os.path.join(self.dir, "bench.sock")
+        self.copies = {}        # raw image -> its copy on tmpfs
+        self.quiet_waited = 0   # seconds spent waiting for a quiet machine
+        self.runs = []          # every measurement
+        self.lat = {}           # key -> list of per-rep sorted latencies
+        self.t0 = time.time()
+
+    def expect_copy(self, raw):
+        """vmmsim verifies against a copy of the raw image on tmpfs, mapped
+        and faulted in before each run (--expect-prefault): verifying then
+        takes no page fault and reads nothing of the snapshot file, which
+        can be evicted on its own; one copy serves every run."""
+        if raw not in self.copies:
+            dst = os.path.join(SHM, "pagein-bench-%d-%s" % (os.getpid(), os.path.basename(raw)))
+            subprocess.run(["cp", raw, dst], check=True)
+            self.copies[raw] = dst
+        return self.copies[raw]
+
+    def wait_quiet(self):
+        """Others share this machine: before a measurement wait (up to 20 s
+        each, QUIET_BUDGET_S in all) until the CPUs are mostly idle.
+        Returns the busy fraction seen last (kept with the run)."""
+        busy = cpu_busy()
+        waited = 0
+        while busy > 0.3 and waited < 20 and self.quiet_waited < QUIET_BUDGET_S:
+            time.sleep(1)
+            waited += 1
+            self.quiet_waited += 1
+            busy = cpu_busy()
+        return busy
+
+    def warm(self, path):
+        """A warm run needs every page of the file cached (the host may
+        have reclaimed some since the last run): read it if not."""
+        if resident_bytes(path) != os.path.getsize(path):
+            subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+
+    def cleanup(self):
+        for f in self.copies.values():
+            if os.path.exists(f):
+                os.unlink(f)
+
+    # -- one measurement --------------------------------------------------
+    def vmmsim_run(self, snap, wl, extra, tag, expect=None):
+        rep = os.path.join(self.dir, tag + ".json")
+        latf = os.path.join(self.dir, tag + ".lat")
+        argv = [self.vmmsim, "run", "--snapshot", snap, "--expect-prefault",
+                "--expect", self.expect_copy(expect or snap),
+                "--timeout", "120", "--report-json", rep, "--latency-out", latf]
+        argv += wl["args"] + extra
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0 or "verify: ok" not in p.stdout:
+            raise RuntimeError("vmmsim failed (%d): %s\n%s" % (p.returncode, " ".join(argv),
+                                                                p.stderr[-2000:]))
+        with open(rep) as f:
+            r = json.load(f)
+        os.unlink(rep)
+        return r, load_latencies(latf), p
+
+    def measure(self, snap, wl, cfg, cache, rep, ws=None, expect=None, record=None):
+        """Runs workload wl under configuration cfg once, serving snap
+        (whose bytes are those of the raw file expect, default snap);
+        returns the record. Cold: both files are evicted."""
+        tag = "%s-%s-%s-%d" % (wl["name"], cfg, cache, rep)
+        ev = []
+        if cache == "cold":
+            for f in sorted({snap, expect or snap}):
+                ev += ["--evict", f]
+        busy = self.wait_quiet()
+        if cache == "warm":
+            self.warm(snap)
+        disk0 = self.machine.disk_read_bytes()
+        load0 = os.getloadavg()[0]
+        rec = {"workload": wl["name"], "config": cfg, "cache": cache, "rep": rep,
+               "snapshot": os.path.basename(snap)}
+        if cfg == "file":
+            r, lat, _ = self.vmmsim_run(snap, wl, ["--backend", "file"] + ev, tag)
+            rec.update(faults=r["workload_minflt"] + r["workload_majflt"],
+                       major_faults=r["workload_majflt"], cpu_s=None, rss_anon_kib=None,
+                       read_bytes=None)
+        else:
+            h = self.start_handler(cfg, snap, ws, tag, record)
+            try:
+                r, lat, _ = self.vmmsim_run(snap, wl, ["--socket", self.sock] + ev, tag,
+                                            expect)
+                end = h.wait_for(r"session ended[^\n]*")
+            finally:
+                cpu, rss, rb = h.stop()
+            if not end:
+                raise RuntimeError("%s: no session end in its log:\n%s" % (cfg, h.text()[-2000:]))
+            rec.update(self.parse_end(cfg, end.group(0)), cpu_s=round(cpu, 3),
+                       rss_anon_kib=rss, read_bytes=rb)
+        rec.update(guest_bytes=r["guest_pages"] * r["page_size"],
+                   wall_s=r["wall_s"], p50_us=r["first_touch_us"]["p50"],
+                   p99_us=r["first_touch_us"]["p99"], pages_touched=r["pages_touched"],
+                   gb_s=round(r["pages_touched"] * PAGE / 1e9 / r["wall_s"], 4),
+                   vmmsim_faults=r["workload_minflt"] + r["workload_majflt"],
+                   disk_read_bytes=self.machine.disk_read_bytes() - disk0,
+                   loadavg=round(load0, 2), others_busy=round(busy, 2))
+        self.runs.append(rec)
+        self.lat.setdefault((wl["name"], cfg, cache, rec["snapshot"]), []).append(
+            (r["wall_s"], lat))
+        log("%-3s %-12s %-4s rep %d: %7.3f s  faults %7s  p50 %7.1f us  p99 %8.1f us  "
+            "cpu %5s  rss %6s KiB" % (wl["name"], cfg, cache, rep, rec["wall_s"], rec["faults"],
+                                      rec["p50_us"], rec["p99_us"], rec["cpu_s"],
+                                      rec["rss_anon_kib"]))
+        return rec
+
+    def start_handler(self, cfg, snap, ws, tag, record=None):
+        logpath = os.path.join(self.dir, tag + ".log")
+        if cfg == "ref":
+            return Handler([self.ref, "--snapshot", snap, "--socket", self.sock], logpath,
+                           self.sock)
+        argv = [self.pagein, "serve", "--snapshot", snap, "--socket", self.sock,
+                "--log-level", "info"]
+        m = re.fullmatch(r"pagein-fa(\d+)", cfg)
+        if cfg == "pagein-none":
+            argv += ["--populate", "none", "--fault-around", "0"]
+        elif m:
+            argv += ["--populate", "none", "--fault-around", m.group(1)]
+        elif cfg == "pagein-fa":
+            argv += ["--populate", "none"]
+        elif cfg == "pagein-ws":
+            argv += ["--populate", "none", "--prefetch", ws]
+        elif cfg == "pagein-bg":
+            argv += ["--populate", "background"] + (["--prefetch", ws] if ws else [])
+        elif cfg == "pagein-eager":
+            argv += ["--populate", "eager"]
+        elif cfg == "pagein-record":
+            argv += ["--populate", "none", "--fault-around", "0", "--record", record]
+        else:
+            raise ValueError(cfg)
+        return Handler(argv, logpath, self.sock)
+
+    @staticmethod
+    def parse_end(cfg, line):
+        if cfg == "ref":
+            return {"faults": int(re.search(r"faults (\d+)", line).group(1))}
+        # Only the parts of pagein's stats line the report uses; the rest
+        # of its wording may change.
+        m = re.search(r"faults (\d+) missing/(\d+) minor", line)
+        out = {"faults": int(m.group(1)) + int(m.group(2))}
+        for key, pat in (("filled_fault_around", r"fault-around (\d+)"),
+                         ("filled_prefetch", r"prefetch (\d+)"),
+                         ("filled_background", r"background (\d+)")):
+            f = re.search(r"\([^)]*\b" + pat, line)
+            out[key] = int(f.group(1)) if f else None
+        c = re.search(r"complete in ([\d.]+) s", line)
+        out["complete_s"] = float(c.group(1)) if c else None
+        return out
+
+    # -- w4 -------------------------------------------------------------
+    def measure_w4(self, snap, cfg, rep, size):
+        """pagein: time from the handshake until every page is present, the
+        guest touching a few pages and then idling (--hold)."""
+        tag = "w4-%s-warm-%d" % (cfg, rep)
+        busy = self.wait_quiet()
+        self.warm(snap)
+        h = self.start_handler(cfg, snap, None, tag)
+        argv = [self.vmmsim, "run", "--socket", self.sock, "--snapshot", snap,
+                "--pattern", "random", "--touch", "64K", "--vcpus", "1", "--hold", "600",
+                "--timeout", "120"]
+        v = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = None
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and v.poll() is None:
+                h.p.send_signal(signal.SIGUSR1)
+                done = re.search(r"complete in ([\d.]+) s", h.text())
+                if done:
+                    break
+                time.sleep(0.05)
+        finally:
+            v.terminate()
+            v.wait()
+            end = h.wait_for(r"session ended[^\n]*")
+            cpu, rss, rb = h.stop()
+        if not end or not done:
+            raise RuntimeError("w4 %s: restore did not complete:\n%s" % (cfg, h.text()[-2000:]))
+        rec = {"workload": "w4", "config": cfg, "cache": "warm", "rep": rep,
+               "snapshot": os.path.basename(snap), "guest_bytes": size}
+        rec.update(self.parse_end(cfg, end.group(0)), cpu_s=round(cpu, 3), rss_anon_kib=rss,
+                   read_bytes=rb)
+        rec["wall_s"] = rec["complete_s"]
+        rec["gb_s"] = round(size / 1e9 / rec["wall_s"], 4)
+        rec["p50_us"] = rec["p99_us"] = None
+        rec["others_busy"] = round(busy, 2)
+        self.runs.append(rec)
+        log("w4  %-12s warm rep %d: %7.3f s  %.2f GB/s" % (cfg, rep, rec["wall_s"], rec["gb_s"]))
+
+    def measure_bulk(self, snap, reps):
+        self.wait_quiet()
+        self.warm(snap)
+        p = subprocess.run([self.bulk, "--snapshot", snap, "--repeat", str(reps)],
+                           stdout=subprocess.PIPE, text=True, check=True)
+        for i, m in enumerate(re.finditer(r"run \d+: ([\d.]+) s, ([\d.]+) GB/s", p.stdout)):
+            rec = {"workload": "w4", "config": "bulk", "cache": "warm", "rep": i + 1,
+                   "snapshot": os.path.basename(snap), "wall_s": float(m.group(1)),
+                   "gb_s": float(m.group(2)), "faults": 0, "p50_us": None, "p99_us": None,
+                   "cpu_s": None, "rss_anon_kib": None}
+            self.runs.append(rec)
+            log("w4  bulk         warm rep %d: %7.3f s  %.2f GB/s" % (i + 1, rec["wall_s"],
+                                                                     rec["gb_s"]))
+
+    # -- medians --------------------------------------------------------
+    def median(self, wl, cfg, cache, snap=None):
+        rs = [r for r in self.runs if r["workload"] == wl and r["config"] == cfg
+              and r["cache"] == cache and (snap is None or r["snapshot"] == snap)]
+        if not rs:
+            return None
+        out = {"n": len(rs)}
+        for k in ("wall_s", "faults", "p50_us", "p99_us", "gb_s", "cpu_s", "rss_anon_kib",
+                  "read_bytes", "disk_read_bytes", "filled_prefetch", "filled_fault_around",
+                  "major_faults", "vmmsim_faults"):
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            if vals:
+                out[k] = statistics.median(vals)
+        if (wl, cfg, cache, snap or rs[0]["snapshot"]) in self.lat:
+            reps = sorted(self.lat[(wl, cfg, cache, snap or rs[0]["snapshot"])],
+                          key=lambda x: x[0])
+            out["cdf"] = cdf_points(reps[len(reps) // 2][1])
+        return out
+
+
+# ---------------------------------------------------------------- the run
+
+CONFIG_NAMES = {
+    "file": "File backend (MAP_PRIVATE)",
+    "ref": "reference handler (4 KiB COPY per fault)",
+    "bulk": "bulk ceiling (2 MiB COPYs)",
+    "pagein-none": "pagein --populate none --fault-around 0",
+    "pagein-fa": "pagein --populate none (fault-around 16)",
+    "pagein-ws": "pagein --populate none --prefetch WS",
+    "pagein-bg": "pagein defaults (background, fault-around 16)",
+    "pagein-eager": "pagein --populate eager",
+}
+
+
+def workloads(ws_trace):
+    return {
+        "w1": {"name": "w1", "args": ["--pattern", "trace:" + ws_trace, "--vcpus", "2"]},
+        "w2": {"name": "w2", "args": ["--pattern", "random", "--touch", "0.25", "--vcpus", "2",
+                                      "--seed", "2"]},
+        "w3": {"name": "w3", "args": ["--pattern", "seq", "--vcpus", "1"]},
+    }
+
+
+def ensure_snapshot(b, path, size):
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return
+    log("generating %s (%d MiB, dense, 30%% zero pages)" % (path, size >> 20))
+    subprocess.run([b.vmmsim, "gen", "-o", path, "--size", str(size), "--seed", "7", "--dense"],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def prepare_w1(b, snap, npages, prefix):
+    """Traces for w1 and the working set recorded by pagein on the first."""
+    base, used = w1_base(npages, seed=11)
+    rec_trace = os.path.join(b.dir, prefix + "-w1-record.trace")
+    run_trace = os.path.join(b.dir, prefix + "-w1-run.trace")
+    write_trace(rec_trace, w1_trace(base, used, npages, jitter_seed=1))
+    write_trace(run_trace, w1_trace(base, used, npages, jitter_seed=2))
+    ws = os.path.join(b.dir, prefix + "-w1.ws")
+    if os.path.exists(ws):
+        os.unlink(ws)
+    wl = {"name": "w1-record", "args": ["--pattern", "trace:" + rec_trace, "--vcpus", "2"]}
+    b.measure(snap, wl, "pagein-record", "warm", 0, record=ws)
+    b.runs.pop()  # the recording run is not a measurement
+    if not os.path.exists(ws):
+        raise RuntimeError("pagein wrote no working set to " + ws)
+    return run_trace, ws, len(base)
+
+
+def run_main(b, a, snap, size):
+    npages = size // PAGE
+    res = {}
+    run_trace, ws, wsn = prepare_w1(b, snap, npages, "synthetic")
+    res["w1_working_set_pages"] = wsn
+    wls = workloads(run_trace)
+    reps = a.reps
+    uffd_cfgs = ["ref", "pagein-none", "pagein-fa", "pagein-bg"]
+    # (workload, cache, configurations)
+    plan = [("w1", "warm", ["file"] + uffd_cfgs + ["pagein-ws"]),
+            ("w1", "cold", ["file"] + uffd_cfgs + ["pagein-ws"]),
+            ("w2", "warm", ["file"] + uffd_cfgs),
+            ("w2", "cold", ["file", "pagein-fa", "pagein-bg"]),
+            ("w3", "warm", ["file"] + uffd_cfgs),
+            ("w3", "cold", ["file", "pagein-fa", "pagein-bg"])]
+    sweep = ["pagein-fa%d" % n for n in (4, 64, 256)]
+    for rep in range(1, reps + 1):
+        # Each repetition runs every group once, the configurations of a
+        # group in a new random order: on this machine a run can be slowed
+        # by the one before it (a long on-demand run, memory given back to
+        # the host), and a fixed order would pin that on one configuration.
+        order = random.Random(rep)
+        for wl, cache, cfgs in plan:
+            cfgs = cfgs + (sweep if cache == "warm" and wl in ("w2", "w3") else [])
+            for cfg in order.sample(cfgs, len(cfgs)):
+                b.measure(snap, wls[wl], cfg, cache, rep,
+                          ws=ws if wl == "w1" and cfg in ("pagein-ws", "pagein-bg") else None)
+        for cfg in order.sample(["pagein-bg", "pagein-eager"], 2):
+            b.measure_w4(snap, cfg, rep, size)
+    b.measure_bulk(snap, reps)
+    med = {}
+    for wl, cache, cfgs in plan:
+        for cfg in cfgs:
+            med["%s/%s/%s" % (wl, cache, cfg)] = b.median(wl, cfg, cache)
+    for cfg in ("bulk", "pagein-bg", "pagein-eager"):
+        med["w4/warm/%s" % cfg] = b.median("w4", cfg, "warm")
+    # w4 for configurations without population: a sequential touch of every
+    # page, i.e. their w3 (1 vCPU, all memory).
+    for cfg in ("file", "ref", "pagein-none", "pagein-fa"):
+        m = dict(med["w3/warm/%s" % cfg])
+        m.pop("cdf", None)
+        m["from"] = "w3"
+        med["w4/warm/%s" % cfg] = m
+    for k, v in med.items():  # CDFs only for the plotted panels
+        if v and not k.startswith(("w1/cold/", "w2/warm/", "w3/warm/")):
+            v.pop("cdf", None)
+    res["median"] = med
+    sw = {}
+    for wl in ("w2", "w3"):
+        sw[wl] = {}
+        for fa in [0, 4, 16, 64, 256]:
+            cfg = {0: "pagein-none", 16: "pagein-fa"}.get(fa, "pagein-fa%d" % fa)
+            m = b.median(wl, cfg, "warm")
+            sw[wl][str(fa)] = {k: m.get(k) for k in ("wall_s", "faults", "p50_us", "p99_us",
+                                                     "gb_s", "cpu_s")}
+    res["sweep"] = sw
+    return res
+
+
+def run_format(b, a, images):
+    """Issue 4: the pagein format vs the raw file, per image."""
+    out = []
+    for name, raw in images:
+        size = os.path.getsize(raw)
+        npages = size // PAGE
+        run_trace, ws, _ = prepare_w1(b, raw, npages, name)
+        pf = os.path.join(b.dir, name + ".pagein")
+        if os.path.exists(pf):
+            os.unlink(pf)
+        subprocess.run(["cat", raw], stdout=subprocess.DEVNULL, check=True)  # warm input
+        t = time.time()
+        subprocess.run([b.pagein, "snapshot", "convert", raw, "-o", pf, "--working-set", ws],
+                       check=True, stdout=subprocess.DEVNULL)
+        conv_s = time.time() - t
+        psize = os.path.getsize(pf)
+        allocated = os.stat(raw).st_blocks * 512
+        entry = {"image": name, "raw_bytes": size, "raw_allocated_bytes": allocated,
+                 "pagein_bytes": psize, "ratio": round(size / psize, 2),
+                 "convert_s": round(conv_s, 3), "convert_mb_s": round(size / 1e6 / conv_s, 1)}
+        wls = workloads(run_trace)
+        for rep in range(1, a.reps + 1):
+            for src, path in (("raw", raw), ("pagein", pf)):
+                for wl, cfg in (("w1", "pagein-ws"), ("w3", "pagein-fa")):
+                    r = b.measure(path, wls[wl], cfg, "cold", rep,
+                                  ws=ws if wl == "w1" else None, expect=raw)
+                    r["format_image"] = name
+                    r["format_source"] = src
+        for wl, cfg in (("w1", "pagein-ws"), ("w3", "pagein-fa")):
+            for src, path in (("raw", raw), ("pagein", pf)):
+                m = b.median(wl, cfg, "cold", os.path.basename(path))
+                m.pop("cdf", None)
+                entry["%s_%s" % (wl, src)] = m
+        out.append(entry)
+        log("format %s: %.2fx, convert %.0f MB/s" % (name, entry["ratio"], entry["convert_mb_s"]))
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+def targets(res, guest_bytes):
+    m = res["median"]
+
+    def t(key):
+        return m.get(key) or {}
+
+    def row(name, value, op, limit, detail):
+        ok = value is not None and (value >= limit if op == ">=" else value <= limit)
+        return {"target": name, "value": None if value is None else round(value, 3),
+                "op": op, "limit": limit, "pass": bool(ok), "detail": detail}
+
+    def speed(base, p):
+        a, b_ = t(base).get("wall_s"), t(p).get("wall_s")
+        return a / b_ if a and b_ else None
+
+    rows = [
+        row("w1 cold: speedup vs File", speed("w1/cold/file", "w1/cold/pagein-ws"), ">=", 3,
+            "File cold time / pagein-ws cold time"),
+        row("w1 cold: speedup vs reference handler", speed("w1/cold/ref", "w1/cold/pagein-ws"),
+            ">=", 10, "ref cold time / pagein-ws cold time"),
+        row("w1 warm: time ratio vs File", (lambda s: 1 / s if s else None)(
+            speed("w1/warm/file", "w1/warm/pagein-ws")), "<=", 1.0,
+            "pagein-ws warm time / File warm time"),
+        row("w2: speedup vs reference handler", speed("w2/warm/ref", "w2/warm/pagein-bg"), ">=", 4,
+            "ref time / pagein defaults time (warm)"),
+        row("w3: speedup vs reference handler", speed("w3/warm/ref", "w3/warm/pagein-bg"), ">=",
+            15, "ref time / pagein defaults time (warm)"),
+        row("w3: throughput vs File warm",
+            (t("w3/warm/pagein-bg").get("gb_s") or 0) / (t("w3/warm/file").get("gb_s") or 1),
+            ">=", 0.8, "pagein defaults GB/s / File warm GB/s"),
+        row("w4: throughput vs bulk ceiling",
+            (t("w4/warm/pagein-bg").get("gb_s") or 0) / (t("w4/warm/bulk").get("gb_s") or 1),
+            ">=", 0.9, "pagein background population GB/s / bulk ceiling GB/s"),
+    ]
+    for wl in ("w1", "w2", "w3"):
+        a, b_ = t(wl + "/warm/pagein-none").get("p50_us"), t(wl + "/warm/ref").get("p50_us")
+        rows.append(row("%s warm: on-demand p50 vs reference handler" % wl,
+                        a / b_ if a and b_ else None, "<=", 1.2,
+                        "pagein-none p50 / ref p50"))
+    # Every pagein run, raw or pagein-format source, each against the limit
+    # for its own guest size; the row shows the run closest to (or over) it.
+    def limit_kib(r):
+        return RSS_BASE_MIB * 1024 + RSS_FRACTION * r["guest_bytes"] / 1024
+    for kind, is_kind in (("raw", lambda n: not n.endswith(".pagein")),
+                          ("pagein-format", lambda n: n.endswith(".pagein"))):
+        prs = [r for r in res["runs"] if r["config"].startswith("pagein")
+               and r.get("rss_anon_kib") and r.get("guest_bytes") and is_kind(r["snapshot"])]
+        if not prs:
+            continue
+        worst = max(prs, key=lambda r: r["rss_anon_kib"] / limit_kib(r))
+        rows.append(row("handler anonymous RSS, %s source (MiB)" % kind,
+                        worst["rss_anon_kib"] / 1024, "<=", round(limit_kib(worst) / 1024, 2),
+                        "worst run against 64 MiB + 0.5%% of its guest memory: %s %s %s, %s"
+                        % (worst["workload"], worst["config"], worst["cache"], worst["snapshot"])))
+    return rows
+
+
+def fmt(v):
+    """Numbers for the tables: integers as such, else 3 significant digits
+    (at least the units)."""
+    if v is None:
+        return "-"
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 100):
+        return "%d" % v
+    if abs(v) >= 100:
+        return "%.0f" % v
+    if abs(v) >= 10:
+        return "%.1f" % v
+    if abs(v) >= 1:
+        return "%.2f" % v
+    return "%.3g" % v
+
+
+def markdown(res):
+    m = res["median"]
+    L = []
+    meta = res["meta"]
+    L.append("Run: %s, commit %s%s, kernel %s, %d CPUs, snapshot %s (%d MiB, %s), %d reps "
+             "(median), load average %.2f at start, %.2f at end; %.0f s in all." % (
+                 meta["date"], meta["commit"], " (+ uncommitted changes)" if meta["dirty"] else "",
+                 meta["kernel"], meta["cpus"], meta["snapshot"], meta["snapshot_bytes"] >> 20,
+                 meta["snapshot_kind"], meta["reps"], meta["loadavg_start"], meta["loadavg_end"],
+                 meta["elapsed_s"]))
+    L.append("")
+    titles = {("w1", "warm"): "w1 function cold start, warm page cache",
+              ("w1", "cold"): "w1 function cold start, cold page cache",
+              ("w2", "warm"): "w2 random 25%, warm page cache",
+              ("w2", "cold"): "w2 random 25%, cold page cache",
+              ("w3", "warm"): "w3 sequential scan, warm page cache",
+              ("w3", "cold"): "w3 sequential scan, cold page cache",
+              ("w4", "warm"): "w4 restore complete (every page present), warm page cache"}
+    for (wl, cache), title in titles.items():
+        keys = [k for k in m if k.startswith("%s/%s/" % (wl, cache))]
+        if not keys:
+            continue
+        L.append("#### %s" % title)
+        L.append("")
+        L.append("| configuration | time s | faults | p50 us | p99 us | GB/s | handler CPU s "
+                 "| handler peak RssAnon MiB |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for k in keys:
+            v = m[k]
+            cfg = k.split("/")[2]
+            name = CONFIG_NAMES.get(cfg, cfg) + (" (its w3)" if v.get("from") else "")
+            rss = v.get("rss_anon_kib")
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                name, fmt(v.get("wall_s")), fmt(v.get("faults")), fmt(v.get("p50_us")),
+                fmt(v.get("p99_us")), fmt(v.get("gb_s")), fmt(v.get("cpu_s")),
+                fmt(rss / 1024 if rss else None)))
+        L.append("")
+        # ratios of every pagein configuration to every baseline, same table
+        bases = [c for c in ("file", "ref", "bulk") if "%s/%s/%s" % (wl, cache, c) in m]
+        if wl in ("w1", "w2", "w3") and cache == "cold":
+            bases.insert(1, "file@warm")
+        pcs = [k.split("/")[2] for k in keys if k.split("/")[2].startswith("pagein")]
+        if bases and pcs:
+            hdr = []
+            for bs in bases:
+                hdr.append("vs %s" % bs)
+            L.append("Speedup (baseline time / pagein time; > 1 = pagein faster) and p50 "
+                     "ratio (pagein / baseline):")
+            L.append("")
+            L.append("| pagein configuration | " + " | ".join(
+                "time vs %s | p50 vs %s" % (bs, bs) for bs in bases) + " |")
+            L.append("|---|" + "---:|---:|" * len(bases))
+            for pc in pcs:
+                p = m["%s/%s/%s" % (wl, cache, pc)]
+                cells = []
+                for bs in bases:
+                    bk = ("%s/warm/file" % wl) if bs == "file@warm" else "%s/%s/%s" % (wl, cache, bs)
+                    bv = m.get(bk) or {}
+                    sp = bv.get("wall_s") / p["wall_s"] if bv.get("wall_s") and p.get("wall_s") else None
+                    lr = p["p50_us"] / bv["p50_us"] if p.get("p50_us") and bv.get("p50_us") else None
+                    cells.append("%s | %s" % (fmt(sp), fmt(lr)))
+                L.append("| %s | %s |" % (pc, " | ".join(cells)))
+            L.append("")
+    L.append("#### Targets")
+    L.append("")
+    L.append("| target | measured | limit | result | how |")
+    L.append("|---|---:|---:|---|---|")
+    for t in res["targets"]:
+        L.append("| %s | %s | %s %s | %s | %s |" % (t["target"], fmt(t["value"]), t["op"],
+                                                 t["limit"], "PASS" if t["pass"] else "MISS",
+                                                 t["detail"]))
+    L.append("")
+    L.append("#### Fault-around sweep (pagein --populate none --fault-around N, warm)")
+    L.append("")
+    L.append("| N | w2 time s | w2 faults | w2 p50 us | w3 time s | w3 faults | w3 GB/s |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|")
+    for fa in ["0", "4", "16", "64", "256"]:
+        a, c = res["sweep"]["w2"][fa], res["sweep"]["w3"][fa]
+        L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            fa, fmt(a["wall_s"]), fmt(a["faults"]), fmt(a["p50_us"]), fmt(c["wall_s"]),
+            fmt(c["faults"]), fmt(c["gb_s"])))
+    L.append("")
+    L.append("Best N: w2 %s, w3 %s (by time)." % (res["sweep_best"]["w2"], res["sweep_best"]["w3"]))
+    L.append("")
+    if res.get("format"):
+        L.append("#### Snapshot format: pagein file vs raw file (cold page cache)")
+        L.append("")
+        L.append("| image | raw MiB | pagein MiB | ratio | convert MB/s | w1 raw s | w1 pagein s "
+                 "| w1 raw read MiB | w1 pagein read MiB | w3 raw s | w3 pagein s "
+                 "| w3 raw read MiB | w3 pagein read MiB |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for e in res["format"]:
+            def rd(k):
+                v = e[k].get("read_bytes")
+                return fmt(v / MIB if v is not None else None)
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                e["image"], fmt(e["raw_bytes"] / MIB), fmt(e["pagein_bytes"] / MIB),
+                fmt(e["ratio"]), fmt(e["convert_mb_s"]), fmt(e["w1_raw"]["wall_s"]),
+                fmt(e["w1_pagein"]["wall_s"]), rd("w1_raw"), rd("w1_pagein"),
+                fmt(e["w3_raw"]["wall_s"]), fmt(e["w3_pagein"]["wall_s"]), rd("w3_raw"),
+                rd("w3_pagein")))
+        L.append("")
+        L.append("Read MiB = /proc/PID/io read_bytes of pagein (bytes it caused to be read "
+                 "from the block device). w1 = pagein --populate none --prefetch WS, "
+                 "w3 = pagein --populate none; both files evicted before each run.")
+        L.append("")
+        for e in res["format"]:
+            if e.get("note"):
+                L.append(e["note"])
+                L.append("")
+    for s in res.get("skipped", []):
+        L.append("Skipped: " + s)
+        L.append("")
+    return "\n".join(L)
+
+
+def plots(res, outdir, workdir, prefix):
+    """Data files + bench/plot.gp -> PNGs. Returns the PNG names."""
+    m = res["median"]
+    panels = [("w1", "cold"), ("w1", "warm"), ("w2", "warm"), ("w3", "warm"), ("w4", "warm")]
+    titles = {"w1": "w1 function cold start", "w2": "w2 random 25%", "w3": "w3 sequential",
+              "w4": "w4 restore complete"}
+    short = {"file": "File", "ref": "ref", "bulk": "bulk", "pagein-none": "p:none",
+             "pagein-fa": "p:fa16", "pagein-ws": "p:ws", "pagein-bg": "p:default",
+             "pagein-eager": "p:eager"}
+    dat = os.path.join(workdir, "plot-time.dat")
+    inc = os.path.join(workdir, "plot-vars.gp")
+    with open(dat, "w") as f, open(inc, "w") as g:
+        g.write("npanels = %d\narray T[%d]\n" % (len(panels), len(panels)))
+        for i, (wl, cache) in enumerate(panels):
+            g.write('T[%d] = "%s, %s cache (s)"\n' % (i + 1, titles[wl], cache))
+            for k, v in m.items():
+                w, c, cfg = k.split("/")
+                if (w, c) == (wl, cache) and v and v.get("wall_s"):
+                    f.write('"%s" %.4f\n' % (short.get(cfg, cfg), v["wall_s"]))
+            f.write("\n\n")
+        cdfs = [("w1", "cold"), ("w2", "warm"), ("w3", "warm")]
+        g.write("ncdf = %d\narray C[%d]\narray S[%d]\n" % (len(cdfs), len(cdfs), len(cdfs)))
+        cdat = os.path.join(workdir, "plot-cdf-%d.dat")
+        for i, (wl, cache) in enumerate(cdfs):
+            g.write('C[%d] = "%s, %s cache"\n' % (i + 1, titles[wl], cache))
+            series = []
+            with open(cdat % (i + 1), "w") as f2:
+                for k, v in m.items():
+                    w, c, cfg = k.split("/")
+                    if (w, c) == (wl, cache) and v and v.get("cdf"):
+                        f2.write('"%s"\n' % short.get(cfg, cfg))
+                        for us, fr in v["cdf"]:
+                            f2.write("%g %g\n" % (max(us, 0.01), fr))
+                        f2.write("\n\n")
+                        series.append(cfg)
+            g.write("S[%d] = %d\n" % (i + 1, len(series)))
+        g.write('datadir = "%s"\noutdir = "%s"\nprefix = "%s"\n' % (workdir, outdir, prefix))
+    p = subprocess.run(["gnuplot", "-e", 'vars="%s"' % inc,
+                        os.path.join(ROOT, "bench", "plot.gp")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode:
+        log("gnuplot failed:\n" + p.stdout)
+        return []
+    return [prefix + "-time.png", prefix + "-latency-cdf.png"]
+
+
+def update_doc(doc, body):
+    begin, end = "<!-- BEGIN RESULTS (bench/bench.py writes this part) -->", "<!-- END RESULTS -->"
+    text = open(doc).read() if os.path.exists(doc) else "# pagein benchmarks\n\n%s\n%s\n" % (
+        begin, end)
+    if begin not in text:
+        text += "\n%s\n%s\n" % (begin, end)
+    a, rest = text.split(begin, 1)
+    _, b = rest.split(end, 1)
+    with open(doc, "w") as f:
+        f.write(a + begin + "\n" + body + "\n" + end + b)
+
+
+def git(*args):
+    try:
+        return subprocess.run(["git", "-C", ROOT] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="64 MiB, 1 rep, into build/bench-smoke")
+    ap.add_argument("--size", default=None)
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--dir", default=None, help="work directory on a disk filesystem")
+    ap.add_argument("--out", default=None, help="where the JSON and PNGs go")
+    ap.add_argument("--doc", default=None, help="markdown file whose results part is rewritten")
+    ap.add_argument("--guest-image", default="auto",
+                    help="real guest image for the format section (auto: scripts/make-guest-image.sh)")
+    a = ap.parse_args()
+    smoke = a.smoke
+    a.size = parse_size(a.size or ("64M" if smoke else "2G"))
+    a.reps = a.reps or (1 if smoke else 3)
+    a.dir = a.dir or ("/var/tmp/pagein-bench-smoke" if smoke else "/var/tmp/pagein-bench")
+    a.out = a.out or os.path.join(ROOT, "build/bench-smoke" if smoke else "docs")
+    a.doc = a.doc or os.path.join(a.out, "benchmarks.md")
+    os.makedirs(a.out, exist_ok=True)
+    b = Bench(a)
+    fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", a.dir], stdout=subprocess.PIPE,
+                        text=True).stdout.strip()
+    if fs in ("tmpfs", "ramfs"):
+        raise SystemExit("bench: %s is on %s; use --dir on a disk filesystem" % (a.dir, fs))
+    snap = os.path.join(a.dir, "synthetic-%dM.raw" % (a.size >> 20))
+    ensure_snapshot(b, snap, a.size)
+    subprocess.run(["cat", snap], stdout=subprocess.DEVNULL, check=True)  # warm
+    res = {"meta": {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "src", "include")),
+        "kernel": os.uname().release, "cpus": os.cpu_count(),
+        "snapshot": snap, "snapshot_bytes": a.size, "snapshot_fs": fs,
+        "snapshot_kind": "synthetic, dense, 30% zero pages", "reps": a.reps,
+        "loadavg_start": os.getloadavg()[0],
+        "cold_method": "posix_fadvise(POSIX_FADV_DONTNEED) on the snapshot (and pagein file) "
+                       "by vmmsim --evict after its setup, right before the handshake"}}
+    res["snapshot_name"] = os.path.basename(snap)
+    try:
+        run_all(b, a, snap, res)
+    finally:
+        b.cleanup()
+    res["meta"]["quiet_waited_s"] = b.quiet_waited
+    finish(b, a, res)
+
+
+def run_all(b, a, snap, res):
+    res.update(run_main(b, a, snap, a.size))
+    images, skipped = [("synthetic", snap)], []
+    gi = a.guest_image
+    if gi == "auto":
+        p = subprocess.run([os.path.join(ROOT, "scripts/make-guest-image.sh")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        gi = p.stdout.strip() if p.returncode == 0 else None
+        if not gi:
+            skipped.append("real guest image: make-guest-image.sh: " + p.stderr.strip()[-300:])
+    elif gi == "none":
+        gi = None
+    if gi:
+        images.append(("guest", gi))
+    res["format"] = run_format(b, a, images)
+    res["skipped"] = skipped
+
+
+def finish(b, a, res):
+    res["runs"] = b.runs
+    best = {}
+    for wl in ("w2", "w3"):
+        best[wl] = min(res["sweep"][wl], key=lambda k: res["sweep"][wl][k]["wall_s"])
+    res["sweep_best"] = best
+    res["targets"] = targets(res, a.size)
+    res["meta"]["loadavg_end"] = os.getloadavg()[0]
+    res["meta"]["elapsed_s"] = round(time.time() - b.t0, 1)
+    prefix = "bench"
+    pngs = plots(res, a.out, a.dir, prefix)
+    body = markdown(res)
+    if pngs:
+        body += "\n![time to finish](%s)\n\n![first-touch latency CDF](%s)\n" % tuple(pngs)
+    with open(os.path.join(a.out, "benchmarks.json"), "w") as f:
+        json.dump(res, f, indent=1, sort_keys=False)
+    update_doc(a.doc, body)
+    print(body)
+    log("done in %.0f s: %s, %s" % (time.time() - b.t0, os.path.join(a.out, "benchmarks.json"),
+                                    a.doc))
+
+
+if __name__ == "__main__":
+    main()
