@@ -190,7 +190,7 @@ struct source_pagein_stats {
 
 /* True if s is a pagein snapshot source. */
 bool source_is_pagein(const struct pagein_source *s);
-/* Bounds the decompressed-chunk cache (bytes; default 64 MiB). Chunks that
+/* Bounds the decompressed-chunk cache (bytes; default 32 MiB). Chunks that
  * callers hold pinned can exceed it until put(). */
 void source_pagein_set_cache_limit(struct pagein_source *s, uint64_t bytes);
 void source_pagein_stats(struct pagein_source *s, struct source_pagein_stats *st);

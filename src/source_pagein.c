@@ -21,15 +21,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <zstd.h>
 
 #include "error.h"
 #include "snapshot_format.h"
 
-/* 64 MiB holds the working set of a small VM's restore (hundreds of MiB of
- * guest memory touched over seconds, but a few hundred chunks at a time)
- * without letting the daemon's memory grow with the snapshot size. */
-#define CACHE_LIMIT_DEFAULT (64ull << 20)
+/* 32 MiB: 128 chunks of the default 256 KiB. A chunk is mostly used once
+ * (a fault fills the whole chunk it decompressed), so a small cache loses
+ * little, and it keeps the daemon within its memory budget of 64 MiB plus
+ * 0.5% of guest memory with room for everything else. */
+#define CACHE_LIMIT_DEFAULT (32ull << 20)
 
 enum slot_state { SLOT_LOADING, SLOT_READY, SLOT_FAILED };
 
@@ -94,9 +96,26 @@ static void lru_push(struct pagein_file *f, struct slot *sl)
 	f->lru.next = sl;
 }
 
+/* Chunk-sized buffers come straight from mmap and go straight back: with
+ * malloc, glibc raises its mmap threshold after the first free and keeps
+ * every freed chunk in per-thread arenas, so the process would hold far
+ * more than the cache bound. */
+static void *buf_alloc(size_t len)
+{
+	void *p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void buf_free(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len ? len : 1);
+}
+
 static void slot_free(struct slot *sl)
 {
-	free(sl->data);
+	buf_free(sl->data, sl->len);
 	free(sl);
 }
 
@@ -146,11 +165,11 @@ static int slot_load(struct pagein_file *f, struct slot *sl)
 	const struct snapshot_meta *m = &f->m;
 	const struct snapshot_chunk *ch = &m->chunks[sl->chunk];
 	sl->len = (size_t)ch->present * m->h.page_size;
-	sl->data = malloc(sl->len);
+	sl->data = buf_alloc(sl->len);
 	if (!sl->data)
 		return -ENOMEM;
 	bool raw = ch->flags & SNAPSHOT_CHUNK_RAW;
-	unsigned char *stored = raw ? sl->data : malloc(ch->stored);
+	unsigned char *stored = raw ? sl->data : buf_alloc(ch->stored);
 	if (!stored)
 		return -ENOMEM;
 	int r = snapshot_chunk_read(f->fd, m, sl->chunk, stored, NULL);
@@ -163,7 +182,7 @@ static int slot_load(struct pagein_file *f, struct slot *sl)
 		dctx_put(f, d);
 	}
 	if (!raw)
-		free(stored);
+		buf_free(stored, ch->stored);
 	return r;
 }
 
