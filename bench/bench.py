@@ -266,11 +266,20 @@ class Bench:
         self.dir = a.dir
         os.makedirs(self.dir, exist_ok=True)
         self.machine = Machine(self.dir)
-        b = os.path.join(ROOT, "build")
-        self.pagein = os.path.join(b, "pagein")
-        self.vmmsim = os.path.join(b, "vmmsim")
-        self.ref = os.path.join(b, "bench", "ref_handler")
-        self.bulk = os.path.join(b, "bench", "bulk_ceiling")
+        # Private copies of the binaries: others rebuild build/ in this
+        # tree while a run goes on, and a run must measure one build.
+        bindir = os.path.join(self.dir, "bin")
+        os.makedirs(bindir, exist_ok=True)
+        for name, src in (("pagein", "build/pagein"), ("vmmsim", "build/vmmsim"),
+                          ("ref_handler", "build/bench/ref_handler"),
+                          ("bulk_ceiling", "build/bench/bulk_ceiling")):
+            dst = os.path.join(bindir, name)
+            subprocess.run(["cp", os.path.join(ROOT, src), dst + ".tmp"], check=True)
+            os.replace(dst + ".tmp", dst)
+        self.pagein = os.path.join(bindir, "pagein")
+        self.vmmsim = os.path.join(bindir, "vmmsim")
+        self.ref = os.path.join(bindir, "ref_handler")
+        self.bulk = os.path.join(bindir, "bulk_ceiling")
         self.sock = os.path.join(self.dir, "bench.sock")
         self.copies = {}        # raw image -> its copy on tmpfs
         self.quiet_waited = 0   # seconds spent waiting for a quiet machine
@@ -461,18 +470,18 @@ class Bench:
         self.runs.append(rec)
         log("w4  %-12s warm rep %d: %7.3f s  %.2f GB/s" % (cfg, rep, rec["wall_s"], rec["gb_s"]))
 
-    def measure_bulk(self, snap, reps):
+    def measure_bulk(self, snap, rep):
         self.wait_quiet()
         self.warm(snap)
-        p = subprocess.run([self.bulk, "--snapshot", snap, "--repeat", str(reps)],
+        p = subprocess.run([self.bulk, "--snapshot", snap, "--repeat", "1"],
                            stdout=subprocess.PIPE, text=True, check=True)
-        for i, m in enumerate(re.finditer(r"run \d+: ([\d.]+) s, ([\d.]+) GB/s", p.stdout)):
-            rec = {"workload": "w4", "config": "bulk", "cache": "warm", "rep": i + 1,
+        for m in re.finditer(r"run \d+: ([\d.]+) s, ([\d.]+) GB/s", p.stdout):
+            rec = {"workload": "w4", "config": "bulk", "cache": "warm", "rep": rep,
                    "snapshot": os.path.basename(snap), "wall_s": float(m.group(1)),
                    "gb_s": float(m.group(2)), "faults": 0, "p50_us": None, "p99_us": None,
                    "cpu_s": None, "rss_anon_kib": None}
             self.runs.append(rec)
-            log("w4  bulk         warm rep %d: %7.3f s  %.2f GB/s" % (i + 1, rec["wall_s"],
+            log("w4  bulk         warm rep %d: %7.3f s  %.2f GB/s" % (rep, rec["wall_s"],
                                                                      rec["gb_s"]))
 
     # -- medians --------------------------------------------------------
@@ -571,9 +580,11 @@ def run_main(b, a, snap, size):
             for cfg in order.sample(cfgs, len(cfgs)):
                 b.measure(snap, wls[wl], cfg, cache, rep,
                           ws=ws if wl == "w1" and cfg in ("pagein-ws", "pagein-bg") else None)
-        for cfg in order.sample(["pagein-bg", "pagein-eager"], 2):
-            b.measure_w4(snap, cfg, rep, size)
-    b.measure_bulk(snap, reps)
+        for cfg in order.sample(["pagein-bg", "pagein-eager", "bulk"], 3):
+            if cfg == "bulk":
+                b.measure_bulk(snap, rep)
+            else:
+                b.measure_w4(snap, cfg, rep, size)
     med = {}
     for wl, cache, cfgs in plan:
         for cfg in cfgs:
@@ -643,44 +654,55 @@ def run_format(b, a, images):
 
 # ---------------------------------------------------------------- report
 
+def rep_ratio(res, num, den, field="wall_s"):
+    """Median over repetitions of num[field] / den[field], num and den
+    being "workload/cache/config" of the main section, matched by
+    repetition: runs of one repetition are minutes apart at most, so the
+    machine's slow drifts cancel out. w4 of a configuration without
+    population is its w3."""
+    def by_rep(key):
+        wl, cache, cfg = key.split("/")
+        if wl == "w4" and cfg in ("file", "ref", "pagein-none", "pagein-fa"):
+            wl = "w3"
+        out = {}
+        for r in res["runs"]:
+            if (r["workload"], r["cache"], r["config"]) == (wl, cache, cfg) \
+                    and "format_image" not in r and r.get(field):
+                out[r["rep"]] = r[field]
+        return out
+    a, b = by_rep(num), by_rep(den)
+    v = [a[k] / b[k] for k in a if k in b]
+    return statistics.median(v) if v else None
+
+
 def targets(res, guest_bytes):
-    m = res["median"]
-
-    def t(key):
-        return m.get(key) or {}
-
     def row(name, value, op, limit, detail):
         ok = value is not None and (value >= limit if op == ">=" else value <= limit)
         return {"target": name, "value": None if value is None else round(value, 3),
                 "op": op, "limit": limit, "pass": bool(ok), "detail": detail}
 
-    def speed(base, p):
-        a, b_ = t(base).get("wall_s"), t(p).get("wall_s")
-        return a / b_ if a and b_ else None
+    def q(num, den, field="wall_s"):
+        return rep_ratio(res, num, den, field)
 
     rows = [
-        row("w1 cold: speedup vs File", speed("w1/cold/file", "w1/cold/pagein-ws"), ">=", 3,
+        row("w1 cold: speedup vs File", q("w1/cold/file", "w1/cold/pagein-ws"), ">=", 3,
             "File cold time / pagein-ws cold time"),
-        row("w1 cold: speedup vs reference handler", speed("w1/cold/ref", "w1/cold/pagein-ws"),
+        row("w1 cold: speedup vs reference handler", q("w1/cold/ref", "w1/cold/pagein-ws"),
             ">=", 10, "ref cold time / pagein-ws cold time"),
-        row("w1 warm: time ratio vs File", (lambda s: 1 / s if s else None)(
-            speed("w1/warm/file", "w1/warm/pagein-ws")), "<=", 1.0,
+        row("w1 warm: time ratio vs File", q("w1/warm/pagein-ws", "w1/warm/file"), "<=", 1.0,
             "pagein-ws warm time / File warm time"),
-        row("w2: speedup vs reference handler", speed("w2/warm/ref", "w2/warm/pagein-bg"), ">=", 4,
+        row("w2: speedup vs reference handler", q("w2/warm/ref", "w2/warm/pagein-bg"), ">=", 4,
             "ref time / pagein defaults time (warm)"),
-        row("w3: speedup vs reference handler", speed("w3/warm/ref", "w3/warm/pagein-bg"), ">=",
+        row("w3: speedup vs reference handler", q("w3/warm/ref", "w3/warm/pagein-bg"), ">=",
             15, "ref time / pagein defaults time (warm)"),
-        row("w3: throughput vs File warm",
-            (t("w3/warm/pagein-bg").get("gb_s") or 0) / (t("w3/warm/file").get("gb_s") or 1),
+        row("w3: throughput vs File warm", q("w3/warm/pagein-bg", "w3/warm/file", "gb_s"),
             ">=", 0.8, "pagein defaults GB/s / File warm GB/s"),
-        row("w4: throughput vs bulk ceiling",
-            (t("w4/warm/pagein-bg").get("gb_s") or 0) / (t("w4/warm/bulk").get("gb_s") or 1),
+        row("w4: throughput vs bulk ceiling", q("w4/warm/pagein-bg", "w4/warm/bulk", "gb_s"),
             ">=", 0.9, "pagein background population GB/s / bulk ceiling GB/s"),
     ]
     for wl in ("w1", "w2", "w3"):
-        a, b_ = t(wl + "/warm/pagein-none").get("p50_us"), t(wl + "/warm/ref").get("p50_us")
         rows.append(row("%s warm: on-demand p50 vs reference handler" % wl,
-                        a / b_ if a and b_ else None, "<=", 1.2,
+                        q(wl + "/warm/pagein-none", wl + "/warm/ref", "p50_us"), "<=", 1.2,
                         "pagein-none p50 / ref p50"))
     # Every pagein run, raw or pagein-format source, each against the limit
     # for its own guest size; the row shows the run closest to (or over) it.
@@ -763,19 +785,18 @@ def markdown(res):
             for bs in bases:
                 hdr.append("vs %s" % bs)
             L.append("Speedup (baseline time / pagein time; > 1 = pagein faster) and p50 "
-                     "ratio (pagein / baseline):")
+                     "ratio (pagein / baseline), each the median of the per-repetition ratios:")
             L.append("")
             L.append("| pagein configuration | " + " | ".join(
                 "time vs %s | p50 vs %s" % (bs, bs) for bs in bases) + " |")
             L.append("|---|" + "---:|---:|" * len(bases))
             for pc in pcs:
-                p = m["%s/%s/%s" % (wl, cache, pc)]
+                pk = "%s/%s/%s" % (wl, cache, pc)
                 cells = []
                 for bs in bases:
                     bk = ("%s/warm/file" % wl) if bs == "file@warm" else "%s/%s/%s" % (wl, cache, bs)
-                    bv = m.get(bk) or {}
-                    sp = bv.get("wall_s") / p["wall_s"] if bv.get("wall_s") and p.get("wall_s") else None
-                    lr = p["p50_us"] / bv["p50_us"] if p.get("p50_us") and bv.get("p50_us") else None
+                    sp = rep_ratio(res, bk, pk)
+                    lr = rep_ratio(res, pk, bk, "p50_us")
                     cells.append("%s | %s" % (fmt(sp), fmt(lr)))
                 L.append("| %s | %s |" % (pc, " | ".join(cells)))
             L.append("")
@@ -790,13 +811,15 @@ def markdown(res):
     L.append("")
     L.append("#### Fault-around sweep (pagein --populate none --fault-around N, warm)")
     L.append("")
-    L.append("| N | w2 time s | w2 faults | w2 p50 us | w3 time s | w3 faults | w3 GB/s |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| N | w2 time s | w2 faults | w2 p50 us | w2 p99 us | w2 handler CPU s "
+             "| w3 time s | w3 faults | w3 GB/s | w3 handler CPU s |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for fa in ["0", "4", "16", "64", "256"]:
         a, c = res["sweep"]["w2"][fa], res["sweep"]["w3"][fa]
-        L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-            fa, fmt(a["wall_s"]), fmt(a["faults"]), fmt(a["p50_us"]), fmt(c["wall_s"]),
-            fmt(c["faults"]), fmt(c["gb_s"])))
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            fa, fmt(a["wall_s"]), fmt(a["faults"]), fmt(a["p50_us"]), fmt(a["p99_us"]),
+            fmt(a["cpu_s"]), fmt(c["wall_s"]), fmt(c["faults"]), fmt(c["gb_s"]),
+            fmt(c["cpu_s"])))
     L.append("")
     L.append("Best N: w2 %s, w3 %s (by time)." % (res["sweep_best"]["w2"], res["sweep_best"]["w3"]))
     L.append("")
@@ -908,7 +931,19 @@ def main():
     ap.add_argument("--doc", default=None, help="markdown file whose results part is rewritten")
     ap.add_argument("--guest-image", default="auto",
                     help="real guest image for the format section (auto: scripts/make-guest-image.sh)")
+    ap.add_argument("--render", metavar="JSON",
+                    help="only redraw the plots and rewrite the doc from a results file")
     a = ap.parse_args()
+    if a.render:
+        with open(a.render) as f:
+            res = json.load(f)
+        a.out = a.out or os.path.dirname(os.path.abspath(a.render))
+        a.doc = a.doc or os.path.join(a.out, "benchmarks.md")
+        a.dir = a.dir or ("/var/tmp/pagein-bench-smoke" if a.smoke else "/var/tmp/pagein-bench")
+        os.makedirs(a.dir, exist_ok=True)
+        os.makedirs(a.out, exist_ok=True)
+        report(a, res, res["meta"]["snapshot_bytes"])
+        return
     smoke = a.smoke
     a.size = parse_size(a.size or ("64M" if smoke else "2G"))
     a.reps = a.reps or (1 if smoke else 3)
@@ -967,9 +1002,15 @@ def finish(b, a, res):
     for wl in ("w2", "w3"):
         best[wl] = min(res["sweep"][wl], key=lambda k: res["sweep"][wl][k]["wall_s"])
     res["sweep_best"] = best
-    res["targets"] = targets(res, a.size)
     res["meta"]["loadavg_end"] = os.getloadavg()[0]
     res["meta"]["elapsed_s"] = round(time.time() - b.t0, 1)
+    report(a, res, a.size)
+    log("done in %.0f s: %s, %s" % (time.time() - b.t0, os.path.join(a.out, "benchmarks.json"),
+                                    a.doc))
+
+
+def report(a, res, size):
+    res["targets"] = targets(res, size)
     prefix = "bench"
     pngs = plots(res, a.out, a.dir, prefix)
     body = markdown(res)
@@ -979,8 +1020,6 @@ def finish(b, a, res):
         json.dump(res, f, indent=1, sort_keys=False)
     update_doc(a.doc, body)
     print(body)
-    log("done in %.0f s: %s, %s" % (time.time() - b.t0, os.path.join(a.out, "benchmarks.json"),
-                                    a.doc))
 
 
 if __name__ == "__main__":
