@@ -901,6 +901,15 @@ def plots(res, outdir, workdir, prefix):
     return [prefix + "-time.png", prefix + "-latency-cdf.png"]
 
 
+def write_json(path, res):
+    """Indented, but one line per run and per CDF point: small and diffable."""
+    text = json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=1)
+    text = re.sub(r"\[\s*(-?[\d.eE+-]+),\s*(-?[\d.eE+-]+)\s*\]", r"[\1, \2]", text)
+    runs = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in res.get("runs", []))
+    with open(path, "w") as f:
+        f.write(text[:-2] + ',\n "runs": [\n' + runs + "\n ]\n}\n")
+
+
 def update_doc(doc, body):
     begin, end = "<!-- BEGIN RESULTS (bench/bench.py writes this part) -->", "<!-- END RESULTS -->"
     text = open(doc).read() if os.path.exists(doc) else "# pagein benchmarks\n\n%s\n%s\n" % (
@@ -1016,8 +1025,7 @@ def report(a, res, size):
     body = markdown(res)
     if pngs:
         body += "\n![time to finish](%s)\n\n![first-touch latency CDF](%s)\n" % tuple(pngs)
-    with open(os.path.join(a.out, "benchmarks.json"), "w") as f:
-        json.dump(res, f, indent=1, sort_keys=False)
+    write_json(os.path.join(a.out, "benchmarks.json"), res)
     update_doc(a.doc, body)
     print(body)
 
