@@ -12,9 +12,9 @@ Configurations
   ref         bench/ref_handler: one thread, one 4 KiB UFFDIO_COPY per fault
   bulk        bench/bulk_ceiling: 2 MiB UFFDIO_COPYs, no faults (w4 only)
   pagein-none pagein --populate none --fault-around 0 (the on-demand path)
-  pagein-fa   pagein --populate none (fault-around 16, the default)
+  pagein-fa   pagein --populate none (fault-around 64, the default)
   pagein-ws   pagein --populate none --prefetch WS (w1 only)
-  pagein-bg   pagein as shipped: --populate background, fault-around 16
+  pagein-bg   pagein as shipped: --populate background, fault-around 64
               (+ --prefetch WS on w1)
   pagein-eager pagein --populate eager (w4 only)
 
@@ -43,6 +43,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# pagein serve's default --fault-around (DEFAULT_FAULT_AROUND in src/cli/main.c).
+DEFAULT_FA = 64
 PAGE = 4096
 MIB = 1 << 20
 
@@ -511,9 +513,9 @@ CONFIG_NAMES = {
     "ref": "reference handler (4 KiB COPY per fault)",
     "bulk": "bulk ceiling (2 MiB COPYs)",
     "pagein-none": "pagein --populate none --fault-around 0",
-    "pagein-fa": "pagein --populate none (fault-around 16)",
+    "pagein-fa": "pagein --populate none (fault-around %d)" % DEFAULT_FA,
     "pagein-ws": "pagein --populate none --prefetch WS",
-    "pagein-bg": "pagein defaults (background, fault-around 16)",
+    "pagein-bg": "pagein defaults (background, fault-around %d)" % DEFAULT_FA,
     "pagein-eager": "pagein --populate eager",
 }
 
@@ -606,7 +608,7 @@ def run_main(b, a, snap, size):
     for wl in ("w2", "w3"):
         sw[wl] = {}
         for fa in [0, 4, 16, 64, 256]:
-            cfg = {0: "pagein-none", 16: "pagein-fa"}.get(fa, "pagein-fa%d" % fa)
+            cfg = {0: "pagein-none", DEFAULT_FA: "pagein-fa"}.get(fa, "pagein-fa%d" % fa)
             m = b.median(wl, cfg, "warm")
             sw[wl][str(fa)] = {k: m.get(k) for k in ("wall_s", "faults", "p50_us", "p99_us",
                                                      "gb_s", "cpu_s")}
@@ -862,7 +864,7 @@ def plots(res, outdir, workdir, prefix):
     titles = {"w1": "w1 function cold start", "w2": "w2 random 25%", "w3": "w3 sequential",
               "w4": "w4 restore complete"}
     short = {"file": "File", "ref": "ref", "bulk": "bulk", "pagein-none": "p:none",
-             "pagein-fa": "p:fa16", "pagein-ws": "p:ws", "pagein-bg": "p:default",
+             "pagein-fa": "p:fa%d" % DEFAULT_FA, "pagein-ws": "p:ws", "pagein-bg": "p:default",
              "pagein-eager": "p:eager"}
     dat = os.path.join(workdir, "plot-time.dat")
     inc = os.path.join(workdir, "plot-vars.gp")

@@ -28,6 +28,9 @@
 /* Background runs: 128 KiB, one locked ioctl (see fill_lock() in
  * resolver.c): pages are claimed only as long as it takes to fill them. */
 #define BG_RUN_BYTES (128u << 10)
+/* Runs filled per stint at normal priority before going back to idle
+ * priority: 2 MiB, so the two scheduler calls per stint cost little. */
+#define BG_RUNS_PER_STINT 16
 
 struct prefetcher {
 	struct pagein_session *s;
@@ -86,12 +89,20 @@ static int fill_claimed(struct pagein_session *s, struct claimed *c, size_t n,
 	return r;
 }
 
+/* Readahead hints for the coming offsets, one per run of consecutive pages
+ * (a recorded working set is mostly runs: one call per page cost 15% of
+ * the replay). */
 static void advise(struct pagein_session *s, const uint64_t *off, size_t n)
 {
 	if (!s->source->ops->advise)
 		return;
-	for (size_t i = 0; i < n; i++)
-		s->source->ops->advise(s->source, off[i], 4096);
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && off[j] == off[j - 1] + 4096)
+			j++;
+		s->source->ops->advise(s->source, off[i], (uint64_t)(j - i) * 4096);
+		i = j;
+	}
 }
 
 static int replay_working_set(struct prefetcher *p, struct pagein_error *err)
@@ -143,14 +154,15 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 		size_t max_run = BG_RUN_BYTES / rg->r.page_size;
 		if (max_run == 0)
 			max_run = 1;
+		unsigned stint = 0; /* runs done since leaving idle priority */
 		for (size_t i = 0; i < rg->pages.npages;) {
 			if (stop && atomic_load(stop))
-				return 0;
+				break;
 			if (page_state_of(page_load(&rg->pages, i)) != PAGE_ABSENT) {
 				i++; /* present, removed, or someone else's */
 				continue;
 			}
-			if (idle)
+			if (idle && stint == 0)
 				set_idle(false);
 			size_t j = i;
 			while (j < rg->pages.npages && j - i < max_run &&
@@ -159,12 +171,21 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 			int e = j > i ? fill_run_claimed(s, rg, i, j - i, SIZE_MAX, reader, false,
 							 FILL_BACKGROUND, err)
 				      : 0;
-			if (idle)
+			if (idle && ++stint == BG_RUNS_PER_STINT) {
 				set_idle(true);
-			if (e < 0)
+				stint = 0;
+			}
+			if (e < 0) {
+				if (idle && stint)
+					set_idle(true);
 				return e;
+			}
 			i = j > i ? j : i + 1;
 		}
+		if (idle && stint)
+			set_idle(true);
+		if (stop && atomic_load(stop))
+			return 0;
 	}
 	return 0;
 }
