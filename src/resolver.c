@@ -365,6 +365,11 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 	uint64_t ps = rg->r.page_size;
 	size_t i = first, end = first + n, filled = 0;
 	int r = 0;
+	/* The faulting page is woken by its own fill when it is in the last
+	 * ioctl of the run (one ioctl per fault instead of COPY + WAKE); any
+	 * other reason to wake (a WAKE_WANTED note, EEXIST) wakes the range at
+	 * the end. */
+	bool fault_woken = false, must_wake = false;
 	while (i < end) {
 		struct page_bytes pb;
 		enum run_kind kind;
@@ -374,7 +379,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 			if (is_corruption(r) && i != fault_idx) {
 				/* Only a real fault decides what a bad chunk costs:
 				 * filling ahead leaves the page for its fault. */
-				wake |= abandon_pages(rg, i, i + 1);
+				must_wake |= abandon_pages(rg, i, i + 1);
 				i++;
 				r = 0;
 				continue;
@@ -394,6 +399,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		if (!reader && j - i > NONREADER_MAX_PAGES)
 			j = i + NONREADER_MAX_PAGES;
 		uint64_t addr = page_addr(rg, i), len = (j - i) * ps, done = 0;
+		bool wake_now = wake && j == end && fault_idx >= i && fault_idx < j;
 		if (!reader) {
 			if (kind == RUN_DATA && s->source->ops->prepare)
 				s->source->ops->prepare(s->source, page_offset(rg, i), len);
@@ -403,13 +409,15 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 			}
 		}
 		if (kind == RUN_DATA)
-			r = uffd_copy(s->uffd, addr, pb.data, len, false, &done);
+			r = uffd_copy(s->uffd, addr, pb.data, len, wake_now, &done);
 		else if (kind == RUN_ZERO)
-			r = zero_fill(s, rg, addr, len, false, &done);
+			r = zero_fill(s, rg, addr, len, wake_now, &done);
 		else
-			r = uffd_poison(s->uffd, addr, len, false, &done);
+			r = uffd_poison(s->uffd, addr, len, wake_now, &done);
 		if (!reader)
 			pthread_rwlock_unlock(&s->remove_lock);
+		if (r == 0 && wake_now)
+			fault_woken = true;
 		page_bytes_put(s, &pb);
 		if (r == 0)
 			done = len;
@@ -418,7 +426,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		      : kind == RUN_ZERO ? &s->n.pages_zeroed : &s->n.pages_poisoned, pages);
 		if (kind == RUN_DATA)
 			count(&s->n.bytes_read, pages * ps);
-		wake |= finish_pages(s, rg, i, i + pages);
+		must_wake |= finish_pages(s, rg, i, i + pages);
 		filled += pages;
 		i += pages;
 		enum uffd_outcome o = uffd_classify(r);
@@ -435,8 +443,8 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		if (o == UFFD_EXISTS) {
 			/* Filled outside our table; EEXIST woke nobody. */
 			count(&s->n.eexist, 1);
-			wake |= finish_pages(s, rg, i, i + 1);
-			wake = true;
+			finish_pages(s, rg, i, i + 1);
+			must_wake = true;
 			i++;
 			r = 0;
 			continue;
@@ -451,7 +459,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 				(unsigned long long)(j - i), strerror(-r));
 		break;
 	}
-	wake |= abandon_pages(rg, i, end);
+	must_wake |= abandon_pages(rg, i, end);
 	if (path == FILL_FAULT) {
 		bool got_it = fault_idx < i && page_state_of(page_load(&rg->pages, fault_idx)) != PAGE_ABSENT;
 		count_fill(s, FILL_FAULT, got_it);
@@ -460,7 +468,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 	} else {
 		count_fill(s, path, filled);
 	}
-	if (wake && r != -ESRCH) {
+	if ((must_wake || (wake && !fault_woken)) && r != -ESRCH) {
 		count(&s->n.wakes, 1);
 		uffd_wake(s->uffd, page_addr(rg, first), n * ps);
 	}
