@@ -570,7 +570,7 @@ def run_main(b, a, snap, size):
             ("w2", "cold", ["file", "pagein-fa", "pagein-bg"]),
             ("w3", "warm", ["file"] + uffd_cfgs),
             ("w3", "cold", ["file", "pagein-fa", "pagein-bg"])]
-    sweep = ["pagein-fa%d" % n for n in (4, 64, 256)]
+    sweep = ["pagein-fa%d" % n for n in (4, 16, 64, 256) if n != DEFAULT_FA]
     for rep in range(1, reps + 1):
         # Each repetition runs every group once, the configurations of a
         # group in a new random order: on this machine a run can be slowed
