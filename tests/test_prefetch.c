@@ -73,6 +73,11 @@ static int fault_around_grows_on_sequential_scans(enum tc_mem mem)
 	return TC_PASS;
 }
 
+static bool fault_counted(const struct pagein_stats *st, void *arg)
+{
+	return st->filled_fault >= *(uint64_t *)arg;
+}
+
 /* A page filled by a stage-2 request and written by the guest sits inside
  * a later fault's window: fault-around must leave it alone. */
 static int fault_around_never_overwrites(enum tc_mem mem)
@@ -90,6 +95,9 @@ static int fault_around_never_overwrites(enum tc_mem mem)
 	memset(mine, 0xcd, PS);
 	TC_CHECK(pwrite(r.g.memfd, mine, PS, 3 * PS) == (ssize_t)PS); /* the guest writes */
 	int bad = !rig_check_page(&r, 0); /* window [0, 16) */
+	/* The fill wakes us before it is counted: wait for the count. */
+	uint64_t one = 1;
+	rig_wait_stats(&r, fault_counted, &one);
 	struct pagein_stats st;
 	pagein_session_stats(r.s, &st);
 	uint64_t around = st.filled_fault_around;
