@@ -57,11 +57,13 @@ bool page_want_wake(struct page_table *pt, size_t i)
 	return false;
 }
 
-uint8_t page_finish(struct page_table *pt, size_t i)
+/* FILLING -> want, or REMOVED if the page was discarded meanwhile.
+ * Returns the flags the page had while FILLING. */
+static uint8_t settle(struct page_table *pt, size_t i, uint8_t want)
 {
 	uint8_t v = page_load(pt, i);
 	for (;;) {
-		uint8_t next = (v & PAGE_DISCARDED) ? PAGE_REMOVED : PAGE_PRESENT;
+		uint8_t next = (v & PAGE_DISCARDED) ? PAGE_REMOVED : want;
 		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, next,
 							  memory_order_acq_rel,
 							  memory_order_acquire))
@@ -69,16 +71,17 @@ uint8_t page_finish(struct page_table *pt, size_t i)
 	}
 }
 
-void page_abandon(struct page_table *pt, size_t i, enum page_state back)
+uint8_t page_finish(struct page_table *pt, size_t i)
 {
-	uint8_t v = page_load(pt, i);
-	for (;;) {
-		uint8_t next = (v & PAGE_DISCARDED) ? PAGE_REMOVED : (uint8_t)back;
-		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, next,
-							  memory_order_acq_rel,
-							  memory_order_acquire))
-			return;
-	}
+	return settle(pt, i, PAGE_PRESENT);
+}
+
+uint8_t page_abandon(struct page_table *pt, size_t i)
+{
+	/* ZERO_FILL says the claim came from REMOVED; it never changes while
+	 * the page is FILLING. */
+	bool removed = page_load(pt, i) & PAGE_ZERO_FILL;
+	return settle(pt, i, removed ? PAGE_REMOVED : PAGE_ABSENT);
 }
 
 enum page_state page_remove(struct page_table *pt, size_t i)
@@ -93,14 +96,6 @@ enum page_state page_remove(struct page_table *pt, size_t i)
 							  memory_order_acquire))
 			return st;
 	}
-}
-
-void page_mark_present(struct page_table *pt, size_t i)
-{
-	uint8_t v = PAGE_REMOVED;
-	atomic_compare_exchange_strong_explicit(&pt->state[i], &v, PAGE_PRESENT,
-						memory_order_acq_rel,
-						memory_order_acquire);
 }
 
 void page_table_count(const struct page_table *pt, size_t counts[4])

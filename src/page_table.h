@@ -67,15 +67,12 @@ bool page_want_wake(struct page_table *pt, size_t i);
  * flags the page had while FILLING. */
 uint8_t page_finish(struct page_table *pt, size_t i);
 
-/* FILLING -> the state it was claimed from, after a failed fill. */
-void page_abandon(struct page_table *pt, size_t i, enum page_state back);
+/* FILLING -> the state it was claimed from (or REMOVED if discarded
+ * meanwhile), after a failed fill. Returns the flags it had while FILLING. */
+uint8_t page_abandon(struct page_table *pt, size_t i);
 
 /* Applies a discard to one page; returns the state before. */
 enum page_state page_remove(struct page_table *pt, size_t i);
-
-/* REMOVED -> PRESENT, when the page kept its data (a MINOR fault after
- * MADV_DONTNEED on shared memory) and was mapped again. */
-void page_mark_present(struct page_table *pt, size_t i);
 
 /* Counts pages in each state, for reports and tests. */
 void page_table_count(const struct page_table *pt, size_t counts[4]);

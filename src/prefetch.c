@@ -68,20 +68,15 @@ static int fill_claimed(struct pagein_session *s, struct claimed *c, size_t n,
 		while (j < n && c[j].rg == c[i].rg && c[j].idx == c[j - 1].idx + 1)
 			j++;
 		int e = fill_run_claimed(s, c[i].rg, c[i].idx, j - i, SIZE_MAX, false, false, path, err);
-		if (e < 0 && r == 0)
-			r = e;
 		if (e < 0) {
+			r = e;
 			/* Give back the claims of the runs we will not fill,
 			 * waking any fault that found one of them FILLING. */
-			for (size_t k = j; k < n; k++) {
-				uint8_t v = page_load(&c[k].rg->pages, c[k].idx);
-				page_abandon(&c[k].rg->pages, c[k].idx,
-					     (v & PAGE_ZERO_FILL) ? PAGE_REMOVED : PAGE_ABSENT);
-				if (v & PAGE_WAKE_WANTED)
+			for (size_t k = j; k < n; k++)
+				if (region_abandon(c[k].rg, c[k].idx, c[k].idx + 1))
 					uffd_wake(s->uffd, c[k].rg->r.host_addr +
 						  ((uint64_t)c[k].idx << c[k].rg->page_shift),
 						  c[k].rg->r.page_size);
-			}
 			break;
 		}
 		i = j;

@@ -340,16 +340,26 @@ static bool finish_pages(struct pagein_session *s, struct region *rg, size_t a,
 	return wake;
 }
 
-/* The pages [a, b) were not filled: back to their previous state. */
-static bool abandon_pages(struct region *rg, size_t a, size_t b)
+/* One claimed page is in (ok) or given back; either way a fault that found
+ * it FILLING is woken, and a page that is in has its userfault bit cleared. */
+static void settle_claimed(struct pagein_session *s, struct region *rg,
+			   size_t idx, bool ok)
+{
+	uint8_t flags = ok ? page_finish(&rg->pages, idx) : page_abandon(&rg->pages, idx);
+	if (flags & PAGE_WAKE_WANTED) {
+		count(&s->n.wakes, 1);
+		uffd_wake(s->uffd, page_addr(rg, idx), rg->r.page_size);
+	}
+	if (ok)
+		session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size);
+}
+
+bool region_abandon(struct region *rg, size_t a, size_t b)
 {
 	bool wake = false;
-	for (size_t p = a; p < b; p++) {
-		uint8_t v = page_load(&rg->pages, p);
-		if (v & PAGE_WAKE_WANTED)
+	for (size_t p = a; p < b; p++)
+		if (page_abandon(&rg->pages, p) & PAGE_WAKE_WANTED)
 			wake = true;
-		page_abandon(&rg->pages, p, (v & PAGE_ZERO_FILL) ? PAGE_REMOVED : PAGE_ABSENT);
-	}
 	return wake;
 }
 
@@ -379,7 +389,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 			if (is_corruption(r) && i != fault_idx) {
 				/* Only a real fault decides what a bad chunk costs:
 				 * filling ahead leaves the page for its fault. */
-				must_wake |= abandon_pages(rg, i, i + 1);
+				must_wake |= region_abandon(rg, i, i + 1);
 				i++;
 				r = 0;
 				continue;
@@ -459,7 +469,7 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 				(unsigned long long)(j - i), strerror(-r));
 		break;
 	}
-	must_wake |= abandon_pages(rg, i, end);
+	must_wake |= region_abandon(rg, i, end);
 	if (path == FILL_FAULT) {
 		bool got_it = fault_idx < i && page_state_of(page_load(&rg->pages, fault_idx)) != PAGE_ABSENT;
 		count_fill(s, FILL_FAULT, got_it);
@@ -728,16 +738,8 @@ static int serve_minor(struct pagein_session *s, struct region *rg, size_t idx,
 		 * page; the guest's data is still there: just map it. */
 		if (r == 0)
 			r = fill_one_woken(s, rg, idx, true, err);
-		if (r < 0) {
-			page_abandon(&rg->pages, idx, prev);
-			return r;
-		}
-		if (page_finish(&rg->pages, idx) & PAGE_WAKE_WANTED) {
-			count(&s->n.wakes, 1);
-			uffd_wake(s->uffd, page_addr(rg, idx), rg->r.page_size);
-		}
-		session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size);
-		return 0;
+		settle_claimed(s, rg, idx, r == 0);
+		return r;
 	}
 }
 
@@ -804,27 +806,25 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 				record_touch(s, rg, idx);
 			bool zero;
 			int r = write_page_claimed(s, rg, idx, false, &zero, err);
-			if (r < 0) {
-				page_abandon(&rg->pages, idx, prev);
+			/* pwrite() wakes no uffd waiter: settling wakes a fault
+			 * that found the page FILLING. */
+			settle_claimed(s, rg, idx, r == 0);
+			if (r < 0)
 				return r;
-			}
-			/* pwrite() wakes no uffd waiter: a fault that saw FILLING
-			 * asked us to. */
-			if (page_finish(&rg->pages, idx) & PAGE_WAKE_WANTED) {
-				count(&s->n.wakes, 1);
-				uffd_wake(s->uffd, page_addr(rg, idx), rg->r.page_size);
-			}
 			count_fill(s, FILL_REQUEST, 1);
 			*zero_out = zero;
 			break;
 		}
-		if (prev == PAGE_PRESENT)
+		if (prev == PAGE_PRESENT) {
+			/* Filled by another path, which cleared the bit already;
+			 * clear it again in case the VMM set it back. */
+			session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size);
 			break;
+		}
 		/* Another path is filling it; it is microseconds away. */
 		struct timespec ts = {0, 10 * 1000};
 		nanosleep(&ts, NULL);
 	}
-	session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size);
 	*len_out = rg->r.page_size;
 	return 0;
 }

@@ -114,6 +114,10 @@ int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
 		     size_t n, size_t fault_idx, bool reader, bool wake,
 		     enum fill_path path, struct pagein_error *err);
 
+/* Gives back claimed pages [a, b) after a failed or skipped fill. True if
+ * a fault found one of them FILLING and must be woken. */
+bool region_abandon(struct region *rg, size_t a, size_t b);
+
 uint64_t now_ns(void);
 
 /* prefetch.c: stops and joins the prefetch thread, if any. */

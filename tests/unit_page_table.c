@@ -70,16 +70,16 @@ static void abandon_returns_to_previous(void **state)
 	assert_int_equal(page_table_init(&pt, 2), 0);
 	enum page_state prev;
 	assert_true(page_claim(&pt, 0, &prev));
-	page_abandon(&pt, 0, prev);
+	page_abandon(&pt, 0);
 	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_ABSENT);
 	page_remove(&pt, 1);
 	assert_true(page_claim(&pt, 1, &prev));
-	page_abandon(&pt, 1, prev);
+	page_abandon(&pt, 1);
 	assert_int_equal(page_state_of(page_load(&pt, 1)), PAGE_REMOVED);
 	page_table_fini(&pt);
 }
 
-static void present_then_removed_then_mark_present(void **state)
+static void present_then_removed(void **state)
 {
 	struct page_table pt;
 	assert_int_equal(page_table_init(&pt, 1), 0);
@@ -87,11 +87,10 @@ static void present_then_removed_then_mark_present(void **state)
 	page_claim(&pt, 0, &prev);
 	page_finish(&pt, 0);
 	assert_int_equal(page_remove(&pt, 0), PAGE_PRESENT);
-	page_mark_present(&pt, 0);
-	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_PRESENT);
+	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_REMOVED);
 	size_t c[4];
 	page_table_count(&pt, c);
-	assert_int_equal(c[PAGE_PRESENT], 1);
+	assert_int_equal(c[PAGE_REMOVED], 1);
 	page_table_fini(&pt);
 }
 
@@ -146,7 +145,7 @@ int main(void)
 		cmocka_unit_test(remove_while_filling_ends_removed),
 		cmocka_unit_test(want_wake_only_while_filling),
 		cmocka_unit_test(abandon_returns_to_previous),
-		cmocka_unit_test(present_then_removed_then_mark_present),
+		cmocka_unit_test(present_then_removed),
 		cmocka_unit_test(claim_absent_leaves_removed_pages_out),
 		cmocka_unit_test(concurrent_claims_win_once),
 	};
