@@ -47,7 +47,7 @@ $(BUILD)/obj/%.o: %.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libpagein.a: $(LIB_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/pagein: $(CLI_OBJ) $(BUILD)/libpagein.a
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

@@ -126,10 +126,25 @@ int pagein_session_handle_uffd(struct pagein_session *s,
 /* A stage-2 fault request (secret-hiding protocol): make the page at
  * guest memory fd offset `offset` present in the page cache, clear its
  * userfault bit. Safe to call concurrently with handle_uffd. Returns 0 or
- * -EINVAL (offset outside guest memory), -EIO, ... */
+ * -EINVAL (offset outside guest memory), -EHWPOISON (the page is poisoned:
+ * the snapshot could not give it; its bit stays set; answer with an
+ * error), -EIO/-EBADMSG (fail mode: the snapshot cannot give it), ... */
 int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 				   uint64_t *len_out, bool *zero_out,
 				   struct pagein_error *err);
+
+/* A session fails once, from whichever thread meets the error first (a
+ * fault, a stage-2 request, the prefetch thread serving faults as the
+ * pump). Then every call returns that error. Returns 0 or the failure's
+ * -errno, with its sentence in err. */
+int pagein_session_error(const struct pagein_session *s,
+			 struct pagein_error *err);
+/* An eventfd that becomes readable when the session fails: watch it with
+ * the uffd in your event loop. Owned by the session. */
+int pagein_session_event_fd(const struct pagein_session *s);
+/* Asks every thread working for the session (prefetch, waiters) to give
+ * up; pagein_session_free() does it first itself. */
+void pagein_session_stop(struct pagein_session *s);
 
 /* Runs the session on the calling thread until stop_fd becomes readable
  * (returns 0), the VMM goes away (-ESRCH) or a fatal error (-errno). For

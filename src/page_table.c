@@ -42,19 +42,40 @@ bool page_claim_absent(struct page_table *pt, size_t i)
 						       memory_order_acquire);
 }
 
-bool page_want_wake(struct page_table *pt, size_t i)
+static const uint8_t rules[ACT_N][PG_NSTATES] = {
+#define RULE(actor, state, action) [actor][state] = action,
+#include "page_rules.def"
+#undef RULE
+};
+
+int page_rule(int actor, enum page_state state)
+{
+	return rules[actor][state];
+}
+
+static bool set_flag_while_filling(struct page_table *pt, size_t i, uint8_t flag)
 {
 	uint8_t v = page_load(pt, i);
 	while (page_state_of(v) == PAGE_FILLING) {
-		if (v & PAGE_WAKE_WANTED)
+		if (v & flag)
 			return true;
 		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v,
-							  v | PAGE_WAKE_WANTED,
+							  v | flag,
 							  memory_order_acq_rel,
 							  memory_order_acquire))
 			return true;
 	}
 	return false;
+}
+
+bool page_want_wake(struct page_table *pt, size_t i)
+{
+	return set_flag_while_filling(pt, i, PAGE_WAKE_WANTED);
+}
+
+bool page_want_signal(struct page_table *pt, size_t i)
+{
+	return set_flag_while_filling(pt, i, PAGE_WAITER);
 }
 
 /* FILLING -> want, or REMOVED if the page was discarded meanwhile.
@@ -74,6 +95,11 @@ static uint8_t settle(struct page_table *pt, size_t i, uint8_t want)
 uint8_t page_finish(struct page_table *pt, size_t i)
 {
 	return settle(pt, i, PAGE_PRESENT);
+}
+
+uint8_t page_poisoned(struct page_table *pt, size_t i)
+{
+	return settle(pt, i, PAGE_POISONED);
 }
 
 uint8_t page_abandon(struct page_table *pt, size_t i)
@@ -98,9 +124,10 @@ enum page_state page_remove(struct page_table *pt, size_t i)
 	}
 }
 
-void page_table_count(const struct page_table *pt, size_t counts[4])
+void page_table_count(const struct page_table *pt, size_t counts[PG_NSTATES])
 {
-	counts[0] = counts[1] = counts[2] = counts[3] = 0;
+	for (int k = 0; k < PG_NSTATES; k++)
+		counts[k] = 0;
 	for (size_t i = 0; i < pt->npages; i++)
 		counts[page_state_of(page_load(pt, i))]++;
 }

@@ -8,7 +8,12 @@
  *
  *   ABSENT  --claim-->  FILLING  --finish-->  PRESENT
  *   REMOVED --claim-->  FILLING  (a balloon discarded it: fills are zeros)
- *   PRESENT/ABSENT --remove--> REMOVED;  FILLING --remove--> FILLING|DISCARDED
+ *                       FILLING  --poison-->  POISONED (snapshot cannot give it)
+ *   any other --remove--> REMOVED;  FILLING --remove--> FILLING|DISCARDED
+ *
+ * What each actor does in each state is data: page_rules.def, looked up
+ * with page_rule(); the Promela model in tests/model/ includes the same
+ * table.
  */
 #ifndef PAGEIN_PAGE_TABLE_H
 #define PAGEIN_PAGE_TABLE_H
@@ -18,20 +23,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "page_rules.h"
+
 enum page_state {
-	PAGE_ABSENT = 0,  /* never filled: the snapshot's bytes are due */
-	PAGE_FILLING = 1, /* claimed by one filler */
-	PAGE_PRESENT = 2, /* filled (or found filled); the guest owns it now */
-	PAGE_REMOVED = 3, /* discarded by the guest (UFFD_EVENT_REMOVE) */
+	PAGE_ABSENT = PG_ABSENT,
+	PAGE_FILLING = PG_FILLING,
+	PAGE_PRESENT = PG_PRESENT,
+	PAGE_REMOVED = PG_REMOVED,
+	PAGE_POISONED = PG_POISONED,
 };
-#define PAGE_STATE_MASK 0x03u
+#define PAGE_STATE_MASK 0x07u
 /* While FILLING: a fault for this page was read and not answered; the
  * filler must wake the range when it finishes (its own fill may not have). */
-#define PAGE_WAKE_WANTED 0x04u
-/* While FILLING: the page was discarded meanwhile; fill zeros, end REMOVED. */
-#define PAGE_DISCARDED 0x08u
+#define PAGE_WAKE_WANTED 0x08u
+/* While FILLING: the page was discarded meanwhile; only a faulting page
+ * gets zeros, any other settles REMOVED unfilled. */
+#define PAGE_DISCARDED 0x10u
 /* While FILLING: claimed from REMOVED, so the right content is zeros. */
-#define PAGE_ZERO_FILL 0x10u
+#define PAGE_ZERO_FILL 0x20u
+/* While FILLING: a thread waits on the session's condition for this page
+ * (a stage-2 request); settling it signals the condition. */
+#define PAGE_WAITER 0x40u
+
+/* The action page_rules.def gives actor (ACT_*) on a page in state. */
+int page_rule(int actor, enum page_state state);
 
 struct page_table {
 	size_t npages;
@@ -59,9 +74,12 @@ bool page_claim(struct page_table *pt, size_t i, enum page_state *prev);
  * bring back pages the guest discarded (a balloon's pages stay out). */
 bool page_claim_absent(struct page_table *pt, size_t i);
 
-/* Asks the owner of a FILLING page to wake waiters when done. Returns false
- * if the page is no longer FILLING (the caller must look again). */
+/* Asks the owner of a FILLING page to wake waiters when done (flag:
+ * PAGE_WAKE_WANTED for a uffd fault, PAGE_WAITER for a thread on the
+ * session's condition). Returns false if the page is no longer FILLING
+ * (the caller must look again). */
 bool page_want_wake(struct page_table *pt, size_t i);
+bool page_want_signal(struct page_table *pt, size_t i);
 
 /* FILLING -> PRESENT (or REMOVED if discarded meanwhile). Returns the
  * flags the page had while FILLING. */
@@ -71,10 +89,14 @@ uint8_t page_finish(struct page_table *pt, size_t i);
  * meanwhile), after a failed fill. Returns the flags it had while FILLING. */
 uint8_t page_abandon(struct page_table *pt, size_t i);
 
+/* FILLING -> POISONED (or REMOVED if discarded meanwhile: a discarded
+ * page reads zeros, the poison marker is zapped with it). */
+uint8_t page_poisoned(struct page_table *pt, size_t i);
+
 /* Applies a discard to one page; returns the state before. */
 enum page_state page_remove(struct page_table *pt, size_t i);
 
 /* Counts pages in each state, for reports and tests. */
-void page_table_count(const struct page_table *pt, size_t counts[4]);
+void page_table_count(const struct page_table *pt, size_t counts[PG_NSTATES]);
 
 #endif

@@ -16,17 +16,18 @@
 #include <string.h>
 
 #include "error.h"
+#include "fill.h"
 #include "page_table.h"
+#include "pump.h"
 #include "session.h"
 #include "source.h"
-#include "uffd.h"
 
 /* Working-set pages claimed per batch: 1 MiB of 4 KiB pages, large enough
  * for big sequential copies, small enough that a fault landing in a batch
  * waits well under a millisecond. */
 #define WS_BATCH 256
 /* Background runs: 128 KiB, one locked ioctl (see fill_lock() in
- * resolver.c): pages are claimed only as long as it takes to fill them. */
+ * fill.c): pages are claimed only as long as it takes to fill them. */
 #define BG_RUN_BYTES (128u << 10)
 /* Runs filled per stint at normal priority before going back to idle
  * priority: 2 MiB, so the two scheduler calls per stint cost little. */
@@ -67,16 +68,17 @@ static int fill_claimed(struct pagein_session *s, struct claimed *c, size_t n,
 		size_t j = i + 1;
 		while (j < n && c[j].rg == c[i].rg && c[j].idx == c[j - 1].idx + 1)
 			j++;
-		int e = fill_run_claimed(s, c[i].rg, c[i].idx, j - i, SIZE_MAX, false, false, path, err);
+		struct fill_req rq = {
+			.rg = c[i].rg, .first = c[i].idx, .n = j - i,
+			.fault_idx = SIZE_MAX, .path = path,
+		};
+		int e = fill_map(s, &rq, err);
 		if (e < 0) {
 			r = e;
 			/* Give back the claims of the runs we will not fill,
 			 * waking any fault that found one of them FILLING. */
 			for (size_t k = j; k < n; k++)
-				if (region_abandon(c[k].rg, c[k].idx, c[k].idx + 1))
-					uffd_wake(s->uffd, c[k].rg->r.host_addr +
-						  ((uint64_t)c[k].idx << c[k].rg->page_shift),
-						  c[k].rg->r.page_size);
+				fill_abandon(s, c[k].rg, c[k].idx, c[k].idx + 1);
 			break;
 		}
 		i = j;
@@ -163,9 +165,11 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 			while (j < rg->pages.npages && j - i < max_run &&
 			       page_claim_absent(&rg->pages, j))
 				j++;
-			int e = j > i ? fill_run_claimed(s, rg, i, j - i, SIZE_MAX, reader, false,
-							 FILL_BACKGROUND, err)
-				      : 0;
+			struct fill_req rq = {
+				.rg = rg, .first = i, .n = j - i, .fault_idx = SIZE_MAX,
+				.path = FILL_BACKGROUND, .reader = reader,
+			};
+			int e = j > i ? fill_map(s, &rq, err) : 0;
 			if (idle && ++stint == BG_RUNS_PER_STINT) {
 				set_idle(true);
 				stint = 0;
@@ -188,7 +192,7 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 static void mark_complete(struct pagein_session *s)
 {
 	for (size_t r = 0; r < s->nregions; r++) {
-		size_t c[4];
+		size_t c[PG_NSTATES];
 		page_table_count(&s->regions[r].pages, c);
 		if (c[PAGE_ABSENT])
 			return; /* removed pages need nothing from the snapshot */
@@ -210,9 +214,12 @@ static void *prefetch_thread(void *arg)
 		if (r == 0 && !atomic_load(&p->stop))
 			mark_complete(p->s);
 	}
-	if (r < 0 && r != -ESRCH) {
+	if (r < 0 && r != -ECANCELED) {
 		snprintf(p->err, sizeof(p->err), "%s", err.msg[0] ? err.msg : strerror(-r));
 		atomic_store_explicit(&p->failed, true, memory_order_release);
+		/* Fail closed: a session whose filling broke is not served
+		 * right any more (the VMM gone, a fatal fill error). */
+		session_fail(p->s, r, "%s", r == -ESRCH ? "VMM gone (a fill answered ESRCH)" : p->err);
 	}
 	return NULL;
 }
@@ -227,7 +234,7 @@ int pagein_session_prefetch(struct pagein_session *s,
 		/* The caller is the uffd's only reader until this returns: it
 		 * drains events itself, then serves the faults it queued. */
 		pthread_mutex_lock(&s->reader_lock);
-		int r = populate_rest(s, NULL, true, false, err);
+		int r = populate_rest(s, &s->stopping, true, false, err);
 		pthread_mutex_unlock(&s->reader_lock);
 		if (r == 0)
 			mark_complete(s);

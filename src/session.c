@@ -8,16 +8,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdarg.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "guard.h"
+#include "pump.h"
 #include "source.h"
 #include "uffd.h"
+
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
 
 #define HUGE_2M (2ull << 20)
 /* Firecracker has at most a few regions (a gap below 4 GiB, hotplug
@@ -101,6 +110,25 @@ static uint64_t memory_end(const struct pagein_session_config *cfg)
 	return end;
 }
 
+/* Memory the VMM hands over must be memory: a memfd (shmem), hugetlbfs,
+ * or a guest_memfd. Anything else (a pipe, a file on a filesystem whose
+ * writes can block for ever) could park the thread that writes into it. */
+static bool is_memory_fd(int fd, bool allow_hugetlb)
+{
+	struct statfs fs;
+	if (fstatfs(fd, &fs) < 0)
+		return false;
+	if (fs.f_type == TMPFS_MAGIC || (allow_hugetlb && fs.f_type == HUGETLBFS_MAGIC))
+		return true;
+	char path[64], link[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = '\0';
+	return strstr(link, "anon_inode:") == link && strstr(link, "gmem");
+}
+
 static int check_mem_fd(const struct pagein_session_config *cfg,
 			struct pagein_error *err)
 {
@@ -109,6 +137,8 @@ static int check_mem_fd(const struct pagein_session_config *cfg,
 		return pagein_fail(err, errno, "guest memory fd %d: %s", cfg->mem_fd, strerror(errno));
 	if (uffd_fd_is_userfaultfd(cfg->mem_fd))
 		return pagein_fail(err, EINVAL, "guest memory fd %d is a userfaultfd (fds out of order?)", cfg->mem_fd);
+	if (!S_ISREG(st.st_mode) || !is_memory_fd(cfg->mem_fd, true))
+		return pagein_fail(err, EINVAL, "guest memory fd %d is not a memfd, hugetlbfs file or guest_memfd", cfg->mem_fd);
 	uint64_t need = memory_end(cfg);
 	if ((uint64_t)st.st_size < need)
 		return pagein_fail(err, EINVAL, "guest memory fd is %llu bytes, regions need %llu",
@@ -122,6 +152,8 @@ static int map_bitmap(struct pagein_session *s, const struct pagein_session_conf
 	struct stat st;
 	if (fstat(cfg->bitmap_fd, &st) < 0)
 		return pagein_fail(err, errno, "userfault bitmap fd %d: %s", cfg->bitmap_fd, strerror(errno));
+	if (!S_ISREG(st.st_mode) || !is_memory_fd(cfg->bitmap_fd, false))
+		return pagein_fail(err, EINVAL, "userfault bitmap fd %d is not a memfd", cfg->bitmap_fd);
 	uint64_t min_ps = UINT64_MAX;
 	for (size_t i = 0; i < cfg->nregions; i++)
 		if (cfg->regions[i].page_size < min_ps)
@@ -164,6 +196,16 @@ static int cmp_host(const void *a, const void *b)
 	return x->r.host_addr < y->r.host_addr ? -1 : x->r.host_addr > y->r.host_addr;
 }
 
+/* preadv2(RWF_NOWAIT) on a userfaultfd (6.8+): a zero-length read is
+ * refused with EOPNOTSUPP before the fd is looked at when the file does
+ * not support it, and consumes nothing either way. */
+static bool probe_read_nowait(int uffd)
+{
+	char b;
+	struct iovec iov = {.iov_base = &b, .iov_len = 0};
+	return preadv2(uffd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP;
+}
+
 int pagein_session_new(const struct pagein_session_config *cfg,
 		       struct pagein_session **out, struct pagein_error *err)
 {
@@ -179,18 +221,32 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	if (cfg->mem_fd >= 0 && (r = check_mem_fd(cfg, err)) < 0)
 		return r;
 
+	if ((r = guard_init()) < 0)
+		return pagein_fail(err, -r, "installing the SIGBUS guard: %s", strerror(-r));
+
 	struct pagein_session *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	snprintf(s->name, sizeof(s->name), "%s", cfg->name ? cfg->name : "vm");
 	pthread_mutex_init(&s->record_lock, NULL);
 	pthread_mutex_init(&s->reader_lock, NULL);
+	pthread_mutex_init(&s->wait_lock, NULL);
+	pthread_mutex_init(&s->fail_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_cond_init(&s->wait_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	s->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&s->remove_lock, &ra);
 	pthread_rwlockattr_destroy(&ra);
 	s->uffd = s->mem_fd = s->bitmap_fd = -1;
+	if (s->event_fd < 0) {
+		r = pagein_fail(err, errno, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
 	s->nregions = cfg->nregions;
 	s->regions = calloc(cfg->nregions, sizeof(*s->regions));
 	if (!s->regions) {
@@ -228,6 +284,7 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	s->record = cfg->record;
 	s->start_ns = now_ns();
 	s->uffd = cfg->uffd;
+	s->read_nowait = probe_read_nowait(cfg->uffd);
 	s->mem_fd = cfg->mem_fd;
 	s->bitmap_fd = cfg->bitmap_fd;
 	*out = s;
@@ -241,6 +298,7 @@ void pagein_session_free(struct pagein_session *s)
 {
 	if (!s)
 		return;
+	pagein_session_stop(s);
 	prefetch_stop(s);
 	for (size_t i = 0; s->regions && i < s->nregions; i++)
 		page_table_fini(&s->regions[i].pages);
@@ -260,8 +318,13 @@ void pagein_session_free(struct pagein_session *s)
 	free(s->zero_huge);
 	free(s->queue.msg);
 	free(s->recorded);
+	if (s->event_fd >= 0)
+		close(s->event_fd);
 	pthread_mutex_destroy(&s->record_lock);
 	pthread_mutex_destroy(&s->reader_lock);
+	pthread_mutex_destroy(&s->wait_lock);
+	pthread_mutex_destroy(&s->fail_lock);
+	pthread_cond_destroy(&s->wait_cond);
 	pthread_rwlock_destroy(&s->remove_lock);
 	free(s);
 }
@@ -302,15 +365,82 @@ struct region *session_region_by_offset(struct pagein_session *s, uint64_t off)
 	return NULL;
 }
 
-void session_clear_userfault_bit(struct pagein_session *s, uint64_t offset,
-				 uint64_t page_size)
+int session_clear_userfault_bit(struct pagein_session *s, uint64_t offset,
+				uint64_t page_size)
 {
 	if (!s->bitmap)
-		return;
+		return 0;
 	uint64_t bit = offset / page_size;
-	/* Release: the page's content is visible before KVM sees the bit. */
-	atomic_fetch_and_explicit(&s->bitmap[bit / 64], ~(1ull << (bit % 64)),
-				  memory_order_release);
+	/* Release: the page's content is visible before KVM sees the bit. The
+	 * VMM owns the memfd and may truncate it: guarded, and its session
+	 * alone ends. */
+	if (guarded_and64(&s->bitmap[bit / 64], ~(1ull << (bit % 64))) < 0)
+		return session_fail(s, -EFAULT,
+				    "the userfault bitmap was truncated by the VMM (page at offset 0x%llx)",
+				    (unsigned long long)offset);
+	return 0;
+}
+
+int session_fail(struct pagein_session *s, int r, const char *fmt, ...)
+{
+	pthread_mutex_lock(&s->fail_lock);
+	int prev = 0;
+	if (atomic_compare_exchange_strong(&s->failed, &prev, r)) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(s->fail_msg, sizeof(s->fail_msg), fmt, ap);
+		va_end(ap);
+		if (!s->fail_msg[0])
+			snprintf(s->fail_msg, sizeof(s->fail_msg), "%s", strerror(-r));
+		uint64_t one = 1;
+		ssize_t n = write(s->event_fd, &one, sizeof(one));
+		(void)n;
+	}
+	pthread_mutex_unlock(&s->fail_lock);
+	session_signal(s);
+	return r;
+}
+
+int pagein_session_error(const struct pagein_session *cs, struct pagein_error *err)
+{
+	struct pagein_session *s = (struct pagein_session *)cs;
+	pthread_mutex_lock(&s->fail_lock);
+	int r = atomic_load(&s->failed);
+	if (r && err)
+		snprintf(err->msg, sizeof(err->msg), "%s", s->fail_msg);
+	pthread_mutex_unlock(&s->fail_lock);
+	return r;
+}
+
+int pagein_session_event_fd(const struct pagein_session *s)
+{
+	return s->event_fd;
+}
+
+void pagein_session_stop(struct pagein_session *s)
+{
+	atomic_store(&s->stopping, true);
+	session_signal(s);
+}
+
+void session_record_touch(struct pagein_session *s, const struct region *rg,
+			  size_t idx)
+{
+	if (!s->record)
+		return;
+	pthread_mutex_lock(&s->record_lock);
+	if (s->nrecorded == s->record_cap) {
+		size_t cap = s->record_cap ? s->record_cap * 2 : 4096;
+		uint64_t *n = realloc(s->recorded, cap * sizeof(*n));
+		if (!n) {
+			pthread_mutex_unlock(&s->record_lock);
+			return; /* a shorter working set, not a wrong one */
+		}
+		s->recorded = n;
+		s->record_cap = cap;
+	}
+	s->recorded[s->nrecorded++] = page_offset(rg, idx);
+	pthread_mutex_unlock(&s->record_lock);
 }
 
 void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o)
@@ -399,11 +529,12 @@ int pagein_session_run(struct pagein_session *s, int stop_fd,
 		       struct pagein_error *err)
 {
 	for (;;) {
-		struct pollfd p[2] = {
+		struct pollfd p[3] = {
 			{.fd = s->uffd, .events = POLLIN},
+			{.fd = s->event_fd, .events = POLLIN},
 			{.fd = stop_fd, .events = POLLIN},
 		};
-		if (poll(p, stop_fd >= 0 ? 2 : 1, -1) < 0) {
+		if (poll(p, stop_fd >= 0 ? 3 : 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			return pagein_fail(err, errno, "poll: %s", strerror(errno));
@@ -415,7 +546,9 @@ int pagein_session_run(struct pagein_session *s, int stop_fd,
 		}
 		if (p[0].revents & (POLLERR | POLLNVAL))
 			return pagein_fail(err, EBADF, "uffd reported an error");
-		if (stop_fd >= 0 && p[1].revents)
+		if (p[1].revents)
+			return pagein_session_error(s, err);
+		if (stop_fd >= 0 && p[2].revents)
 			return 0;
 	}
 }

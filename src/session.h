@@ -27,8 +27,8 @@ struct session_counters {
 		filled_prefetch, filled_background, filled_request;
 };
 
-/* Faults read but not yet served, owned by the one thread reading the
- * uffd. Grows when a fill must drain events (EAGAIN) mid-batch. */
+/* Faults read but not yet served, owned by the pump (one thread at a
+ * time). Grows when a fill must drain events (EAGAIN) mid-round. */
 struct fault_queue {
 	struct uffd_msg *msg;
 	size_t head, tail, cap;
@@ -46,19 +46,35 @@ struct pagein_session {
 	struct pagein_source *source;
 	enum pagein_on_corrupt on_corrupt;
 	void *zero_huge;          /* a zeroed 2 MiB buffer for hugetlb COPY */
-	/* Serialises uffd readers (handle_uffd, eager population): the
-	 * queue and the read side are one thread's at a time. Uncontended in
-	 * the daemon, where EPOLLONESHOT already hands the uffd to one worker;
-	 * it makes that hand-off explicit, and embedders safe. */
+
+	/* The pump (pump.c). Reading the uffd is a role, not a thread: whoever
+	 * holds reader_lock reads and applies every pending event and serves
+	 * the faults it drained. A thread that must wait on the kernel (EAGAIN)
+	 * or on a FILLING page tries to take the role (session_wait); if
+	 * someone else has it, it sleeps on wait_cond, which the pump signals
+	 * after each round and a filler signals when a PAGE_WAITER page
+	 * settles. Nobody sleeps on something nobody is obliged to do. */
 	pthread_mutex_t reader_lock;
 	struct fault_queue queue;
+	bool read_nowait;         /* preadv2(RWF_NOWAIT) works on this uffd */
+	pthread_mutex_t wait_lock;
+	pthread_cond_t wait_cond;
+	uint64_t wait_gen;        /* under wait_lock: bumped by every signal */
+	atomic_bool stopping;     /* waiters and fillers give up (teardown) */
+
+	/* The first fatal error, from any thread; then the session is over. */
+	atomic_int failed;        /* 0 or -errno */
+	pthread_mutex_t fail_lock;
+	char fail_msg[256];
+	int event_fd;             /* eventfd, readable once failed */
+
 	struct session_counters n;
 	uint64_t pages_total;
 	uint64_t start_ns;
 	atomic_uint_fast64_t complete_ns;
 
 	/* Fault-around: base window (pages) and the adaptive state, touched
-	 * only by the thread reading the uffd (one at a time). */
+	 * only by the pump. */
 	unsigned fa_base;
 	atomic_uint fa_window;
 	_Atomic(struct region *) fa_region;
@@ -70,9 +86,9 @@ struct pagein_session {
 	uint64_t *recorded;
 	size_t nrecorded, record_cap;
 
-	/* Orders discards against fills by other threads: see fill_lock()
-	 * in resolver.c. Writer-preferring, so prefetch cannot starve the
-	 * uffd reader. */
+	/* Orders discards against fills by threads that are not the pump: see
+	 * fill_lock() in fill.c. Writer-preferring, so prefetch cannot starve
+	 * the pump. */
 	pthread_rwlock_t remove_lock;
 
 	/* The prefetch thread (prefetch.c). */
@@ -93,38 +109,33 @@ struct region *session_region_by_addr(struct pagein_session *s, uint64_t addr);
 /* Region holding snapshot / mem_fd offset off, or NULL. */
 struct region *session_region_by_offset(struct pagein_session *s, uint64_t off);
 
-enum fill_path {
-	FILL_FAULT,
-	FILL_FAULT_AROUND,
-	FILL_PREFETCH,
-	FILL_BACKGROUND,
-	FILL_REQUEST,
-};
-
-/* Fills pages [first, first+n) of rg, every one claimed by this thread,
- * in as few ioctls as the source's extents allow (DONTWAKE), finishes
- * them, then wakes the range once if `wake` or if a fault asked to be.
- * fault_idx: the page a guest faulted on (SIZE_MAX: none); a page the
- * snapshot cannot give is poisoned or fails the session only if it is that
- * page; others are left absent for their own fault.
- * reader: this thread reads the uffd (it drains events on EAGAIN itself).
- * Returns 0 or -errno (-ESRCH: VMM gone); on error the unfilled pages go
- * back to their previous state. */
-int fill_run_claimed(struct pagein_session *s, struct region *rg, size_t first,
-		     size_t n, size_t fault_idx, bool reader, bool wake,
-		     enum fill_path path, struct pagein_error *err);
-
-/* Gives back claimed pages [a, b) after a failed or skipped fill. True if
- * a fault found one of them FILLING and must be woken. */
-bool region_abandon(struct region *rg, size_t a, size_t b);
-
 uint64_t now_ns(void);
+
+static inline uint64_t page_addr(const struct region *rg, size_t idx)
+{
+	return rg->r.host_addr + ((uint64_t)idx << rg->page_shift);
+}
+
+static inline uint64_t page_offset(const struct region *rg, size_t idx)
+{
+	return rg->r.offset + ((uint64_t)idx << rg->page_shift);
+}
+
+/* Records the first fatal error of the session (later ones are dropped),
+ * stops its waiters and makes event_fd readable. Returns r. */
+int session_fail(struct pagein_session *s, int r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Marks a page populated in the userfault bitmap (clears its bit). A
+ * bitmap the VMM truncated fails the session: returns -EFAULT. */
+int session_clear_userfault_bit(struct pagein_session *s, uint64_t offset,
+				uint64_t page_size);
+
+/* First-touch order (config.record). */
+void session_record_touch(struct pagein_session *s, const struct region *rg,
+			  size_t idx);
 
 /* prefetch.c: stops and joins the prefetch thread, if any. */
 void prefetch_stop(struct pagein_session *s);
-
-/* Marks a page populated in the userfault bitmap (clears its bit). */
-void session_clear_userfault_bit(struct pagein_session *s, uint64_t offset,
-				 uint64_t page_size);
 
 #endif

@@ -1,5 +1,6 @@
 /* source.c - opening a snapshot by its kind, and what all kinds share. */
 #include "source.h"
+#include "guard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -81,11 +82,14 @@ int source_read(struct pagein_source *s, uint64_t off, void *buf, uint64_t len)
 		if (r < 0)
 			return r;
 		uint64_t n = ext.len < len ? ext.len : len;
+		int g = 0;
 		if (ext.data)
-			memcpy(p, ext.data, n);
+			g = guarded_copy(p, ext.data, n); /* a raw file can shrink */
 		else
 			memset(p, 0, n);
 		s->ops->put(s, &ext);
+		if (g < 0)
+			return -EIO;
 		p += n;
 		off += n;
 		len -= n;

@@ -19,7 +19,8 @@ struct source_extent {
 	const void *data; /* NULL: the whole extent reads as zeros */
 	uint64_t len;     /* bytes available from the requested offset, > 0 */
 	void *pin;        /* the kind's handle, released by put() */
-	uint64_t bad_chunk; /* on -EIO/-EBADMSG: which chunk failed (pagein files) */
+	uint64_t bad_chunk; /* on -EIO/-EBADMSG: which chunk failed (pagein files);
+			     * len is then the bytes the failure covers */
 };
 
 struct source_ops {
@@ -34,6 +35,10 @@ struct source_ops {
 	/* Optional: make [off, off+len) resident now, so that a fill issued
 	 * under a lock does no I/O inside its ioctl. */
 	void (*prepare)(struct pagein_source *s, uint64_t off, uint64_t len);
+	/* Optional: true if the byte at off is no longer in the file (a raw
+	 * snapshot truncated while served): explains an -EFAULT or a guarded
+	 * read that failed. */
+	bool (*shrunk)(struct pagein_source *s, uint64_t off);
 	/* Optional hint: [off, off+len) will be read soon (start the I/O). */
 	void (*advise)(struct pagein_source *s, uint64_t off, uint64_t len);
 	void (*destroy)(struct pagein_source *s);

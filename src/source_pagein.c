@@ -11,8 +11,9 @@
  * Reads use pread, never mmap: a file truncated or failing under us gives
  * an error return (-EIO after READ_TRIES tries, -EBADMSG for a checksum or
  * zstd failure, the chunk named in ext->bad_chunk), never SIGBUS and never
- * bytes that did not pass their checksum. Failures are not cached: the
- * next get() of that chunk reads it again. */
+ * bytes that did not pass their checksum. A chunk that failed stays failed
+ * (remembered per chunk): a second fault on it costs nothing, and the
+ * whole chunk is reported bad at once (ext->len covers it). */
 #include "source.h"
 
 #include <errno.h>
@@ -57,6 +58,7 @@ struct pagein_file {
 	pthread_mutex_t lock;     /* guards everything below */
 	pthread_cond_t done;      /* a load finished (broadcast) */
 	struct slot **slots;      /* [chunk_count]: cached or loading, or NULL */
+	int *failed;              /* [chunk_count]: 0, or the -errno it failed with */
 	struct slot lru;          /* sentinel: lru.next is most recently used */
 	uint64_t cached, limit;   /* bytes in READY slots; the bound */
 	ZSTD_DCtx **dctx;         /* idle decompression contexts */
@@ -244,6 +246,13 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 		return 0;
 	}
 	pthread_mutex_lock(&f->lock);
+	if (f->failed[c]) {
+		int r = f->failed[c];
+		pthread_mutex_unlock(&f->lock);
+		ext->len = chunk_end - off;
+		ext->bad_chunk = c;
+		return r;
+	}
 	struct slot *sl = f->slots[c];
 	if (sl) {
 		if (sl->pins++ == 0 && sl->state == SLOT_READY)
@@ -276,11 +285,13 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 			f->cached += sl->len;
 			evict_over_limit(f);
 		} else {
-			/* Unhooked now so that the next get() tries afresh;
-			 * the waiters still holding it see the error. */
+			/* Remembered: later gets fail at once. Out of memory
+			 * is not the chunk's fault and is not remembered. */
 			sl->state = SLOT_FAILED;
 			sl->err = r;
 			f->slots[c] = NULL;
+			if (r == -EIO || r == -EBADMSG)
+				f->failed[c] = r;
 		}
 		pthread_cond_broadcast(&f->done);
 	}
@@ -289,7 +300,7 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 		if (--sl->pins == 0)
 			slot_free(f, sl);
 		pthread_mutex_unlock(&f->lock);
-		ext->len = 0;
+		ext->len = chunk_end - off;
 		ext->bad_chunk = c;
 		return r;
 	}
@@ -353,6 +364,7 @@ static void pagein_destroy(struct pagein_source *s)
 		ZSTD_freeDCtx(f->dctx[i]);
 	free(f->dctx);
 	free(f->slots);
+	free(f->failed);
 	for (size_t i = 0; i < f->npool; i++)
 		munmap(f->pool[i], f->m.h.chunk_size);
 	snapshot_meta_free(&f->m);
@@ -383,8 +395,11 @@ int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 		return r;
 	}
 	f->slots = calloc(f->m.h.chunk_count, sizeof(*f->slots));
-	if (!f->slots || source_init(&f->base, &pagein_ops, path, f->m.h.image_size) < 0) {
+	f->failed = calloc(f->m.h.chunk_count, sizeof(*f->failed));
+	if (!f->slots || !f->failed ||
+	    source_init(&f->base, &pagein_ops, path, f->m.h.image_size) < 0) {
 		free(f->slots);
+		free(f->failed);
 		snapshot_meta_free(&f->m);
 		free(f);
 		return -ENOMEM;

@@ -4,8 +4,11 @@
  * from the page cache with no copy in between. Holes of a sparse file (diff
  * snapshots, or files written sparse) are found once at open with
  * SEEK_DATA/SEEK_HOLE and read as zeros without touching the disk.
- * The file must not shrink while it is served: bytes past a new EOF cannot
- * be read (UFFDIO_COPY then fails with EFAULT, reported as -EIO). */
+ * The file may shrink while it is served (its owner truncates it): bytes
+ * past the new end cannot be read. UFFDIO_COPY then fails with EFAULT, and
+ * pagein's own reads of the mapping are guarded (guard.h), so the sessions
+ * that need those bytes end with an error naming the file (or poison the
+ * page) and no SIGBUS reaches the daemon. shrunk() tells which. */
 #include "source.h"
 
 #include <errno.h>
@@ -21,6 +24,7 @@
 #endif
 
 #include "error.h"
+#include "guard.h"
 
 struct data_extent {
 	uint64_t start, end; /* [start, end): bytes with data */
@@ -122,6 +126,13 @@ static void raw_prepare(struct pagein_source *s, uint64_t off, uint64_t len)
 	madvise((void *)(r->map + a), len + (off - a), MADV_POPULATE_READ);
 }
 
+static bool raw_shrunk(struct pagein_source *s, uint64_t off)
+{
+	struct raw_source *r = (struct raw_source *)s;
+	struct stat st;
+	return fstat(r->fd, &st) == 0 && (uint64_t)st.st_size <= off;
+}
+
 static void raw_destroy(struct pagein_source *s)
 {
 	struct raw_source *r = (struct raw_source *)s;
@@ -138,6 +149,7 @@ static const struct source_ops raw_ops = {
 	.put = raw_put,
 	.advise = raw_advise,
 	.prepare = raw_prepare,
+	.shrunk = raw_shrunk,
 	.destroy = raw_destroy,
 };
 
@@ -159,7 +171,10 @@ int source_raw_open(int fd, const char *path, struct pagein_source **out,
 		return -ENOMEM;
 	}
 	r->fd = fd;
-	int e = find_data_extents(r, size);
+	int e = guard_init();
+	if (e < 0)
+		goto fail;
+	e = find_data_extents(r, size);
 	if (e < 0)
 		goto fail;
 	void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);

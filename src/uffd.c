@@ -87,8 +87,9 @@ enum uffd_outcome uffd_classify(int ret)
 	case -EAGAIN:
 		return UFFD_RETRY;
 	case -ESRCH:
-	case -ENOENT:
 		return UFFD_GONE;
+	case -ENOENT:
+		return UFFD_RANGE_GONE;
 	default:
 		return UFFD_FATAL;
 	}

@@ -28,7 +28,10 @@ enum uffd_outcome {
 	UFFD_DONE,   /* filled */
 	UFFD_EXISTS, /* EEXIST: already there; the kernel woke NOBODY */
 	UFFD_RETRY,  /* EAGAIN: events (REMOVE, UNMAP, ...) pending: read, retry */
-	UFFD_GONE,   /* ESRCH/ENOENT: the VMM exited or unregistered: end quietly */
+	UFFD_GONE,   /* ESRCH: the VMM's mm is gone: end the session quietly */
+	UFFD_RANGE_GONE, /* ENOENT: that range is no longer registered (the VMM
+			  * unmapped or unregistered it): give up on the range,
+			  * not on the session */
 	UFFD_FATAL,  /* anything else: the session cannot go on */
 };
 enum uffd_outcome uffd_classify(int ret);

@@ -88,7 +88,7 @@ static void present_then_removed(void **state)
 	page_finish(&pt, 0);
 	assert_int_equal(page_remove(&pt, 0), PAGE_PRESENT);
 	assert_int_equal(page_state_of(page_load(&pt, 0)), PAGE_REMOVED);
-	size_t c[4];
+	size_t c[PG_NSTATES];
 	page_table_count(&pt, c);
 	assert_int_equal(c[PAGE_REMOVED], 1);
 	page_table_fini(&pt);

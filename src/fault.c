@@ -1,0 +1,119 @@
+/* fault.c - the fault front-end: a MISSING or MINOR fault read by the pump
+ * becomes a fill request (fill.c) of its page and its fault-around window.
+ * What each page state gets is page_rules.def's, looked up here. */
+#include "fault.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "fill.h"
+#include "source.h"
+
+/* Claims the still-absent neighbours of page idx (claimed already) within
+ * the fault-around window, keeping one contiguous run [*lo, *hi). The
+ * window is aligned around the fault (to the source's chunk when chunks
+ * are larger), or ahead of it while faults come in sequence, doubling each
+ * time up to PAGEIN_FAULT_AROUND_MAX. */
+static void claim_window(struct pagein_session *s, struct region *rg,
+			 size_t idx, size_t *lo, size_t *hi)
+{
+	*lo = idx;
+	*hi = idx + 1;
+	if (s->fa_base < 2 || rg->r.page_size != 4096)
+		return;
+	size_t npages = rg->pages.npages, w;
+	bool sequential = atomic_load_explicit(&s->fa_region, memory_order_relaxed) == rg &&
+			  atomic_load_explicit(&s->fa_next, memory_order_relaxed) == idx;
+	size_t wlo, whi;
+	if (sequential) {
+		w = atomic_load_explicit(&s->fa_window, memory_order_relaxed) * 2;
+		if (w > PAGEIN_FAULT_AROUND_MAX)
+			w = PAGEIN_FAULT_AROUND_MAX;
+		wlo = idx;
+		whi = idx + w;
+	} else {
+		w = s->fa_base;
+		wlo = idx & ~(size_t)(w - 1);
+		whi = wlo + w;
+		uint64_t cs = s->source->chunk_size;
+		if (cs > (uint64_t)w * 4096) {
+			/* A compressed chunk is decompressed whole on its first
+			 * fault: fill all of it while it is at hand. */
+			uint64_t off = page_offset(rg, idx), cstart = off - off % cs;
+			wlo = cstart > rg->r.offset ? (size_t)((cstart - rg->r.offset) >> 12) : 0;
+			whi = (size_t)((cstart + cs - rg->r.offset) >> 12);
+			w = whi - wlo;
+		}
+	}
+	if (whi > npages)
+		whi = npages;
+	/* Neighbours are ACT_AHEAD: only ABSENT pages are claimed. */
+	while (*lo > wlo && page_claim_absent(&rg->pages, *lo - 1))
+		(*lo)--;
+	while (*hi < whi && page_claim_absent(&rg->pages, *hi))
+		(*hi)++;
+	atomic_store_explicit(&s->fa_window, (unsigned)w, memory_order_relaxed);
+	atomic_store_explicit(&s->fa_region, rg, memory_order_relaxed);
+	atomic_store_explicit(&s->fa_next, *hi, memory_order_relaxed);
+}
+
+int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
+		struct pagein_error *err)
+{
+	uint64_t addr = m->arg.pagefault.address;
+	uint64_t flags = m->arg.pagefault.flags;
+	struct region *rg = session_region_by_addr(s, addr);
+	if (!rg)
+		return pagein_fail(err, EFAULT,
+				   "fault at 0x%llx is outside every region",
+				   (unsigned long long)addr);
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		return pagein_fail(err, EPROTO,
+				   "write-protect fault at 0x%llx: pagein does not register WP",
+				   (unsigned long long)addr);
+	size_t idx = (size_t)((addr - rg->r.host_addr) >> rg->page_shift);
+	int actor = flags & UFFD_PAGEFAULT_FLAG_MINOR ? ACT_MINOR : ACT_MISSING;
+	for (;;) {
+		enum page_state st = page_state_of(page_load(&rg->pages, idx));
+		switch (page_rule(actor, st)) {
+		case DO_FILL:
+		case DO_FILL_ZERO: {
+			enum page_state prev;
+			if (!page_claim(&rg->pages, idx, &prev))
+				continue; /* changed under us: decide again */
+			if (prev == PAGE_ABSENT)
+				session_record_touch(s, rg, idx);
+			if (actor == ACT_MINOR)
+				return fill_minor(s, rg, idx, err);
+			struct fill_req rq = {
+				.rg = rg, .first = idx, .n = 1, .fault_idx = idx,
+				.path = FILL_FAULT, .reader = true, .wake = true,
+			};
+			if (prev == PAGE_ABSENT) {
+				size_t lo, hi;
+				claim_window(s, rg, idx, &lo, &hi);
+				rq.first = lo;
+				rq.n = hi - lo;
+			}
+			return fill_map(s, &rq, err);
+		}
+		case DO_NOTE_WAKE:
+			if (page_want_wake(&rg->pages, idx))
+				return 0; /* its filler wakes us */
+			continue;
+		case DO_PROBE_ZERO:
+			/* PRESENT, yet this thread faults: a fault raised before
+			 * our fill landed (ZEROPAGE then finds the page: EEXIST),
+			 * or a page lost without an event (then zeros are what the
+			 * kernel would give). ZEROPAGE never overwrites. */
+			return fill_probe(s, rg, idx, PROBE_ZERO, err);
+		case DO_MAP:
+			return fill_probe(s, rg, idx, PROBE_MAP, err);
+		case DO_POISON:
+			return fill_probe(s, rg, idx, PROBE_POISON, err);
+		default:
+			return pagein_fail(err, EPROTO, "no rule for a fault on a page in state %d", st);
+		}
+	}
+}

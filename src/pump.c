@@ -1,0 +1,270 @@
+/* pump.c - the uffd reader role, and waiting without sleeping on luck
+ * (see pump.h). */
+#include "pump.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/uio.h>
+
+#include "error.h"
+#include "fault.h"
+
+/* uffd_msg per read(): one read returns up to this many events, so a burst
+ * of faults from several vCPUs costs one syscall. It is also a round's
+ * budget: a session serves at most this many faults (plus those a drain
+ * adds) before its worker moves on to other VMs. */
+#define MSGS_PER_READ 64
+/* A sleeping waiter looks again after this long even without a signal. The
+ * protocol does not rely on it (every state change it waits for signals);
+ * it bounds the cost of a bug to a slow page instead of a frozen guest. */
+#define WAIT_BACKSTOP_NS (200ull * 1000 * 1000)
+
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* A discard (balloon inflation, free page reporting): from now on the
+ * range reads as zeros on anonymous memory. Pages whose fill is in flight
+ * are flagged so that the filler installs zeros or ends REMOVED. */
+static void apply_remove(struct pagein_session *s, uint64_t start, uint64_t end)
+{
+	count(&s->n.removes, 1);
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct region *rg = &s->regions[i];
+		uint64_t rs = rg->r.host_addr, re = rs + rg->r.size;
+		uint64_t a = start > rs ? start : rs, b = end < re ? end : re;
+		if (a >= b)
+			continue;
+		uint64_t ps = rg->r.page_size;
+		/* Only pages wholly inside the range were discarded. */
+		size_t first = (size_t)((a - rs + ps - 1) >> rg->page_shift);
+		size_t last = (size_t)((b - rs) >> rg->page_shift);
+		for (size_t p = first; p < last; p++)
+			page_remove(&rg->pages, p); /* DO_DISCARD in every state */
+		if (last > first)
+			count(&s->n.pages_removed, last - first);
+	}
+}
+
+static int queue_push(struct fault_queue *q, const struct uffd_msg *m)
+{
+	if (q->tail == q->cap) {
+		if (q->head > 0) {
+			memmove(q->msg, q->msg + q->head,
+				(q->tail - q->head) * sizeof(*q->msg));
+			q->tail -= q->head;
+			q->head = 0;
+		} else {
+			size_t cap = q->cap ? q->cap * 2 : MSGS_PER_READ * 2;
+			void *n = realloc(q->msg, cap * sizeof(*q->msg));
+			if (!n)
+				return -ENOMEM;
+			q->msg = n;
+			q->cap = cap;
+		}
+	}
+	q->msg[q->tail++] = *m;
+	return 0;
+}
+
+/* read() that cannot block. O_NONBLOCK lives on the open file description
+ * the VMM shares with us, so the VMM can clear it at any time; RWF_NOWAIT
+ * is per call (userfaultfd supports it since 6.8). Older kernels: poll
+ * first and put O_NONBLOCK back, which a racing VMM could still defeat. */
+static ssize_t read_nowait(struct pagein_session *s, void *buf, size_t len)
+{
+	if (s->read_nowait) {
+		struct iovec iov = {.iov_base = buf, .iov_len = len};
+		return preadv2(s->uffd, &iov, 1, -1, RWF_NOWAIT);
+	}
+	struct pollfd p = {.fd = s->uffd, .events = POLLIN};
+	if (poll(&p, 1, 0) <= 0) {
+		errno = EAGAIN;
+		return -1;
+	}
+	int fl = fcntl(s->uffd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(s->uffd, F_SETFL, fl | O_NONBLOCK);
+	return read(s->uffd, buf, len);
+}
+
+int pump_read_events(struct pagein_session *s, bool drain,
+		     struct pagein_error *err)
+{
+	struct uffd_msg buf[MSGS_PER_READ];
+	int total = 0;
+	for (;;) {
+		/* Held until the REMOVEs read are applied: see fill_lock(). */
+		pthread_rwlock_wrlock(&s->remove_lock);
+		ssize_t n = read_nowait(s, buf, sizeof(buf));
+		if (n < 0) {
+			int e = errno;
+			pthread_rwlock_unlock(&s->remove_lock);
+			if (e == EAGAIN)
+				return total;
+			if (e == EINTR)
+				continue;
+			return pagein_fail(err, e, "reading uffd events: %s", strerror(e));
+		}
+		size_t k = (size_t)n / sizeof(buf[0]);
+		for (size_t i = 0; i < k; i++) {
+			struct uffd_msg *m = &buf[i];
+			switch (m->event) {
+			case UFFD_EVENT_PAGEFAULT:
+				break;
+			case UFFD_EVENT_REMOVE:
+				apply_remove(s, m->arg.remove.start, m->arg.remove.end);
+				break;
+			case UFFD_EVENT_UNMAP:
+				/* Gone from the VMM; if mapped again it starts empty. */
+				apply_remove(s, m->arg.remove.start, m->arg.remove.end);
+				break;
+			case UFFD_EVENT_FORK:
+				/* A child's uffd we have no use for. */
+				close((int)m->arg.fork.ufd);
+				break;
+			case UFFD_EVENT_REMAP:
+				pthread_rwlock_unlock(&s->remove_lock);
+				return pagein_fail(err, ENOTSUP,
+						   "VMM moved guest memory (mremap 0x%llx -> 0x%llx): unsupported",
+						   (unsigned long long)m->arg.remap.from,
+						   (unsigned long long)m->arg.remap.to);
+			default:
+				pthread_rwlock_unlock(&s->remove_lock);
+				return pagein_fail(err, EPROTO, "unknown uffd event %u",
+						   m->event);
+			}
+		}
+		pthread_rwlock_unlock(&s->remove_lock);
+		for (size_t i = 0; i < k; i++) {
+			if (buf[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			if (buf[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
+				count(&s->n.faults_minor, 1);
+			else
+				count(&s->n.faults_missing, 1);
+			if (queue_push(&s->queue, &buf[i]) < 0)
+				return pagein_fail(err, ENOMEM, "out of memory queueing faults");
+		}
+		if (s->test_after_read && k)
+			s->test_after_read(s, s->test_arg);
+		total += (int)k;
+		if (!drain || k < MSGS_PER_READ)
+			return total;
+	}
+}
+
+int pump_round(struct pagein_session *s, struct pagein_error *err)
+{
+	int r = pump_read_events(s, false, err);
+	if (r < 0)
+		return r;
+	struct fault_queue *q = &s->queue;
+	bool worked = r > 0 || q->head < q->tail;
+	r = 0;
+	while (r == 0 && q->head < q->tail) {
+		struct uffd_msg m = q->msg[q->head++];
+		r = fault_serve(s, &m, err);
+	}
+	if (q->head == q->tail)
+		q->head = q->tail = 0;
+	/* Only a round that did something changes what waiters look at; a
+	 * waiter that pumped an empty round may now sleep. */
+	if (worked)
+		session_signal(s);
+	return r;
+}
+
+int pagein_session_handle_uffd(struct pagein_session *s,
+			       struct pagein_error *err)
+{
+	int f = atomic_load(&s->failed);
+	if (f)
+		return pagein_session_error(s, err);
+	/* A blocking lock: whoever holds the role is serving a bounded round
+	 * (it never waits on a page or on the kernel without pumping). */
+	pthread_mutex_lock(&s->reader_lock);
+	int r = pump_round(s, err);
+	pthread_mutex_unlock(&s->reader_lock);
+	if (r == -ESRCH)
+		pagein_fail(err, ESRCH, "VMM gone (a fill answered ESRCH)");
+	if (r < 0)
+		session_fail(s, r, "%s", err->msg);
+	return r;
+}
+
+/* ---- waiting ---------------------------------------------------------- */
+
+uint64_t session_wait_gen(struct pagein_session *s)
+{
+	pthread_mutex_lock(&s->wait_lock);
+	uint64_t g = s->wait_gen;
+	pthread_mutex_unlock(&s->wait_lock);
+	return g;
+}
+
+void session_signal(struct pagein_session *s)
+{
+	pthread_mutex_lock(&s->wait_lock);
+	s->wait_gen++;
+	pthread_cond_broadcast(&s->wait_cond);
+	pthread_mutex_unlock(&s->wait_lock);
+}
+
+static int stopped(struct pagein_session *s)
+{
+	int f = atomic_load(&s->failed);
+	if (f)
+		return f;
+	return atomic_load(&s->stopping) ? -ECANCELED : 0;
+}
+
+int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
+		 bool reader, struct pagein_error *err)
+{
+	int r = stopped(s);
+	if (r)
+		return r;
+	if (reader) {
+		/* Already the pump: only reading can help (the pump never
+		 * waits on a page). */
+		r = pump_read_events(s, true, err);
+		return r < 0 ? r : 0;
+	}
+	if (pthread_mutex_trylock(&s->reader_lock) == 0) {
+		/* Nobody was reading: read (and serve) ourselves. */
+		if (why == WAIT_EVENTS)
+			r = pump_read_events(s, true, err);
+		if (r >= 0)
+			r = pump_round(s, err);
+		pthread_mutex_unlock(&s->reader_lock);
+		if (r < 0) {
+			if (r == -ESRCH)
+				pagein_fail(err, ESRCH, "VMM gone (a fill answered ESRCH)");
+			return session_fail(s, r, "%s", err->msg);
+		}
+		if (why == WAIT_EVENTS)
+			return 0;
+	}
+	/* Someone else pumps, or (WAIT_PAGE) the page's filler must finish:
+	 * sleep until one of them signals. */
+	pthread_mutex_lock(&s->wait_lock);
+	while (s->wait_gen == gen && !stopped(s)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + WAIT_BACKSTOP_NS;
+		ts.tv_sec += (time_t)(ns / 1000000000ull);
+		ts.tv_nsec = (long)(ns % 1000000000ull);
+		if (pthread_cond_timedwait(&s->wait_cond, &s->wait_lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&s->wait_lock);
+	return stopped(s);
+}

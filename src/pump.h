@@ -1,0 +1,50 @@
+/* pump.h - reading the uffd as a service of the session.
+ *
+ * "Someone reads the uffd" is not an assumption here but a role: the pump.
+ * Any thread that needs events read (a fill got EAGAIN: a REMOVE is queued)
+ * or waits for a page another thread is filling calls session_wait(). It
+ * either becomes the pump (trylock of reader_lock) and does the reading
+ * itself, or sleeps on the session's condition, which the pump signals
+ * after every round and a filler signals when a page someone waits for
+ * leaves FILLING. Waits honour the stop flag. Nothing else waits. */
+#ifndef PAGEIN_PUMP_H
+#define PAGEIN_PUMP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "session.h"
+
+/* Reads pending uffd messages without ever blocking (whatever the VMM did
+ * to the fd's flags), applies REMOVE/UNMAP to the page table at once and
+ * queues the faults. drain: read until nothing is pending (needed after
+ * EAGAIN); else one read of up to a round's budget. The caller is the
+ * pump. Returns the number of messages read, or -errno. */
+int pump_read_events(struct pagein_session *s, bool drain,
+		     struct pagein_error *err);
+
+/* One round of the pump by a thread that holds reader_lock: read once,
+ * serve every fault queued, signal the waiters. */
+int pump_round(struct pagein_session *s, struct pagein_error *err);
+
+/* The generation to pass to session_wait(): read it BEFORE looking at
+ * the state you are about to wait on, so that a signal in between is not
+ * lost. */
+uint64_t session_wait_gen(struct pagein_session *s);
+
+enum wait_for {
+	WAIT_EVENTS, /* a fill got EAGAIN: events must be read */
+	WAIT_PAGE,   /* a page (flagged PAGE_WAITER) must leave FILLING */
+};
+
+/* Becomes the pump for one round, or sleeps until the pump or a filler
+ * signals after gen. Returns 0 (look again), -ECANCELED (the session is
+ * stopping), or the session's failure. `reader`: the caller already is
+ * the pump (it then just drains events). */
+int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
+		 bool reader, struct pagein_error *err);
+
+/* Wakes every waiter (a round ended, a page settled, the session stops). */
+void session_signal(struct pagein_session *s);
+
+#endif
