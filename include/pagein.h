@@ -199,8 +199,18 @@ enum pagein_log_level {
 	PAGEIN_LOG_DEBUG,
 };
 
+/* What the daemon does to a VMM whose VM it cannot serve (a session
+ * error, a corrupt page in fail mode, a refused handshake after the VMM
+ * handed over its uffd). */
+enum pagein_on_failure {
+	PAGEIN_FAILURE_KILL = 0, /* SIGKILL the VMM through the pidfd pinned at
+				  * accept: its guest must not run on memory
+				  * nobody serves (fail closed) */
+	PAGEIN_FAILURE_KEEP,     /* leave it running (its faults then hang) */
+};
+
 struct pagein_server_config {
-	const char *socket_path;   /* created; an existing socket file is replaced */
+	const char *socket_path;   /* created; a stale socket file is replaced */
 	const char *snapshot_path; /* default snapshot for every VM */
 	unsigned threads;          /* worker threads; 0 = one per CPU */
 	enum pagein_log_level log_level;
@@ -210,6 +220,10 @@ struct pagein_server_config {
 	const char *prefetch_path; /* working-set file replayed for every VM */
 	const char *record_path;   /* first-touch order written at session end;
 				    * "%n" in it becomes the VM number */
+	enum pagein_on_failure on_failure;
+	unsigned handshake_timeout_ms; /* a connection without a complete
+					* handshake by then is closed; 0 = 10 s */
+	unsigned max_connections;      /* open at once; 0 = 1024 */
 	/* Where log lines go; NULL = stderr. One call per complete line. */
 	void (*log)(void *opaque, enum pagein_log_level lvl, const char *line);
 	void *log_opaque;

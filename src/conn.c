@@ -1,13 +1,21 @@
 /* conn.c - one VMM connection: receive the handshake (JSON + fds), turn it
  * into a session, then serve its uffd and (secret hiding) its request
- * stream. Every refusal is logged once, naming the VM and the field. */
+ * stream. Every refusal is logged once, naming the VM and the field.
+ *
+ * A VMM is not trusted: it can send any bytes and fds, flood requests,
+ * stop reading replies, close its socket or vanish. Each of these costs at
+ * most its own VM: reads never block, a wake-up serves a bounded budget,
+ * replies that cannot be sent wait in a buffer while the connection's
+ * requests are not read, and the VMM's exit is learnt from a pidfd. */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -16,8 +24,38 @@
 #include "source.h"
 #include "workingset.h"
 
-/* Replies are small; a VMM that does not read them for this long is stuck. */
-#define REPLY_TIMEOUT_MS 1000
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+/* Request bytes read per wake-up of one connection before its worker moves
+ * on: about 64 requests of ~60 bytes. One flooding VMM cannot hold a
+ * worker: others' turns come in between, round-robin through epoll. */
+#define REQUEST_BYTES_PER_WAKE 4096
+/* Handshake reads per wake-up (16 KiB each). */
+#define READS_PER_WAKE 4
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The VMM process, pinned now: its exit makes the pidfd readable, and a
+ * kill through it can never hit a recycled pid. SO_PEERPIDFD (6.5+) names
+ * the process that connected; pidfd_open of the SO_PEERCRED pid is the
+ * fallback (racy only if the VMM already exited). */
+static int pin_peer(int sock, pid_t pid)
+{
+	int fd = -1;
+	socklen_t len = sizeof(fd);
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &fd, &len) == 0 && fd >= 0)
+		return fd;
+	if (pid <= 0)
+		return -1;
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	return fd;
+}
 
 struct conn *conn_new(struct pagein_server *srv, int sock)
 {
@@ -35,6 +73,8 @@ struct conn *conn_new(struct pagein_server *srv, int sock)
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
 	c->pid = getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 ? cr.pid : 0;
+	c->pidfd = pin_peer(sock, c->pid);
+	c->accepted_ns = mono_ns();
 	c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
 	snprintf(c->name, sizeof(c->name), "vm%u pid %d", c->id, (int)c->pid);
 	return c;
@@ -55,26 +95,82 @@ void conn_free(struct conn *c)
 	else
 		close_received_fds(c);
 	json_decoder_free(c->dec);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	close(c->sock);
+	free(c->out);
 	free(c);
 }
 
+/* ---- the end ---------------------------------------------------------- */
+
 static void save_recording(struct pagein_server *srv, struct conn *c);
 
-void conn_log_end(struct pagein_server *srv, struct conn *c, const char *why)
+static const char *why_text(enum conn_end_why why)
 {
-	if (!c->session) {
-		server_log(srv, PAGEIN_LOG_INFO, "%s: connection closed (%s)", c->name, why);
+	switch (why) {
+	case END_VMM_EXITED: return "VMM exited";
+	case END_VMM_GONE: return "VMM gone";
+	case END_HUNG_UP: return "VMM hung up";
+	case END_REFUSED: return "handshake refused";
+	case END_FAILED: return "failed";
+	case END_SERVER_STOP: return "server stopping";
+	}
+	return "?";
+}
+
+/* Fail closed: the VM must not run on memory nobody serves. A peer that
+ * never handed over a uffd has no VM here and is only disconnected. */
+static void apply_failure_policy(struct pagein_server *srv, struct conn *c,
+				 enum conn_end_why why)
+{
+	if (why != END_FAILED && why != END_REFUSED)
+		return;
+	if (!c->got_fds && !c->session)
+		return;
+	if (srv->cfg.on_failure == PAGEIN_FAILURE_KEEP) {
+		server_log(srv, PAGEIN_LOG_WARN,
+			   "%s: VMM left running (--on-failure keep): its guest memory is no longer served", c->name);
 		return;
 	}
+	if (c->pidfd < 0) {
+		server_log(srv, PAGEIN_LOG_ERROR,
+			   "%s: cannot kill the VMM: no pidfd for it (its guest memory is no longer served)", c->name);
+		return;
+	}
+	if (syscall(SYS_pidfd_send_signal, c->pidfd, SIGKILL, NULL, 0) == 0)
+		server_log(srv, PAGEIN_LOG_WARN, "%s: killed the VMM (--on-failure kill): its VM cannot be served", c->name);
+	else if (errno != ESRCH)
+		server_log(srv, PAGEIN_LOG_ERROR, "%s: killing the VMM: %s", c->name, strerror(errno));
+}
+
+void conn_finish(struct pagein_server *srv, struct conn *c,
+		 enum conn_end_why why, const char *detail)
+{
+	enum pagein_log_level lvl = why == END_FAILED || why == END_REFUSED
+					    ? PAGEIN_LOG_ERROR : PAGEIN_LOG_INFO;
+	if (!c->session) {
+		if (why == END_REFUSED)
+			server_log(srv, lvl, "%s: refused handshake: %s", c->name, detail ? detail : "?");
+		else
+			server_log(srv, lvl, "%s: connection closed (%s%s%s)", c->name, why_text(why),
+				   detail ? ": " : "", detail ? detail : "");
+		apply_failure_policy(srv, c, why);
+		return;
+	}
+	/* Stop the session's helpers before the policy acts, so that the
+	 * statistics are final. */
+	pagein_session_stop(c->session);
 	struct pagein_stats st;
 	char line[1024];
 	pagein_session_stats(c->session, &st);
 	pagein_stats_format(&st, line, sizeof(line));
-	server_log(srv, PAGEIN_LOG_INFO, "%s: session ended (%s): %s", c->name, why, line);
+	server_log(srv, lvl, "%s: session ended (%s%s%s): %s", c->name, why_text(why),
+		   detail ? ": " : "", detail ? detail : "", line);
 	const char *perr = pagein_session_prefetch_error(c->session);
 	if (perr)
 		server_log(srv, PAGEIN_LOG_ERROR, "%s: prefetch stopped: %s", c->name, perr);
+	apply_failure_policy(srv, c, why);
 	save_recording(srv, c);
 }
 
@@ -92,6 +188,34 @@ void conn_log_stats(struct pagein_server *srv, struct conn *c)
 	server_log(srv, PAGEIN_LOG_INFO, "%s: stats: %s", c->name, line);
 }
 
+/* --record: the session's first-touch order, written when it ends. */
+static void save_recording(struct pagein_server *srv, struct conn *c)
+{
+	uint64_t *off;
+	size_t n;
+	if (!srv->record_path || pagein_session_recorded(c->session, &off, &n) < 0)
+		return;
+	char path[4096];
+	const char *tpl = srv->record_path, *mark = strstr(tpl, "%n");
+	/* The server refuses a path without %n: one file per VM. */
+	snprintf(path, sizeof(path), "%.*s%u%s", (int)(mark - tpl), tpl, c->id, mark + 2);
+	struct workingset ws = {
+		.page_size = 4096,
+		.snapshot_size = pagein_source_size(srv->source),
+		.count = n,
+		.offsets = off,
+	};
+	struct pagein_error err = {{0}};
+	if (workingset_save(path, &ws, &err) < 0)
+		server_log(srv, PAGEIN_LOG_ERROR, "%s: %s", c->name, err.msg);
+	else
+		server_log(srv, PAGEIN_LOG_INFO, "%s: recorded %zu pages of working set in %s",
+			   c->name, n, path);
+	free(off);
+}
+
+/* ---- the handshake ---------------------------------------------------- */
+
 /* Keeps the fds of one SCM_RIGHTS message; more than three is no protocol
  * we speak: close the extras and remember to refuse. */
 static void take_fds(struct conn *c, struct msghdr *mh)
@@ -102,6 +226,7 @@ static void take_fds(struct conn *c, struct msghdr *mh)
 		size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		int *fds = (int *)CMSG_DATA(cm);
 		for (size_t i = 0; i < n; i++) {
+			c->got_fds = true;
 			if (c->nfds < 3)
 				c->fds[c->nfds++] = fds[i];
 			else {
@@ -114,7 +239,7 @@ static void take_fds(struct conn *c, struct msghdr *mh)
 
 static bool refuse(struct pagein_server *srv, struct conn *c, const char *why)
 {
-	server_log(srv, PAGEIN_LOG_ERROR, "%s: refused handshake: %s", c->name, why);
+	server_end_conn(srv, c, END_REFUSED, why);
 	return false;
 }
 
@@ -145,21 +270,23 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 		.record = srv->record_path != NULL,
 	};
 	struct pagein_error err = {{0}};
-	int r = pagein_session_new(&cfg, &c->session, &err);
-	if (r < 0) {
-		c->session = NULL;
+	struct pagein_session *s;
+	int r = pagein_session_new(&cfg, &s, &err);
+	if (r < 0)
 		return refuse(srv, c, err.msg[0] ? err.msg : strerror(-r));
-	}
+	c->session = s;
 	c->nfds = 0; /* the session owns them now */
 	c->state = CONN_SESSION;
+	server_charge_handshake(srv, c, 0); /* gives the handshake's bytes back */
 	/* From here the decoder parses fault requests: smaller values. */
 	json_decoder_free(c->dec);
 	c->dec = json_decoder_new(PROTOCOL_MAX_REQUEST);
 	if (!c->dec)
 		return refuse(srv, c, "out of memory");
-	server_log(srv, PAGEIN_LOG_INFO, "%s: session started: %zu region%s, %s protocol",
+	server_log(srv, PAGEIN_LOG_INFO, "%s: session started: %zu region%s, %s protocol%s",
 		   c->name, hs->nregions, hs->nregions == 1 ? "" : "s",
-		   cfg.mem_fd >= 0 ? "secret-hiding" : "mainline");
+		   cfg.mem_fd >= 0 ? "secret-hiding" : "mainline",
+		   c->pidfd < 0 ? " (no pidfd: the VMM's exit is only seen as a closed socket)" : "");
 	for (size_t i = 0; i < hs->nregions; i++)
 		server_log(srv, PAGEIN_LOG_DEBUG,
 			   "%s: region %zu: 0x%" PRIx64 " size %" PRIu64 " offset %" PRIu64 " page %" PRIu64,
@@ -172,48 +299,29 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 	};
 	r = pagein_session_prefetch(c->session, &pf, &err);
 	if (r < 0) {
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: %s", c->name, err.msg[0] ? err.msg : strerror(-r));
-		conn_log_end(srv, c, r == -ESRCH ? "VMM gone" : "fatal error");
+		server_end_conn(srv, c, r == -ESRCH ? END_VMM_GONE : END_FAILED,
+				err.msg[0] ? err.msg : strerror(-r));
 		return false;
 	}
 	atomic_store_explicit(&c->published, c->session, memory_order_release);
-	if (server_watch_uffd(srv, c) < 0)
-		return refuse(srv, c, "cannot watch the uffd");
+	if (server_watch_session(srv, c) < 0)
+		return refuse(srv, c, "cannot watch the session's fds");
 	return true;
-}
-
-/* --record: the session's first-touch order, written when it ends. */
-static void save_recording(struct pagein_server *srv, struct conn *c)
-{
-	uint64_t *off;
-	size_t n;
-	if (!srv->record_path || pagein_session_recorded(c->session, &off, &n) < 0)
-		return;
-	char path[4096];
-	const char *tpl = srv->record_path, *mark = strstr(tpl, "%n");
-	if (mark)
-		snprintf(path, sizeof(path), "%.*s%u%s", (int)(mark - tpl), tpl, c->id, mark + 2);
-	else
-		snprintf(path, sizeof(path), "%s", tpl);
-	struct workingset ws = {
-		.page_size = 4096,
-		.snapshot_size = pagein_source_size(srv->source),
-		.count = n,
-		.offsets = off,
-	};
-	struct pagein_error err = {{0}};
-	if (workingset_save(path, &ws, &err) < 0)
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: %s", c->name, err.msg);
-	else
-		server_log(srv, PAGEIN_LOG_INFO, "%s: recorded %zu pages of working set in %s",
-			   c->name, n, path);
-	free(off);
 }
 
 static bool feed_handshake(struct pagein_server *srv, struct conn *c,
 			   const char *buf, size_t len)
 {
+	/* Every byte counts, whitespace included, for this connection and
+	 * for the daemon-wide budget of bytes held by half-sent handshakes. */
 	c->handshake_bytes += len;
+	if (c->handshake_bytes > PROTOCOL_MAX_HANDSHAKE) {
+		char why[96];
+		snprintf(why, sizeof(why), "handshake larger than %u bytes", PROTOCOL_MAX_HANDSHAKE);
+		return refuse(srv, c, why);
+	}
+	if (!server_charge_handshake(srv, c, len))
+		return refuse(srv, c, "too many handshake bytes buffered daemon-wide (try again)");
 	size_t used;
 	struct handshake hs;
 	struct pagein_error err = {{0}};
@@ -229,24 +337,53 @@ static bool feed_handshake(struct pagein_server *srv, struct conn *c,
 	return ok;
 }
 
-static bool send_all(struct conn *c, const char *buf, size_t len)
+/* ---- requests and replies --------------------------------------------- */
+
+/* Sends what is buffered without waiting. False if the peer is gone. */
+static bool flush_out(struct conn *c)
 {
-	while (len) {
-		ssize_t n = send(c->sock, buf, len, MSG_NOSIGNAL);
+	size_t done = 0;
+	while (done < c->out_len) {
+		ssize_t n = send(c->sock, c->out + done, c->out_len - done,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN)
-				return false;
-			struct pollfd p = {.fd = c->sock, .events = POLLOUT};
-			if (poll(&p, 1, REPLY_TIMEOUT_MS) <= 0)
-				return false;
-			continue;
+			if (errno == EAGAIN)
+				break;
+			return false;
 		}
-		buf += n;
-		len -= (size_t)n;
+		done += (size_t)n;
 	}
+	memmove(c->out, c->out + done, c->out_len - done);
+	c->out_len -= done;
 	return true;
+}
+
+static bool queue_reply(struct conn *c, const char *buf, size_t len)
+{
+	if (c->out_len + len > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < c->out_len + len)
+			cap *= 2;
+		char *n = realloc(c->out, cap);
+		if (!n)
+			return false;
+		c->out = n;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, buf, len);
+	c->out_len += len;
+	return flush_out(c);
+}
+
+uint32_t conn_sock_events(const struct conn *c)
+{
+	/* While replies wait, requests are not read: a VMM that does not
+	 * read its replies stops its own stream, and holds no worker. */
+	if (c->out_len)
+		return EPOLLOUT;
+	return c->sock_eof ? 0 : EPOLLIN | EPOLLRDHUP;
 }
 
 static bool serve_request(struct pagein_server *srv, struct conn *c,
@@ -258,21 +395,22 @@ static bool serve_request(struct pagein_server *srv, struct conn *c,
 	int r = pagein_session_populate_offset(c->session, rq->offset, &len, &zero, &err);
 	char reply[768];
 	int n;
-	if (r == -EINVAL || r == -ENOTSUP) {
-		/* A bad request refuses that request only; the reply says why
-		 * (len 0) so the vCPU is not left waiting for nothing. */
+	if (r == -EINVAL || r == -ENOTSUP || r == -EHWPOISON) {
+		/* A bad request, or a poisoned page: that request only is
+		 * refused; the reply says why (len 0) so the vCPU is not left
+		 * waiting for nothing, and the bit stays set. */
 		server_log(srv, PAGEIN_LOG_WARN, "%s: refused fault request (vcpu %" PRId64 "): %s",
 			   c->name, rq->vcpu, err.msg);
 		n = protocol_format_reply(reply, sizeof(reply), rq, 0, false, err.msg);
 	} else if (r < 0) {
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: fault request at offset 0x%" PRIx64 ": %s",
-			   c->name, rq->offset, err.msg[0] ? err.msg : strerror(-r));
+		server_end_conn(srv, c, r == -ESRCH ? END_VMM_GONE : END_FAILED,
+				err.msg[0] ? err.msg : strerror(-r));
 		return false;
 	} else {
 		n = protocol_format_reply(reply, sizeof(reply), rq, len, zero, NULL);
 	}
-	if (n < 0 || !send_all(c, reply, (size_t)n)) {
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: cannot send fault reply", c->name);
+	if (n < 0 || !queue_reply(c, reply, (size_t)n)) {
+		server_end_conn(srv, c, END_FAILED, "cannot send a fault reply");
 		return false;
 	}
 	return true;
@@ -287,8 +425,9 @@ static bool feed_requests(struct pagein_server *srv, struct conn *c,
 		struct pagein_error err = {{0}};
 		enum decode_result r = protocol_feed_request(c->dec, buf, len, &used, &rq, &err);
 		if (r == DECODE_ERROR) {
-			server_log(srv, PAGEIN_LOG_ERROR, "%s: bad fault-request stream: %s",
-				   c->name, err.msg);
+			char why[320];
+			snprintf(why, sizeof(why), "bad fault-request stream: %s", err.msg);
+			server_end_conn(srv, c, END_FAILED, why);
 			return false;
 		}
 		if (r == DECODE_VALUE && !serve_request(srv, c, &rq))
@@ -301,10 +440,56 @@ static bool feed_requests(struct pagein_server *srv, struct conn *c,
 	return true;
 }
 
+/* EOF on the socket. On the handshake: refused. After it: only "no more
+ * messages" (Firecracker before v1.12 closes the socket right after its
+ * sendmsg and runs on with its own copy of the uffd): the VMM's exit comes
+ * from its pidfd. Without a pidfd, EOF is the only sign we have. */
+static bool on_eof(struct pagein_server *srv, struct conn *c)
+{
+	if (c->state == CONN_HANDSHAKE) {
+		char why[128];
+		if (atomic_load(&c->timed_out))
+			snprintf(why, sizeof(why),
+				 "no complete handshake within --handshake-timeout (%zu bytes received)",
+				 c->handshake_bytes);
+		else
+			snprintf(why, sizeof(why),
+				 "connection closed before the handshake was complete (%zu bytes received)",
+				 c->handshake_bytes);
+		if (!c->got_fds) {
+			server_end_conn(srv, c, END_HUNG_UP, why);
+			return false;
+		}
+		return refuse(srv, c, why);
+	}
+	if (c->pidfd < 0) {
+		server_end_conn(srv, c, END_VMM_GONE, "socket closed and no pidfd to tell more");
+		return false;
+	}
+	c->sock_eof = true;
+	server_log(srv, PAGEIN_LOG_DEBUG, "%s: VMM closed its socket; serving on until it exits", c->name);
+	return true;
+}
+
 bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events)
 {
+	if (c->out_len) {
+		if (!flush_out(c)) {
+			server_end_conn(srv, c, c->pidfd < 0 ? END_VMM_GONE : END_FAILED,
+					"cannot send fault replies");
+			return false;
+		}
+		if (c->out_len)
+			return true; /* still waiting for the VMM to read */
+	}
+	if (c->sock_eof)
+		return true;
 	char buf[16384];
-	for (;;) {
+	for (int reads = 0; reads < READS_PER_WAKE; reads++) {
+		/* A request stream is read one budget at a time, so that a
+		 * flood is served about REQUESTS_PER_WAKE per turn. */
+		if (c->state == CONN_SESSION && reads > 0)
+			break;
 		union {
 			struct cmsghdr align;
 			char b[CMSG_SPACE(sizeof(int) * 8)];
@@ -316,13 +501,19 @@ bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events)
 			.msg_control = ctl.b,
 			.msg_controllen = sizeof(ctl.b),
 		};
+		if (c->state == CONN_SESSION)
+			iov.iov_len = REQUEST_BYTES_PER_WAKE;
 		ssize_t n = recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN)
 				return true;
-			server_log(srv, PAGEIN_LOG_ERROR, "%s: recvmsg: %s", c->name, strerror(errno));
+			if (errno == ECONNRESET)
+				return on_eof(srv, c);
+			char why[128];
+			snprintf(why, sizeof(why), "recvmsg: %s", strerror(errno));
+			server_end_conn(srv, c, c->state == CONN_HANDSHAKE ? END_HUNG_UP : END_FAILED, why);
 			return false;
 		}
 		if (c->state == CONN_HANDSHAKE) {
@@ -335,17 +526,8 @@ bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events)
 			take_fds(&tmp, &mh);
 			close_received_fds(&tmp);
 		}
-		if (n == 0) {
-			if (c->state == CONN_HANDSHAKE) {
-				char why[128];
-				snprintf(why, sizeof(why),
-					 "connection closed before the handshake was complete (%zu bytes received)",
-					 c->handshake_bytes);
-				return refuse(srv, c, why);
-			}
-			conn_log_end(srv, c, "VMM hung up");
-			return false;
-		}
+		if (n == 0)
+			return on_eof(srv, c);
 		/* After a mainline handshake nothing should come; whatever does
 		 * is read as fault requests, which that session refuses. */
 		bool ok = c->state == CONN_HANDSHAKE
@@ -353,7 +535,10 @@ bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events)
 				  : feed_requests(srv, c, buf, (size_t)n);
 		if (!ok)
 			return false;
+		if (c->out_len)
+			return true; /* replies wait: stop reading until they go */
 	}
+	return true; /* budget spent: back to the end of the queue */
 }
 
 bool conn_on_uffd(struct pagein_server *srv, struct conn *c)
@@ -362,11 +547,23 @@ bool conn_on_uffd(struct pagein_server *srv, struct conn *c)
 	int r = pagein_session_handle_uffd(c->session, &err);
 	if (r == 0)
 		return true;
-	if (r == -ESRCH) {
-		conn_log_end(srv, c, "VMM gone");
-	} else {
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: %s", c->name, err.msg[0] ? err.msg : strerror(-r));
-		conn_log_end(srv, c, "fatal error");
-	}
+	server_end_conn(srv, c, r == -ESRCH ? END_VMM_GONE : END_FAILED,
+			err.msg[0] ? err.msg : strerror(-r));
+	return false;
+}
+
+bool conn_on_event(struct pagein_server *srv, struct conn *c)
+{
+	struct pagein_error err = {{0}};
+	int r = pagein_session_error(c->session, &err);
+	if (r == 0)
+		return true;
+	server_end_conn(srv, c, r == -ESRCH ? END_VMM_GONE : END_FAILED, err.msg);
+	return false;
+}
+
+bool conn_on_pidfd(struct pagein_server *srv, struct conn *c)
+{
+	server_end_conn(srv, c, END_VMM_EXITED, NULL);
 	return false;
 }

@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "fault.h"
+#include "uffd.h"
 
 /* uffd_msg per read(): one read returns up to this many events, so a burst
  * of faults from several vCPUs costs one syscall. It is also a round's
@@ -267,4 +268,23 @@ int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
 	}
 	pthread_mutex_unlock(&s->wait_lock);
 	return stopped(s);
+}
+
+void session_drain(struct pagein_session *s)
+{
+	/* Teardown: nobody will serve this uffd again. Read what is pending so
+	 * that a VMM blocked in madvise() on its REMOVE returns (the kernel
+	 * waits until the event is read), and wake the faults read, so that
+	 * they fault again for whoever serves the VM next. */
+	struct pagein_error err = {{0}};
+	pthread_mutex_lock(&s->reader_lock);
+	void (*hook)(struct pagein_session *, void *) = s->test_after_read;
+	s->test_after_read = NULL;
+	pump_read_events(s, true, &err);
+	s->test_after_read = hook;
+	struct fault_queue *q = &s->queue;
+	for (; q->head < q->tail; q->head++)
+		uffd_wake(s->uffd, q->msg[q->head].arg.pagefault.address & ~4095ull, 4096);
+	q->head = q->tail = 0;
+	pthread_mutex_unlock(&s->reader_lock);
 }

@@ -44,6 +44,10 @@ enum wait_for {
 int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
 		 bool reader, struct pagein_error *err);
 
+/* At teardown: reads what is pending (a VMM's madvise() waits until its
+ * REMOVE is read) and wakes the faults read. */
+void session_drain(struct pagein_session *s);
+
 /* Wakes every waiter (a round ended, a page settled, the session stops). */
 void session_signal(struct pagein_session *s);
 

@@ -1,14 +1,21 @@
 /* server.c - the listening socket, one epoll set, a pool of workers.
  *
- * Every fd (listening socket, each VMM socket, each session's uffd) sits in
- * one epoll set with EPOLLONESHOT: an event goes to exactly one worker, so
- * one session's uffd is read by one thread at a time (a uffd serialises on
- * its wait queue anyway), while different VMs run on different workers.
- * An event names its connection by (slot, generation) in a table instead
- * of a pointer, so a connection ended by one worker is never touched by
- * another that still holds a stale event. */
+ * Every fd (listening socket, each VMM socket, each session's uffd, event
+ * fd and the VMM's pidfd) sits in one epoll set with EPOLLONESHOT: an
+ * event goes to exactly one worker, which handles a bounded budget and
+ * re-arms the fd, so a ready fd goes to the back of the line and busy VMs
+ * take turns (round-robin) instead of one holding a worker. An event names
+ * its connection by (slot, generation) in a table instead of a pointer, so
+ * a connection ended by one worker is never touched by another that still
+ * holds a stale event.
+ *
+ * Limits a hostile or broken peer meets: --max-connections open at once;
+ * --handshake-timeout to complete a handshake; HANDSHAKE_BUDGET bytes held
+ * by half-sent handshakes daemon-wide; accept() failing for lack of fds or
+ * memory pauses accepting (no busy loop) while open sessions go on. */
 #include <errno.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +24,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,11 +37,33 @@
 
 #define TAG_STOP UINT64_MAX
 #define TAG_LISTEN (UINT64_MAX - 1)
+#define TAG_TIMER (UINT64_MAX - 2)
 #define GEN_MASK 0x3fffffffu
+/* The housekeeping tick: handshake timeouts, resuming accept(). */
+#define TICK_NS (100ull * 1000 * 1000)
+/* After accept() fails for lack of fds or memory, wait this long before
+ * trying again: the condition lasts until sessions end. */
+#define ACCEPT_BACKOFF_NS (100ull * 1000 * 1000)
+/* At most one line per this interval for a condition that repeats. */
+#define LOG_INTERVAL_NS (10ull * 1000 * 1000 * 1000)
+/* Bytes all half-sent handshakes may hold together: 64 one-MiB handshakes
+ * (no real one is near 1 MiB; Firecracker's are a few hundred bytes). */
+#define HANDSHAKE_BUDGET (64ull << 20)
+#define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define DEFAULT_MAX_CONNECTIONS 1024u
+/* Connections accepted per wake-up of the listening socket. */
+#define ACCEPTS_PER_WAKE 16
 
 static uint64_t tag_of(const struct conn *c, enum watch_kind k)
 {
 	return ((uint64_t)c->slot << 32) | ((uint64_t)(c->gen & GEN_MASK) << 2) | k;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 void server_log(struct pagein_server *srv, enum pagein_log_level lvl,
@@ -52,6 +82,19 @@ void server_log(struct pagein_server *srv, enum pagein_log_level lvl,
 	}
 	static const char *names[] = {"error", "warn", "info", "debug"};
 	fprintf(stderr, "pagein: %s: %s\n", names[lvl], line);
+}
+
+/* True if a repeating condition may be logged now; *suppressed counts the
+ * lines held back since (reported with the next one). Caller holds a lock. */
+static bool log_allowed(uint64_t *last_ns, uint64_t *suppressed)
+{
+	uint64_t now = mono_ns();
+	if (*last_ns && now - *last_ns < LOG_INTERVAL_NS) {
+		(*suppressed)++;
+		return false;
+	}
+	*last_ns = now;
+	return true;
 }
 
 /* ---- connection table ------------------------------------------------- */
@@ -106,8 +149,26 @@ static void conn_unref(struct conn *c)
 		conn_free(c);
 }
 
-/* Ends a connection once, whoever gets there first. */
-static void conn_end(struct pagein_server *srv, struct conn *c)
+bool server_charge_handshake(struct pagein_server *srv, struct conn *c, size_t n)
+{
+	struct conn_table *t = &srv->conns;
+	bool ok = true;
+	pthread_mutex_lock(&t->lock);
+	if (n == 0) { /* the handshake is over: give its bytes back */
+		t->handshake_bytes -= c->charged;
+		c->charged = 0;
+	} else if (t->handshake_bytes + n > HANDSHAKE_BUDGET) {
+		ok = false;
+	} else {
+		t->handshake_bytes += n;
+		c->charged += n;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ok;
+}
+
+void server_end_conn(struct pagein_server *srv, struct conn *c,
+		     enum conn_end_why why, const char *detail)
 {
 	struct conn_table *t = &srv->conns;
 	pthread_mutex_lock(&t->lock);
@@ -116,13 +177,20 @@ static void conn_end(struct pagein_server *srv, struct conn *c)
 		t->slot[c->slot] = NULL;
 		t->gen[c->slot]++;
 		t->live--;
+		t->handshake_bytes -= c->charged;
+		c->charged = 0;
 	}
 	pthread_mutex_unlock(&t->lock);
 	if (!mine)
 		return;
 	epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->sock, NULL);
-	if (c->session)
+	if (c->pidfd >= 0)
+		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
+	if (c->session) {
 		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, pagein_session_uffd(c->session), NULL);
+		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, pagein_session_event_fd(c->session), NULL);
+	}
+	conn_finish(srv, c, why, detail);
 	conn_unref(c); /* the table's reference */
 }
 
@@ -135,24 +203,68 @@ static int watch(struct pagein_server *srv, int op, int fd, uint32_t events,
 	return epoll_ctl(srv->epfd, op, fd, &ev) < 0 ? -errno : 0;
 }
 
-#define SOCK_EVENTS (EPOLLIN | EPOLLRDHUP)
-
-int server_watch_uffd(struct pagein_server *srv, struct conn *c)
+int server_watch_session(struct pagein_server *srv, struct conn *c)
 {
-	return watch(srv, EPOLL_CTL_ADD, pagein_session_uffd(c->session), EPOLLIN,
-		     tag_of(c, WATCH_UFFD));
+	int r = watch(srv, EPOLL_CTL_ADD, pagein_session_uffd(c->session), EPOLLIN,
+		      tag_of(c, WATCH_UFFD));
+	if (r == 0)
+		r = watch(srv, EPOLL_CTL_ADD, pagein_session_event_fd(c->session), EPOLLIN,
+			  tag_of(c, WATCH_EVENT));
+	if (r == 0 && c->pidfd >= 0)
+		r = watch(srv, EPOLL_CTL_ADD, c->pidfd, EPOLLIN, tag_of(c, WATCH_PIDFD));
+	return r;
 }
 
-static void accept_all(struct pagein_server *srv)
+static bool accept_paused_for_fds(int e)
 {
-	for (;;) {
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
+
+static void accept_some(struct pagein_server *srv)
+{
+	unsigned cap = srv->cfg.max_connections ? srv->cfg.max_connections
+						: DEFAULT_MAX_CONNECTIONS;
+	for (int k = 0; k < ACCEPTS_PER_WAKE; k++) {
 		int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno == EINTR)
+			int e = errno;
+			if (e == EINTR || e == ECONNABORTED)
 				continue;
-			if (errno != EAGAIN)
-				server_log(srv, PAGEIN_LOG_ERROR, "accept: %s", strerror(errno));
+			if (e == EAGAIN)
+				break;
+			pthread_mutex_lock(&srv->accept_lock);
+			bool log = log_allowed(&srv->accept_err_logged_ns, &srv->accept_err_suppressed);
+			uint64_t supp = srv->accept_err_suppressed;
+			if (log)
+				srv->accept_err_suppressed = 0;
+			if (accept_paused_for_fds(e))
+				srv->accept_resume_ns = mono_ns() + ACCEPT_BACKOFF_NS;
+			pthread_mutex_unlock(&srv->accept_lock);
+			if (log)
+				server_log(srv, PAGEIN_LOG_ERROR,
+					   "accept: %s%s (open sessions go on; %" PRIu64 " more since the last line)",
+					   strerror(e),
+					   accept_paused_for_fds(e) ? ": pausing new connections" : "", supp);
+			if (accept_paused_for_fds(e))
+				return; /* the tick re-arms the listening socket */
 			break;
+		}
+		pthread_mutex_lock(&srv->conns.lock);
+		bool full = srv->conns.live >= cap;
+		pthread_mutex_unlock(&srv->conns.lock);
+		if (full) {
+			close(fd);
+			pthread_mutex_lock(&srv->accept_lock);
+			bool log = log_allowed(&srv->cap_logged_ns, &srv->cap_suppressed);
+			uint64_t supp = srv->cap_suppressed;
+			if (log)
+				srv->cap_suppressed = 0;
+			pthread_mutex_unlock(&srv->accept_lock);
+			if (log)
+				server_log(srv, PAGEIN_LOG_WARN,
+					   "refused a connection: %u connections open (--max-connections; %" PRIu64 " more since the last line)",
+					   cap, supp);
+			continue;
 		}
 		struct conn *c = conn_new(srv, fd);
 		if (!c || table_add(&srv->conns, c) < 0) {
@@ -165,10 +277,40 @@ static void accept_all(struct pagein_server *srv)
 		}
 		server_log(srv, PAGEIN_LOG_INFO, "%s: connected", c->name);
 		/* Until the handshake, the socket is the connection's only fd. */
-		if (watch(srv, EPOLL_CTL_ADD, fd, SOCK_EVENTS, tag_of(c, WATCH_SOCK)) < 0)
-			conn_end(srv, c);
+		if (watch(srv, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, tag_of(c, WATCH_SOCK)) < 0)
+			server_end_conn(srv, c, END_HUNG_UP, "cannot watch the socket");
 	}
 	watch(srv, EPOLL_CTL_MOD, srv->listen_fd, EPOLLIN, TAG_LISTEN);
+}
+
+/* The housekeeping tick: connections that sent no complete handshake in
+ * time are shut down (their worker then ends them), and accepting resumes
+ * after a pause. */
+static void on_tick(struct pagein_server *srv)
+{
+	uint64_t expirations;
+	ssize_t n = read(srv->timer_fd, &expirations, sizeof(expirations));
+	(void)n;
+	uint64_t now = mono_ns();
+	uint64_t limit = (uint64_t)(srv->cfg.handshake_timeout_ms ? srv->cfg.handshake_timeout_ms
+					       : DEFAULT_HANDSHAKE_TIMEOUT_MS) * 1000000ull;
+	struct conn_table *t = &srv->conns;
+	pthread_mutex_lock(&t->lock);
+	for (uint32_t i = 0; i < t->cap; i++) {
+		struct conn *c = t->slot[i];
+		if (c && atomic_load(&c->state) == CONN_HANDSHAKE &&
+		    now - c->accepted_ns > limit && !atomic_exchange(&c->timed_out, true))
+			shutdown(c->sock, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&srv->accept_lock);
+	bool resume = srv->accept_resume_ns && now >= srv->accept_resume_ns;
+	if (resume)
+		srv->accept_resume_ns = 0;
+	pthread_mutex_unlock(&srv->accept_lock);
+	if (resume)
+		watch(srv, EPOLL_CTL_MOD, srv->listen_fd, EPOLLIN, TAG_LISTEN);
+	watch(srv, EPOLL_CTL_MOD, srv->timer_fd, EPOLLIN, TAG_TIMER);
 }
 
 static void handle_event(struct pagein_server *srv, const struct epoll_event *ev)
@@ -179,20 +321,30 @@ static void handle_event(struct pagein_server *srv, const struct epoll_event *ev
 	enum watch_kind kind = (enum watch_kind)(ev->data.u64 & 3);
 	bool keep;
 	int fd;
-	uint32_t events;
-	if (kind == WATCH_UFFD) {
+	uint32_t events = EPOLLIN;
+	switch (kind) {
+	case WATCH_UFFD:
 		keep = conn_on_uffd(srv, c);
 		fd = pagein_session_uffd(c->session);
-		events = EPOLLIN;
-	} else {
+		break;
+	case WATCH_EVENT:
+		keep = conn_on_event(srv, c);
+		fd = pagein_session_event_fd(c->session);
+		break;
+	case WATCH_PIDFD:
+		keep = conn_on_pidfd(srv, c);
+		fd = c->pidfd;
+		break;
+	default:
 		keep = conn_on_sock(srv, c, ev->events);
 		fd = c->sock;
-		events = SOCK_EVENTS;
+		events = conn_sock_events(c);
+		break;
 	}
-	if (keep)
+	if (keep && events)
 		watch(srv, EPOLL_CTL_MOD, fd, events, ev->data.u64);
-	else
-		conn_end(srv, c);
+	else if (keep)
+		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, fd, NULL); /* closed socket: nothing more to read */
 	conn_unref(c);
 }
 
@@ -212,7 +364,9 @@ static void *worker(void *arg)
 			if (evs[i].data.u64 == TAG_STOP)
 				return NULL;
 			if (evs[i].data.u64 == TAG_LISTEN)
-				accept_all(srv);
+				accept_some(srv);
+			else if (evs[i].data.u64 == TAG_TIMER)
+				on_tick(srv);
 			else
 				handle_event(srv, &evs[i]);
 		}
@@ -245,17 +399,44 @@ static int listen_on(const char *path, struct pagein_error *err)
 	return fd;
 }
 
+/* --record must name one file per VM, in a directory that exists: said at
+ * start, not when the first VM ends. */
+static int check_record_path(const char *path, struct pagein_error *err)
+{
+	if (!strstr(path, "%n"))
+		return pagein_fail(err, EINVAL,
+				   "--record %s: the path must contain %%n (the VM's number), one file per VM", path);
+	char *copy = strdup(path);
+	if (!copy)
+		return -ENOMEM;
+	const char *dir = dirname(copy);
+	struct stat st;
+	int r = 0;
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		r = pagein_fail(err, ENOENT, "--record %s: the directory %s does not exist", path, dir);
+	else if (access(dir, W_OK) < 0)
+		r = pagein_fail(err, EACCES, "--record %s: the directory %s is not writable", path, dir);
+	free(copy);
+	return r;
+}
+
 int pagein_server_new(const struct pagein_server_config *cfg,
 		      struct pagein_server **out, struct pagein_error *err)
 {
 	if (!cfg->socket_path || !cfg->snapshot_path)
 		return pagein_fail(err, EINVAL, "a socket path and a snapshot are required");
+	if (cfg->record_path) {
+		int e = check_record_path(cfg->record_path, err);
+		if (e < 0)
+			return e;
+	}
 	struct pagein_server *srv = calloc(1, sizeof(*srv));
 	if (!srv)
 		return -ENOMEM;
 	srv->cfg = *cfg;
-	srv->listen_fd = srv->epfd = srv->stop_fd = -1;
+	srv->listen_fd = srv->epfd = srv->stop_fd = srv->timer_fd = -1;
 	pthread_mutex_init(&srv->conns.lock, NULL);
+	pthread_mutex_init(&srv->accept_lock, NULL);
 	srv->socket_path = strdup(cfg->socket_path);
 	srv->snapshot_path = strdup(cfg->snapshot_path);
 	int r = -ENOMEM;
@@ -300,10 +481,16 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	srv->nworkers = cfg->threads ? cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
 	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
 	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (srv->epfd < 0 || srv->stop_fd < 0) {
-		r = pagein_fail(err, errno, "epoll/eventfd: %s", strerror(errno));
+	srv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (srv->epfd < 0 || srv->stop_fd < 0 || srv->timer_fd < 0) {
+		r = pagein_fail(err, errno, "epoll/eventfd/timerfd: %s", strerror(errno));
 		goto fail;
 	}
+	struct itimerspec tick = {
+		.it_interval = {0, (long)TICK_NS},
+		.it_value = {0, (long)TICK_NS},
+	};
+	timerfd_settime(srv->timer_fd, 0, &tick, NULL);
 	r = listen_on(cfg->socket_path, err);
 	if (r < 0)
 		goto fail;
@@ -312,6 +499,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP};
 	epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->stop_fd, &ev);
 	r = watch(srv, EPOLL_CTL_ADD, srv->listen_fd, EPOLLIN, TAG_LISTEN);
+	if (r == 0)
+		r = watch(srv, EPOLL_CTL_ADD, srv->timer_fd, EPOLLIN, TAG_TIMER);
 	if (r < 0)
 		goto fail;
 	*out = srv;
@@ -366,14 +555,13 @@ void pagein_server_free(struct pagein_server *srv)
 		return;
 	for (uint32_t i = 0; i < srv->conns.cap; i++) {
 		struct conn *c = srv->conns.slot[i];
-		if (c) {
-			conn_log_end(srv, c, "server stopping");
-			conn_end(srv, c);
-		}
+		if (c)
+			server_end_conn(srv, c, END_SERVER_STOP, NULL);
 	}
 	free(srv->conns.slot);
 	free(srv->conns.gen);
 	pthread_mutex_destroy(&srv->conns.lock);
+	pthread_mutex_destroy(&srv->accept_lock);
 	if (srv->listen_fd >= 0) {
 		close(srv->listen_fd);
 		unlink(srv->socket_path);
@@ -382,6 +570,8 @@ void pagein_server_free(struct pagein_server *srv)
 		close(srv->epfd);
 	if (srv->stop_fd >= 0)
 		close(srv->stop_fd);
+	if (srv->timer_fd >= 0)
+		close(srv->timer_fd);
 	if (srv->source)
 		pagein_source_unref(srv->source);
 	free(srv->workers);

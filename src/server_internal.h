@@ -1,5 +1,5 @@
-/* server_internal.h - what server.c (listening, workers) and conn.c (one
- * VMM connection) share. */
+/* server_internal.h - what server.c (listening, workers, timers) and
+ * conn.c (one VMM connection) share. */
 #ifndef PAGEIN_SERVER_INTERNAL_H
 #define PAGEIN_SERVER_INTERNAL_H
 
@@ -15,20 +15,31 @@ struct json_decoder;
 
 enum conn_state { CONN_HANDSHAKE, CONN_SESSION };
 
-/* One VMM connection; becomes a session once its handshake is accepted. */
+/* One VMM connection; becomes a session once its handshake is accepted.
+ * Several workers may handle its fds at once (socket, uffd, pidfd, the
+ * session's event fd); the session is thread-safe, the socket side is
+ * one worker's at a time (EPOLLONESHOT). */
 struct conn {
 	atomic_int refs;       /* the table's + one per worker handling it */
 	uint32_t slot, gen;    /* where the table keeps it; gen guards reuse */
 	int sock;
 	pid_t pid;             /* the VMM's, from SO_PEERCRED */
+	int pidfd;             /* the VMM process, pinned at accept, or -1 */
 	char name[48];         /* "vm3 pid 1234", the prefix of its log lines */
-	enum conn_state state;
+	_Atomic enum conn_state state; /* read by the timer's sweep too */
+	atomic_bool timed_out; /* the sweep shut the socket: no handshake in time */
+	uint64_t accepted_ns;
+	size_t charged;        /* handshake bytes charged to the daemon budget */
 	struct json_decoder *dec;
 	int fds[3];            /* received with the handshake */
 	int nfds;
+	bool got_fds;          /* the VMM handed over fds (a uffd): it is a VM */
 	bool extra_fds;        /* more fds arrived than any protocol sends */
+	bool sock_eof;         /* the VMM closed its end (no more messages) */
 	unsigned id;           /* the N of vmN */
 	size_t handshake_bytes;
+	char *out;             /* replies not yet sent (the VMM reads slowly) */
+	size_t out_len, out_cap;
 	struct pagein_session *session;
 	_Atomic(struct pagein_session *) published; /* for reports from other threads */
 };
@@ -38,13 +49,14 @@ struct conn_table {
 	struct conn **slot;
 	uint32_t *gen;
 	uint32_t cap, live;
+	size_t handshake_bytes; /* buffered by connections still handshaking */
 };
 
 struct pagein_server {
 	struct pagein_server_config cfg;
 	char *socket_path, *snapshot_path;
 	struct pagein_source *source;
-	int listen_fd, epfd, stop_fd;
+	int listen_fd, epfd, stop_fd, timer_fd;
 	unsigned nworkers;
 	pthread_t *workers;
 	struct conn_table conns;
@@ -52,26 +64,56 @@ struct pagein_server {
 	uint64_t *working_set; /* --prefetch, loaded once, replayed per VM */
 	size_t working_set_len;
 	char *record_path;
+	/* accept() backoff after EMFILE/ENFILE/ENOMEM: the listening socket
+	 * is left out of epoll until this time (the timer puts it back). */
+	pthread_mutex_t accept_lock;
+	uint64_t accept_resume_ns;
+	uint64_t accept_err_logged_ns, accept_err_suppressed;
+	uint64_t cap_logged_ns, cap_suppressed;
 };
 
-/* epoll tags: what an event is about. */
-enum watch_kind { WATCH_SOCK = 0, WATCH_UFFD = 1 };
+/* epoll tags: what an event is about (the low 2 bits of a connection's). */
+enum watch_kind { WATCH_SOCK = 0, WATCH_UFFD = 1, WATCH_PIDFD = 2, WATCH_EVENT = 3 };
 
 void server_log(struct pagein_server *srv, enum pagein_log_level lvl,
 		const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Why a connection ends: decides the log line and, for failures, the
+ * --on-failure policy. */
+enum conn_end_why {
+	END_VMM_EXITED,   /* its pidfd said so */
+	END_VMM_GONE,     /* a fill answered ESRCH, or EOF with no pidfd */
+	END_HUNG_UP,      /* closed before a session existed */
+	END_REFUSED,      /* handshake refused (failure if it sent a uffd) */
+	END_FAILED,       /* the session cannot go on */
+	END_SERVER_STOP,  /* the daemon stops */
+};
+
 /* conn.c */
 struct conn *conn_new(struct pagein_server *srv, int sock);
 void conn_free(struct conn *c);
-/* Handles readiness of the connection's socket or uffd. Returns true to
- * keep watching, false when the connection must end (already logged). */
+/* Handlers of readiness of the connection's fds. Return true to keep
+ * watching the fd; false after calling server_end_conn(). */
 bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events);
 bool conn_on_uffd(struct pagein_server *srv, struct conn *c);
-/* Logs the end of a session with its statistics. */
-void conn_log_end(struct pagein_server *srv, struct conn *c, const char *why);
+bool conn_on_pidfd(struct pagein_server *srv, struct conn *c);
+bool conn_on_event(struct pagein_server *srv, struct conn *c);
+/* What the socket wants next: EPOLLIN, or EPOLLOUT while replies wait. */
+uint32_t conn_sock_events(const struct conn *c);
+/* Logs the end (statistics, recording) and applies the failure policy.
+ * Called once per connection, by whoever ends it. */
+void conn_finish(struct pagein_server *srv, struct conn *c,
+		 enum conn_end_why why, const char *detail);
 void conn_log_stats(struct pagein_server *srv, struct conn *c);
 
-/* server.c: start watching the session's uffd. */
-int server_watch_uffd(struct pagein_server *srv, struct conn *c);
+/* server.c */
+/* Ends a connection once, whoever gets there first (others' calls do
+ * nothing). */
+void server_end_conn(struct pagein_server *srv, struct conn *c,
+		     enum conn_end_why why, const char *detail);
+/* Starts watching the session's uffd and event fd, and the pidfd. */
+int server_watch_session(struct pagein_server *srv, struct conn *c);
+/* Charges handshake bytes to the daemon-wide budget; false if over. */
+bool server_charge_handshake(struct pagein_server *srv, struct conn *c, size_t n);
 
 #endif

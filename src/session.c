@@ -300,6 +300,8 @@ void pagein_session_free(struct pagein_session *s)
 		return;
 	pagein_session_stop(s);
 	prefetch_stop(s);
+	if (s->uffd >= 0)
+		session_drain(s);
 	for (size_t i = 0; s->regions && i < s->nregions; i++)
 		page_table_fini(&s->regions[i].pages);
 	free(s->regions);

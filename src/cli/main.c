@@ -45,7 +45,10 @@ static void serve_usage(FILE *f)
 		"(mainline: JSON regions + uffd; secret hiding: + guest memory fd and\n"
 		"userfault bitmap, then fault requests) and serves each VM's memory from\n"
 		"FILE (a raw memory file, or a pagein snapshot file). One session per\n"
-		"connection; a session ends when its VMM hangs up. SIGINT/SIGTERM stop.\n"
+		"connection; a session ends when its VMM exits (learnt from a pidfd: a\n"
+		"closed socket only means \"no more messages\", as Firecracker < 1.12\n"
+		"closes it after the handshake) or when it cannot be served.\n"
+		"SIGINT/SIGTERM stop.\n"
 		"\n"
 		"  --snapshot FILE     memory snapshot served to every VM (required)\n"
 		"  --socket PATH       Unix socket to create (required; a stale socket\n"
@@ -66,8 +69,18 @@ static void serve_usage(FILE *f)
 		"  --prefetch FILE     working set to fill first, in recorded order, from\n"
 		"                      the moment a VM's handshake arrives\n"
 		"  --record FILE       write each session's first-touch order there when\n"
-		"                      it ends (%%n in FILE = the VM's number; record with\n"
-		"                      --populate none --fault-around 0 for an exact set)\n"
+		"                      it ends (FILE must contain %%n, the VM's number;\n"
+		"                      record with --populate none --fault-around 0 for\n"
+		"                      an exact set)\n"
+		"  --on-failure MODE   kill|keep: when a VM cannot be served (a session\n"
+		"                      error, a corrupt page with --on-corrupt fail, a\n"
+		"                      refused handshake that handed over a uffd), kill\n"
+		"                      its VMM (kill, default: fail closed, no guest runs\n"
+		"                      on memory nobody serves) or leave it (keep)\n"
+		"  --handshake-timeout S  close a connection that sent no complete\n"
+		"                      handshake within S seconds (default 10)\n"
+		"  --max-connections N connections open at once; more are closed at\n"
+		"                      accept (default 1024)\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Log lines go to stderr, one per event, prefixed with the VM they are\n"
@@ -137,6 +150,9 @@ static int cmd_serve(int argc, char **argv)
 		{"populate", required_argument, NULL, 'p'},
 		{"prefetch", required_argument, NULL, 'P'},
 		{"record", required_argument, NULL, 'r'},
+		{"on-failure", required_argument, NULL, 'F'},
+		{"handshake-timeout", required_argument, NULL, 'T'},
+		{"max-connections", required_argument, NULL, 'm'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -203,6 +219,34 @@ static int cmd_serve(int argc, char **argv)
 		case 'r':
 			cfg.record_path = optarg;
 			break;
+		case 'F':
+			if (!strcmp(optarg, "kill"))
+				cfg.on_failure = PAGEIN_FAILURE_KILL;
+			else if (!strcmp(optarg, "keep"))
+				cfg.on_failure = PAGEIN_FAILURE_KEEP;
+			else {
+				fprintf(stderr, "pagein serve: --on-failure %s: expected kill or keep\n", optarg);
+				return 2;
+			}
+			break;
+		case 'T': {
+			double t = strtod(optarg, &end);
+			if (*end || !(t >= 0.1 && t <= 3600)) {
+				fprintf(stderr, "pagein serve: --handshake-timeout %s: expected seconds from 0.1 to 3600\n", optarg);
+				return 2;
+			}
+			cfg.handshake_timeout_ms = (unsigned)(t * 1000);
+			break;
+		}
+		case 'm': {
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 1000000) {
+				fprintf(stderr, "pagein serve: --max-connections %s: expected 1 to 1000000\n", optarg);
+				return 2;
+			}
+			cfg.max_connections = (unsigned)n;
+			break;
+		}
 		case 'h':
 			serve_usage(stdout);
 			return 0;

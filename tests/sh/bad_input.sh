@@ -3,7 +3,7 @@
 # serving, and no fd is left behind.
 . "$(dirname "$0")/lib.sh"
 gen_snapshot "$WORK/snap" 16M
-start_pagein "$WORK/snap"
+start_pagein "$WORK/snap" --on-failure keep
 fds_at_start=$(open_fds)
 
 M=16777216

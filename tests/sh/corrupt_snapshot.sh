@@ -1,6 +1,7 @@
 # corrupt_snapshot.sh - serving a pagein snapshot with a corrupt chunk:
 # pagein never maps wrong bytes. --on-corrupt fail ends that session with a
-# log line naming the chunk; --on-corrupt poison poisons the faulting page
+# log line naming the chunk and kills its VMM (fail closed);
+# --on-corrupt poison poisons the faulting page
 # only (the guest sees a memory error there) and the session goes on.
 # Pages outside the bad chunk restore correctly either way.
 . "$(dirname "$0")/lib.sh"
@@ -25,7 +26,8 @@ for mode in fail poison; do
 	grep -q "wrong byte" "$WORK/bad-$mode.out" && fail "$mode: wrong bytes were mapped: $(cat "$WORK/bad-$mode.out")"
 	if [ "$mode" = fail ]; then
 		expect_log "snapshot cannot give page at offset 0x[0-9a-f]+ \(chunk $bad\)"
-		expect_log "session ended \(fatal error\)"
+		expect_log "session ended \(failed: snapshot cannot give page"
+		expect_log "killed the VMM \(--on-failure kill\)"
 	else
 		grep -q SIGBUS "$WORK/bad-$mode.out" || fail "poison: the guest did not get a memory error: $(cat "$WORK/bad-$mode.out")"
 		expect_log "poisoned [1-9]"

@@ -19,6 +19,9 @@ for combo in mainline:anon mainline:memfd secret-hiding:memfd; do
 		pagein_alive
 	done
 done
-expect_log "session ended \(VMM hung up\)"
+expect_log "session ended \(VMM exited\)"
+# Each session ends exactly once (one stats line each).
+[ "$(grep -c 'session ended' "$WORK/pagein.log")" = 9 ] ||
+	fail "expected 9 'session ended' lines: $(grep -c 'session ended' "$WORK/pagein.log")"
 stop_pagein
 echo "9 restores verified"
