@@ -41,7 +41,9 @@ const char run_usage[] =
 	"                        memfd pread instead of the mapping (default 0.5)\n"
 	"  --bad-request OFFSET  secret-hiding: first send a request for OFFSET and\n"
 	"                        ignore any reply to it; the run must still pass\n"
-	"  --balloon N           discard N random 1..16-page ranges during the run (0)\n"
+	"  --balloon N           discard N random 1..16-page ranges during the run (0);\n"
+	"                        UFFDIO_API asks for EVENT_REMOVE with 1.12 always,\n"
+	"                        with 1.1/1.7 only when N > 0\n"
 	"  --balloon-advice dontneed|remove  (default anon: dontneed, memfd: remove)\n"
 	"  --verify-all          afterwards read and verify every guest page\n"
 	"Run:\n"
@@ -300,6 +302,9 @@ static bool resolve(struct run_opts *o, struct run_cli *cli)
 	}
 	if (sh && !cli->stage2_given)
 		o->stage2_frac = 0.5;
+	/* Firecracker v1.12+ always asks for REMOVE events, older only with a
+	 * balloon. */
+	o->guest.event_remove = o->fc >= FC_1_12 || o->balloon > 0;
 	o->advice = cli->advice >= 0 ? (enum advice)cli->advice
 				     : o->guest.memory == GUEST_MEMFD ? ADVICE_REMOVE : ADVICE_DONTNEED;
 	if (o->advice == ADVICE_REMOVE && o->guest.memory != GUEST_MEMFD) {
