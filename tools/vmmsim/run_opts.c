@@ -20,7 +20,16 @@ const char run_usage[] =
 	"  --expect FILE         raw file of the expected bytes (default: --snapshot)\n"
 	"  --protocol mainline|secret-hiding\n"
 	"                        fds [uffd], or [uffd, memfd, bitmap] (default mainline)\n"
-	"  --fc-version 1.1|1.7|1.12  region fields to send (default 1.12)\n"
+	"  --fc-version 1.1|1.7|1.12  the Firecracker to play (default 1.12): its\n"
+	"                        region fields, socket lifetime and UFFDIO_API\n"
+	"                        features (see below)\n"
+	"  --close-after-handshake  close the socket right after the handshake's\n"
+	"                        sendmsg() and run on, as Firecracker before v1.12\n"
+	"                        does (default with --fc-version 1.1 and 1.7);\n"
+	"                        refused with secret-hiding (it needs the socket)\n"
+	"  --keep-socket         keep the socket open until exit, as v1.12+ does\n"
+	"                        (default with 1.12 and with secret-hiding); the\n"
+	"                        handler closing it during the workload fails the run\n"
 	"  --extra-field         add an unknown \"gpa_start\" field to every region\n"
 	"  --split-handshake N   send the JSON in N pieces 20 ms apart (default 1)\n"
 	"Guest memory:\n" GUEST_CLI_USAGE
@@ -48,7 +57,8 @@ const char run_usage[] =
 	"  --verify-all          afterwards read and verify every guest page\n"
 	"Run:\n"
 	"  --timeout S           exit 3 if no access completes for S s (default 30)\n"
-	"  --hold S              keep the connection open S s after the report (0)\n"
+	"  --hold S              stay alive S s after the report, the socket still\n"
+	"                        open if kept (0)\n"
 	"  --report-json FILE    also write the report as JSON\n"
 	"Benchmarks:\n"
 	"  --backend uffd|file   file = no handler: guest memory is --snapshot mmap'd\n"
@@ -68,6 +78,7 @@ enum {
 	OPT_WRITE, OPT_VMM, OPT_STAGE2, OPT_BAD, OPT_BALLOON, OPT_ADVICE, OPT_VERIFY_ALL,
 	OPT_TIMEOUT, OPT_HOLD, OPT_REPORT_JSON, OPT_HELP,
 	OPT_BACKEND, OPT_EXPECT_PREFAULT, OPT_EVICT, OPT_LATENCY_OUT,
+	OPT_CLOSE_SOCKET, OPT_KEEP_SOCKET,
 };
 
 static const struct option run_long[] = {
@@ -77,6 +88,8 @@ static const struct option run_long[] = {
 	{ "expect", required_argument, 0, OPT_EXPECT },
 	{ "protocol", required_argument, 0, OPT_PROTOCOL },
 	{ "fc-version", required_argument, 0, OPT_FC },
+	{ "close-after-handshake", no_argument, 0, OPT_CLOSE_SOCKET },
+	{ "keep-socket", no_argument, 0, OPT_KEEP_SOCKET },
 	{ "extra-field", no_argument, 0, OPT_EXTRA },
 	{ "split-handshake", required_argument, 0, OPT_SPLIT },
 	{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -107,6 +120,7 @@ struct run_cli {
 	struct guest_cli guest;
 	int share;        /* -1 unset, 0 split, 1 same */
 	int advice;       /* -1 unset */
+	bool close_given, keep_given;
 	bool stage2_given;
 	const char *touch;
 };
@@ -168,6 +182,8 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 			return false;
 		o->fc = (enum fc_version)v;
 		return true;
+	case OPT_CLOSE_SOCKET: cli->close_given = true; return true;
+	case OPT_KEEP_SOCKET: cli->keep_given = true; return true;
 	case OPT_EXTRA: o->extra_field = true; return true;
 	case OPT_SPLIT: return parse_uint("--split-handshake", arg, 1, 4096, &o->split);
 	case OPT_VCPUS: return parse_uint("--vcpus", arg, 1, 256, &o->plan.nvcpus);
@@ -260,11 +276,42 @@ static bool backend_file_ok(struct run_opts *o, const struct run_cli *cli)
 		: cli->guest.memory != GUEST_ANON ? "--memory memfd"
 		: cli->guest.page_size != 4096 ? "--page-size 2m"
 		: cli->guest.reg_mode ? "--register"
+		: cli->close_given ? "--close-after-handshake"
+		: cli->keep_given ? "--keep-socket"
 		: o->balloon ? "--balloon" : NULL;
 
 	if (bad) {
 		msg("--backend file: %s does not apply (guest memory is the snapshot file itself)",
 		    bad);
+		return false;
+	}
+	return true;
+}
+
+/* What the Firecracker version played decides unless an option says
+ * otherwise: the socket's fate after the handshake and the REMOVE feature.
+ * Secret hiding needs its socket (the fault requests travel on it),
+ * whatever the version. */
+static bool resolve_version(struct run_opts *o, const struct run_cli *cli)
+{
+	bool sh = o->protocol == PROTO_SECRET_HIDING, old = o->fc < FC_1_12;
+	bool memfd = o->guest.memory == GUEST_MEMFD;
+
+	if (cli->close_given && cli->keep_given) {
+		msg("--close-after-handshake and --keep-socket contradict each other");
+		return false;
+	}
+	if (sh && cli->close_given) {
+		msg("--close-after-handshake does not work with --protocol secret-hiding: its "
+		    "fault requests and replies travel on the handshake socket");
+		return false;
+	}
+	o->close_socket = cli->close_given || (!cli->keep_given && !sh && old);
+	o->guest.event_remove = !old || o->balloon > 0;
+	o->advice = cli->advice >= 0 ? (enum advice)cli->advice
+		  : memfd ? ADVICE_REMOVE : ADVICE_DONTNEED;
+	if (o->advice == ADVICE_REMOVE && !memfd) {
+		msg("--balloon-advice remove needs --memory memfd (MADV_REMOVE works on shared memory only)");
 		return false;
 	}
 	return true;
@@ -302,15 +349,8 @@ static bool resolve(struct run_opts *o, struct run_cli *cli)
 	}
 	if (sh && !cli->stage2_given)
 		o->stage2_frac = 0.5;
-	/* Firecracker v1.12+ always asks for REMOVE events, older only with a
-	 * balloon. */
-	o->guest.event_remove = o->fc >= FC_1_12 || o->balloon > 0;
-	o->advice = cli->advice >= 0 ? (enum advice)cli->advice
-				     : o->guest.memory == GUEST_MEMFD ? ADVICE_REMOVE : ADVICE_DONTNEED;
-	if (o->advice == ADVICE_REMOVE && o->guest.memory != GUEST_MEMFD) {
-		msg("--balloon-advice remove needs --memory memfd (MADV_REMOVE works on shared memory only)");
+	if (!resolve_version(o, cli))
 		return false;
-	}
 	if (o->plan.kind == PAT_TRACE && cli->touch) {
 		msg("--touch %s: not used with --pattern trace (the trace says what to touch)",
 		    cli->touch);

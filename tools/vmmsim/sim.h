@@ -26,6 +26,7 @@ struct run_opts {
 	struct guest_config guest;   /* mem_size 0 = the --expect file's size */
 	enum protocol protocol;
 	enum fc_version fc;
+	bool close_socket;           /* close it right after the handshake */
 	bool extra_field;
 	unsigned split;              /* handshake pieces */
 	struct plan_config plan;     /* npages/touch resolved after mapping */
