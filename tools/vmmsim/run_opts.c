@@ -21,8 +21,8 @@ const char run_usage[] =
 	"  --protocol mainline|secret-hiding\n"
 	"                        fds [uffd], or [uffd, memfd, bitmap] (default mainline)\n"
 	"  --fc-version 1.1|1.7|1.12  the Firecracker to play (default 1.12): its\n"
-	"                        region fields, socket lifetime and UFFDIO_API\n"
-	"                        features (see below)\n"
+	"                        region fields, socket lifetime, UFFDIO_API\n"
+	"                        features and balloon discards (see below)\n"
 	"  --close-after-handshake  close the socket right after the handshake's\n"
 	"                        sendmsg() and run on, as Firecracker before v1.12\n"
 	"                        does (default with --fc-version 1.1 and 1.7);\n"
@@ -53,7 +53,11 @@ const char run_usage[] =
 	"  --balloon N           discard N random 1..16-page ranges during the run (0);\n"
 	"                        UFFDIO_API asks for EVENT_REMOVE with 1.12 always,\n"
 	"                        with 1.1/1.7 only when N > 0\n"
-	"  --balloon-advice dontneed|remove  (default anon: dontneed, memfd: remove)\n"
+	"  --balloon-advice dontneed|remove|remap  how to discard (default memfd:\n"
+	"                        remove; anon: dontneed with 1.12, remap with 1.1/1.7);\n"
+	"                        remap = mmap a fresh anonymous range over it, then\n"
+	"                        MADV_DONTNEED (Firecracker up to v1.10): the range\n"
+	"                        leaves the uffd and the handler gets no REMOVE event\n"
 	"  --verify-all          afterwards read and verify every guest page\n"
 	"Run:\n"
 	"  --timeout S           exit 3 if no access completes for S s (default 30)\n"
@@ -162,7 +166,7 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	static const char *const protos[] = { "mainline", "secret-hiding" };
 	static const char *const fcs[] = { "1.1", "1.7", "1.12" };
 	static const char *const shares[] = { "split", "same" };
-	static const char *const advices[] = { "dontneed", "remove" };
+	static const char *const advices[] = { "dontneed", "remove", "remap" };
 	static const char *const backends[] = { "uffd", "file" };
 	int v, g = guest_cli_option(&cli->guest, c, arg);
 
@@ -198,7 +202,7 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 		return parse_double("--stage2", arg, 0, 1, &o->stage2_frac);
 	case OPT_BAD: o->has_bad = true; return parse_u64("--bad-request", arg, &o->bad_offset);
 	case OPT_BALLOON: return parse_uint("--balloon", arg, 0, 1000000, &o->balloon);
-	case OPT_ADVICE: return parse_enum("--balloon-advice", arg, advices, 2, &cli->advice);
+	case OPT_ADVICE: return parse_enum("--balloon-advice", arg, advices, 3, &cli->advice);
 	case OPT_VERIFY_ALL: o->verify_all = true; return true;
 	case OPT_TIMEOUT: return parse_double("--timeout", arg, 0.1, 1e6, &o->timeout_s);
 	case OPT_HOLD: return parse_double("--hold", arg, 0, 1e6, &o->hold_s);
@@ -289,9 +293,9 @@ static bool backend_file_ok(struct run_opts *o, const struct run_cli *cli)
 }
 
 /* What the Firecracker version played decides unless an option says
- * otherwise: the socket's fate after the handshake and the REMOVE feature.
- * Secret hiding needs its socket (the fault requests travel on it),
- * whatever the version. */
+ * otherwise: the socket's fate after the handshake, the REMOVE feature and
+ * how the balloon discards. Secret hiding needs its socket (the fault
+ * requests travel on it), whatever the version. */
 static bool resolve_version(struct run_opts *o, const struct run_cli *cli)
 {
 	bool sh = o->protocol == PROTO_SECRET_HIDING, old = o->fc < FC_1_12;
@@ -309,9 +313,15 @@ static bool resolve_version(struct run_opts *o, const struct run_cli *cli)
 	o->close_socket = cli->close_given || (!cli->keep_given && !sh && old);
 	o->guest.event_remove = !old || o->balloon > 0;
 	o->advice = cli->advice >= 0 ? (enum advice)cli->advice
-		  : memfd ? ADVICE_REMOVE : ADVICE_DONTNEED;
+		  : memfd ? ADVICE_REMOVE
+		  : old ? ADVICE_REMAP : ADVICE_DONTNEED;
 	if (o->advice == ADVICE_REMOVE && !memfd) {
 		msg("--balloon-advice remove needs --memory memfd (MADV_REMOVE works on shared memory only)");
+		return false;
+	}
+	if (o->advice == ADVICE_REMAP && memfd) {
+		msg("--balloon-advice remap needs --memory anon (an anonymous mapping over a memfd "
+		    "range would hide the memfd from the mapping)");
 		return false;
 	}
 	return true;

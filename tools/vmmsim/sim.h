@@ -19,7 +19,11 @@
 enum protocol { PROTO_MAINLINE, PROTO_SECRET_HIDING };
 
 #define VMMSIM_MAX_EVICT 4
-enum advice { ADVICE_DONTNEED, ADVICE_REMOVE };
+/* How the balloon discards a range: madvise(MADV_DONTNEED or MADV_REMOVE),
+ * or (remap) a fresh private anonymous mapping over it then
+ * MADV_DONTNEED, as Firecracker did for restored VMs up to at least
+ * v1.10: the range leaves the uffd and the handler hears nothing. */
+enum advice { ADVICE_DONTNEED, ADVICE_REMOVE, ADVICE_REMAP };
 
 struct run_opts {
 	const char *socket, *snapshot, *expect, *report_json;
