@@ -58,11 +58,7 @@ note "the daemon still serves a good handshake"
 	{ cat "$WORK/good.out"; fail "good handshake after bad ones"; }
 
 note "no fd left behind"
-for _ in $(seq 1 50); do
-	[ "$(open_fds)" = "$fds_at_start" ] && break
-	sleep 0.1
-done
-[ "$(open_fds)" = "$fds_at_start" ] || { ls -l "/proc/$PAGEIN_PID/fd"; fail "fds: $fds_at_start at start, $(open_fds) now"; }
+wait_open_fds "$fds_at_start"
 stop_pagein
 
 note "bad snapshots are refused at start"

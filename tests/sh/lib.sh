@@ -79,3 +79,14 @@ vm() {
 }
 
 open_fds() { ls "/proc/$PAGEIN_PID/fd" | wc -l; }
+
+# wait_open_fds N: the daemon is back to N open fds within 5 s (sessions
+# ended, nothing leaked).
+wait_open_fds() {
+	for _ in $(seq 1 50); do
+		[ "$(open_fds)" = "$1" ] && return 0
+		sleep 0.1
+	done
+	ls -l "/proc/$PAGEIN_PID/fd"
+	fail "fds: $1 at start, $(open_fds) now"
+}

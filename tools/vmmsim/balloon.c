@@ -1,5 +1,9 @@
 /* balloon.c - a virtio-balloon stand-in: discards random page ranges with
  * madvise while the vCPUs run, which sends UFFD_EVENT_REMOVE to the handler.
+ * Playing Firecracker before v1.12 on anonymous memory it first maps a fresh
+ * anonymous range over the discarded one (remap), as those versions did for
+ * every restored VM: the range leaves the uffd, the handler gets no event,
+ * and its fills there fail with ENOENT (range no longer registered).
  *
  * Afterwards the pages must read as zeros (the handler must never bring the
  * snapshot bytes back), except for memfd + MADV_DONTNEED: that only drops
@@ -54,6 +58,11 @@ static void discard(struct worker *w, uint64_t first, uint64_t n)
 		access_mapping(w, p, "balloon read before MADV_DONTNEED", false);
 		w->st.balloon_reads++;
 	}
+	if (s->opt->advice == ADVICE_REMAP &&
+	    mmap(addr, n * g->page_size, PROT_READ | PROT_WRITE,
+		 MAP_FIXED | MAP_ANONYMOUS | MAP_PRIVATE, -1, 0) == MAP_FAILED)
+		fail_now(EXIT_SETUP, "balloon: mmap(MAP_FIXED) over pages %" PRIu64 "..%" PRIu64
+			 ": %m", first, first + n - 1);
 	if (madvise(addr, n * g->page_size, remove ? MADV_REMOVE : MADV_DONTNEED))
 		fail_now(EXIT_SETUP, "balloon: madvise(%s) of pages %" PRIu64 "..%" PRIu64 ": %m",
 			 remove ? "MADV_REMOVE" : "MADV_DONTNEED", first, first + n - 1);

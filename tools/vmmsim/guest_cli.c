@@ -66,7 +66,7 @@ bool guest_cli_resolve(const struct guest_cli *g, uint64_t file_size, const char
 
 	*out = (struct guest_config){ .memory = g->memory, .mem_size = size,
 				      .nregions = g->regions, .gap = g->gap, .page_size = ps,
-				      .reg_mode = g->reg_mode };
+				      .reg_mode = g->reg_mode, .event_remove = true };
 	if (!out->reg_mode)
 		out->reg_mode = g->memory == GUEST_MEMFD
 					? UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR

@@ -42,13 +42,13 @@ static void print_skip_no_huge(void)
 	fprintf(stderr, "vmmsim: skip: no 2 MiB huge pages\n");
 }
 
-/* What the VMM must ask UFFDIO_API for: REMOVE events (balloon), plus the
- * per-backend bits that let MISSING/MINOR registration work on shmem and
- * hugetlbfs. */
+/* What the VMM asks UFFDIO_API for: REMOVE events when the version it
+ * plays would (c->event_remove), plus the per-backend bits that let
+ * MISSING/MINOR registration work on shmem and hugetlbfs. */
 static uint64_t needed_features(const struct guest_config *c)
 {
 	bool huge = c->page_size == HUGE_2M;
-	uint64_t f = UFFD_FEATURE_EVENT_REMOVE;
+	uint64_t f = c->event_remove ? UFFD_FEATURE_EVENT_REMOVE : 0;
 
 	if (c->reg_mode & UFFDIO_REGISTER_MODE_MISSING) {
 		if (huge)

@@ -23,6 +23,9 @@ struct guest_config {
 	uint64_t page_size; /* 4096 or 2 MiB (hugetlb) */
 	uint64_t reg_mode;  /* UFFDIO_REGISTER_MODE_MISSING and/or _MINOR */
 	bool bitmap;        /* create the userfault bitmap memfd */
+	bool event_remove;  /* ask UFFDIO_API for UFFD_FEATURE_EVENT_REMOVE
+			     * (Firecracker v1.12+ always, older only with a
+			     * balloon) */
 	const char *file;   /* benchmarks: map this file MAP_PRIVATE instead of
 			     * anonymous memory, with no uffd (what Firecracker
 			     * does without a UFFD backend) */

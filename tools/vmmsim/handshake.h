@@ -1,6 +1,6 @@
 /* handshake.h - the VMM side of the Firecracker UFFD handshake: connect to
  * the handler's Unix socket and send one JSON array of regions with the
- * file descriptors as SCM_RIGHTS (see /work/shared/protocols.md). */
+ * file descriptors as SCM_RIGHTS (see docs/protocols.md). */
 #ifndef VMMSIM_HANDSHAKE_H
 #define VMMSIM_HANDSHAKE_H
 
@@ -9,7 +9,12 @@
 
 #include "guest_memory.h"
 
-/* Which region fields to send, by the Firecracker version that sent them. */
+/* The Firecracker a run plays, named by the release that changed what a
+ * handler sees. 1.1 (v1.1-v1.6) sends base_host_virt_addr, size, offset;
+ * 1.7 (v1.7-v1.11) adds page_size_kib; 1.12 (v1.12 to today) adds
+ * page_size. Before v1.12 the socket is closed right after the handshake
+ * and UFFDIO_API asks for REMOVE events only with a balloon; since, the
+ * socket stays open until exit and REMOVE is always asked for. */
 enum fc_version { FC_1_1, FC_1_7, FC_1_12 };
 
 #define HS_MAX_FDS 3

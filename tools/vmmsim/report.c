@@ -126,6 +126,17 @@ static void summarise_all(struct sim *s, const struct report_extra *x, struct su
 	m->mb_s = x->wall_s > 0 ? (double)(m->touched * s->guest.page_size) / 1e6 / x->wall_s : 0;
 }
 
+/* What the Firecracker version played (or the options) chose. */
+static const char *fc_name(const struct run_opts *o)
+{
+	return o->fc == FC_1_1 ? "1.1" : o->fc == FC_1_7 ? "1.7" : "1.12";
+}
+
+static const char *socket_fate(const struct run_opts *o)
+{
+	return o->backend_file ? "none" : o->close_socket ? "closed" : "kept";
+}
+
 static void print_pct(const char *key, const struct pct *p)
 {
 	if (p->n)
@@ -144,6 +155,9 @@ static void print_text(struct sim *s, const struct report_extra *x, const struct
 	printf("regions: %u\n", s->guest.nregions);
 	printf("memory: %s\n", s->guest.memory == GUEST_MEMFD ? "memfd" : "anon");
 	printf("protocol: %s\n", o->protocol == PROTO_SECRET_HIDING ? "secret-hiding" : "mainline");
+	printf("fc_version: %s\n", fc_name(o));
+	printf("handshake_socket: %s\n", socket_fate(o));
+	printf("uffd_event_remove: %s\n", o->guest.event_remove ? "yes" : "no");
 	printf("pages_touched: %" PRIu64 "\n", m->touched);
 	printf("mapping_first_touch: %" PRIu64 "\n", m->st.map_first);
 	printf("mapping_present: %" PRIu64 "\n", m->st.map_present);
@@ -204,6 +218,10 @@ static int write_json(struct sim *s, const struct report_extra *x, const struct 
 		s->guest.memory == GUEST_MEMFD ? "memfd" : "anon"));
 	json_object_object_add(o, "protocol", json_object_new_string(
 		s->opt->protocol == PROTO_SECRET_HIDING ? "secret-hiding" : "mainline"));
+	json_object_object_add(o, "fc_version", json_object_new_string(fc_name(s->opt)));
+	json_object_object_add(o, "handshake_socket", json_object_new_string(socket_fate(s->opt)));
+	json_object_object_add(o, "uffd_event_remove",
+			       json_object_new_boolean(s->opt->guest.event_remove));
 	put_u64(o, "pages_touched", m->touched);
 	put_u64(o, "mapping_first_touch", m->st.map_first);
 	put_u64(o, "mapping_present", m->st.map_present);

@@ -74,7 +74,10 @@ static int evict(const struct run_opts *o)
 }
 
 /* Mainline sends [uffd]; secret-hiding [uffd, guest memfd, bitmap memfd]
- * (three fds are how the handler tells the protocols apart). */
+ * (three fds are how the handler tells the protocols apart). With
+ * --close-after-handshake the socket goes right after the send, as
+ * Firecracker before v1.12 drops it, keeping its own uffd and running on:
+ * nothing is left to watch. */
 static int handshake(struct sim *s)
 {
 	const struct run_opts *o = s->opt;
@@ -88,6 +91,11 @@ static int handshake(struct sim *s)
 	free(json);
 	if (rc)
 		return EXIT_SETUP;
+	if (o->close_socket) {
+		close(s->sock);
+		s->sock = -1;
+		return 0;
+	}
 	struct stage2_config sc = {
 		.sock = s->sock,
 		.secret_hiding = o->protocol == PROTO_SECRET_HIDING,

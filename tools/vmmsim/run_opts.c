@@ -20,7 +20,16 @@ const char run_usage[] =
 	"  --expect FILE         raw file of the expected bytes (default: --snapshot)\n"
 	"  --protocol mainline|secret-hiding\n"
 	"                        fds [uffd], or [uffd, memfd, bitmap] (default mainline)\n"
-	"  --fc-version 1.1|1.7|1.12  region fields to send (default 1.12)\n"
+	"  --fc-version 1.1|1.7|1.12  the Firecracker to play (default 1.12): its\n"
+	"                        region fields, socket lifetime, UFFDIO_API\n"
+	"                        features and balloon discards (see below)\n"
+	"  --close-after-handshake  close the socket right after the handshake's\n"
+	"                        sendmsg() and run on, as Firecracker before v1.12\n"
+	"                        does (default with --fc-version 1.1 and 1.7);\n"
+	"                        refused with secret-hiding (it needs the socket)\n"
+	"  --keep-socket         keep the socket open until exit, as v1.12+ does\n"
+	"                        (default with 1.12 and with secret-hiding); the\n"
+	"                        handler closing it during the workload fails the run\n"
 	"  --extra-field         add an unknown \"gpa_start\" field to every region\n"
 	"  --split-handshake N   send the JSON in N pieces 20 ms apart (default 1)\n"
 	"Guest memory:\n" GUEST_CLI_USAGE
@@ -41,12 +50,19 @@ const char run_usage[] =
 	"                        memfd pread instead of the mapping (default 0.5)\n"
 	"  --bad-request OFFSET  secret-hiding: first send a request for OFFSET and\n"
 	"                        ignore any reply to it; the run must still pass\n"
-	"  --balloon N           discard N random 1..16-page ranges during the run (0)\n"
-	"  --balloon-advice dontneed|remove  (default anon: dontneed, memfd: remove)\n"
+	"  --balloon N           discard N random 1..16-page ranges during the run (0);\n"
+	"                        UFFDIO_API asks for EVENT_REMOVE with 1.12 always,\n"
+	"                        with 1.1/1.7 only when N > 0\n"
+	"  --balloon-advice dontneed|remove|remap  how to discard (default memfd:\n"
+	"                        remove; anon: dontneed with 1.12, remap with 1.1/1.7);\n"
+	"                        remap = mmap a fresh anonymous range over it, then\n"
+	"                        MADV_DONTNEED (Firecracker up to v1.10): the range\n"
+	"                        leaves the uffd and the handler gets no REMOVE event\n"
 	"  --verify-all          afterwards read and verify every guest page\n"
 	"Run:\n"
 	"  --timeout S           exit 3 if no access completes for S s (default 30)\n"
-	"  --hold S              keep the connection open S s after the report (0)\n"
+	"  --hold S              stay alive S s after the report, the socket still\n"
+	"                        open if kept (0)\n"
 	"  --report-json FILE    also write the report as JSON\n"
 	"Benchmarks:\n"
 	"  --backend uffd|file   file = no handler: guest memory is --snapshot mmap'd\n"
@@ -66,6 +82,7 @@ enum {
 	OPT_WRITE, OPT_VMM, OPT_STAGE2, OPT_BAD, OPT_BALLOON, OPT_ADVICE, OPT_VERIFY_ALL,
 	OPT_TIMEOUT, OPT_HOLD, OPT_REPORT_JSON, OPT_HELP,
 	OPT_BACKEND, OPT_EXPECT_PREFAULT, OPT_EVICT, OPT_LATENCY_OUT,
+	OPT_CLOSE_SOCKET, OPT_KEEP_SOCKET,
 };
 
 static const struct option run_long[] = {
@@ -75,6 +92,8 @@ static const struct option run_long[] = {
 	{ "expect", required_argument, 0, OPT_EXPECT },
 	{ "protocol", required_argument, 0, OPT_PROTOCOL },
 	{ "fc-version", required_argument, 0, OPT_FC },
+	{ "close-after-handshake", no_argument, 0, OPT_CLOSE_SOCKET },
+	{ "keep-socket", no_argument, 0, OPT_KEEP_SOCKET },
 	{ "extra-field", no_argument, 0, OPT_EXTRA },
 	{ "split-handshake", required_argument, 0, OPT_SPLIT },
 	{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -105,6 +124,7 @@ struct run_cli {
 	struct guest_cli guest;
 	int share;        /* -1 unset, 0 split, 1 same */
 	int advice;       /* -1 unset */
+	bool close_given, keep_given;
 	bool stage2_given;
 	const char *touch;
 };
@@ -146,7 +166,7 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	static const char *const protos[] = { "mainline", "secret-hiding" };
 	static const char *const fcs[] = { "1.1", "1.7", "1.12" };
 	static const char *const shares[] = { "split", "same" };
-	static const char *const advices[] = { "dontneed", "remove" };
+	static const char *const advices[] = { "dontneed", "remove", "remap" };
 	static const char *const backends[] = { "uffd", "file" };
 	int v, g = guest_cli_option(&cli->guest, c, arg);
 
@@ -166,6 +186,8 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 			return false;
 		o->fc = (enum fc_version)v;
 		return true;
+	case OPT_CLOSE_SOCKET: cli->close_given = true; return true;
+	case OPT_KEEP_SOCKET: cli->keep_given = true; return true;
 	case OPT_EXTRA: o->extra_field = true; return true;
 	case OPT_SPLIT: return parse_uint("--split-handshake", arg, 1, 4096, &o->split);
 	case OPT_VCPUS: return parse_uint("--vcpus", arg, 1, 256, &o->plan.nvcpus);
@@ -180,7 +202,7 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 		return parse_double("--stage2", arg, 0, 1, &o->stage2_frac);
 	case OPT_BAD: o->has_bad = true; return parse_u64("--bad-request", arg, &o->bad_offset);
 	case OPT_BALLOON: return parse_uint("--balloon", arg, 0, 1000000, &o->balloon);
-	case OPT_ADVICE: return parse_enum("--balloon-advice", arg, advices, 2, &cli->advice);
+	case OPT_ADVICE: return parse_enum("--balloon-advice", arg, advices, 3, &cli->advice);
 	case OPT_VERIFY_ALL: o->verify_all = true; return true;
 	case OPT_TIMEOUT: return parse_double("--timeout", arg, 0.1, 1e6, &o->timeout_s);
 	case OPT_HOLD: return parse_double("--hold", arg, 0, 1e6, &o->hold_s);
@@ -258,11 +280,48 @@ static bool backend_file_ok(struct run_opts *o, const struct run_cli *cli)
 		: cli->guest.memory != GUEST_ANON ? "--memory memfd"
 		: cli->guest.page_size != 4096 ? "--page-size 2m"
 		: cli->guest.reg_mode ? "--register"
+		: cli->close_given ? "--close-after-handshake"
+		: cli->keep_given ? "--keep-socket"
 		: o->balloon ? "--balloon" : NULL;
 
 	if (bad) {
 		msg("--backend file: %s does not apply (guest memory is the snapshot file itself)",
 		    bad);
+		return false;
+	}
+	return true;
+}
+
+/* What the Firecracker version played decides unless an option says
+ * otherwise: the socket's fate after the handshake, the REMOVE feature and
+ * how the balloon discards. Secret hiding needs its socket (the fault
+ * requests travel on it), whatever the version. */
+static bool resolve_version(struct run_opts *o, const struct run_cli *cli)
+{
+	bool sh = o->protocol == PROTO_SECRET_HIDING, old = o->fc < FC_1_12;
+	bool memfd = o->guest.memory == GUEST_MEMFD;
+
+	if (cli->close_given && cli->keep_given) {
+		msg("--close-after-handshake and --keep-socket contradict each other");
+		return false;
+	}
+	if (sh && cli->close_given) {
+		msg("--close-after-handshake does not work with --protocol secret-hiding: its "
+		    "fault requests and replies travel on the handshake socket");
+		return false;
+	}
+	o->close_socket = cli->close_given || (!cli->keep_given && !sh && old);
+	o->guest.event_remove = !old || o->balloon > 0;
+	o->advice = cli->advice >= 0 ? (enum advice)cli->advice
+		  : memfd ? ADVICE_REMOVE
+		  : old ? ADVICE_REMAP : ADVICE_DONTNEED;
+	if (o->advice == ADVICE_REMOVE && !memfd) {
+		msg("--balloon-advice remove needs --memory memfd (MADV_REMOVE works on shared memory only)");
+		return false;
+	}
+	if (o->advice == ADVICE_REMAP && memfd) {
+		msg("--balloon-advice remap needs --memory anon (an anonymous mapping over a memfd "
+		    "range would hide the memfd from the mapping)");
 		return false;
 	}
 	return true;
@@ -300,12 +359,8 @@ static bool resolve(struct run_opts *o, struct run_cli *cli)
 	}
 	if (sh && !cli->stage2_given)
 		o->stage2_frac = 0.5;
-	o->advice = cli->advice >= 0 ? (enum advice)cli->advice
-				     : o->guest.memory == GUEST_MEMFD ? ADVICE_REMOVE : ADVICE_DONTNEED;
-	if (o->advice == ADVICE_REMOVE && o->guest.memory != GUEST_MEMFD) {
-		msg("--balloon-advice remove needs --memory memfd (MADV_REMOVE works on shared memory only)");
+	if (!resolve_version(o, cli))
 		return false;
-	}
 	if (o->plan.kind == PAT_TRACE && cli->touch) {
 		msg("--touch %s: not used with --pattern trace (the trace says what to touch)",
 		    cli->touch);

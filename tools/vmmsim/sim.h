@@ -19,13 +19,18 @@
 enum protocol { PROTO_MAINLINE, PROTO_SECRET_HIDING };
 
 #define VMMSIM_MAX_EVICT 4
-enum advice { ADVICE_DONTNEED, ADVICE_REMOVE };
+/* How the balloon discards a range: madvise(MADV_DONTNEED or MADV_REMOVE),
+ * or (remap) a fresh private anonymous mapping over it then
+ * MADV_DONTNEED, as Firecracker did for restored VMs up to at least
+ * v1.10: the range leaves the uffd and the handler hears nothing. */
+enum advice { ADVICE_DONTNEED, ADVICE_REMOVE, ADVICE_REMAP };
 
 struct run_opts {
 	const char *socket, *snapshot, *expect, *report_json;
 	struct guest_config guest;   /* mem_size 0 = the --expect file's size */
 	enum protocol protocol;
 	enum fc_version fc;
+	bool close_socket;           /* close it right after the handshake */
 	bool extra_field;
 	unsigned split;              /* handshake pieces */
 	struct plan_config plan;     /* npages/touch resolved after mapping */

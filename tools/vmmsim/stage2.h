@@ -8,7 +8,9 @@
  * only notices the handler closing the connection.
  *
  * Either way the handler closing the connection while the workload runs is
- * fatal (exit 1): the faults it left unserved would never complete. */
+ * fatal (exit 1): the VMM keeps its socket open, so a close means the handler
+ * gave up, and the faults it left unserved would never complete. (A run
+ * that closes its socket after the handshake has no reader at all.) */
 #ifndef VMMSIM_STAGE2_H
 #define VMMSIM_STAGE2_H
 
