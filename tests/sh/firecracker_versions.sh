@@ -35,6 +35,8 @@ for v in 1.1 1.7; do
 done
 note "fc-version 1.12 with --close-after-handshake"
 version_vm v1.12-closed closed --fc-version 1.12 --close-after-handshake
+note "fc-version 1.7 balloon: a fresh mapping over discarded pages (no REMOVE; fills there get ENOENT: that range is gone, not the VMM)"
+vm v1.7-balloon --snapshot "$WORK/snap" --fc-version 1.7 --balloon 8 --pattern random --verify-all
 
 note "every session ended with its VMM"
 wait_open_fds "$fds_at_start"
