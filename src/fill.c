@@ -430,6 +430,8 @@ int fill_map(struct pagein_session *s, const struct fill_req *rq,
 		}
 	}
 out:
+	if (r == 0 && atomic_load(&s->failed))
+		r = pagein_session_error(s, err); /* e.g. a bitmap bit we could not clear */
 	must_wake |= abandon_pages(s, rg, i, end);
 	if (rq->path == FILL_FAULT) {
 		size_t fi = rq->fault_idx;
@@ -566,8 +568,9 @@ int fill_request(struct pagein_session *s, struct region *rg, size_t idx,
 	bool wake;
 	if (r == 0) {
 		wake = after_settle(s, page_finish(&rg->pages, idx));
-		session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size);
 		count_fill(s, FILL_REQUEST, 1);
+		if (session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size) < 0)
+			r = pagein_session_error(s, err); /* the bit cannot say it */
 	} else {
 		wake = abandon_pages(s, rg, idx, idx + 1);
 	}
@@ -644,8 +647,9 @@ int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
 	bool wake;
 	if (r == 0) {
 		wake = after_settle(s, page_finish(&rg->pages, idx));
-		session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size);
 		count(&s->n.filled_fault, 1);
+		if (session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size) < 0)
+			r = pagein_session_error(s, err);
 	} else {
 		wake = abandon_pages(s, rg, idx, idx + 1);
 	}

@@ -62,9 +62,8 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 		case DO_DONE:
 			/* Filled by another path, which cleared the bit already;
 			 * clear it again in case the VMM set it back. */
-			r = session_clear_userfault_bit(s, offset - offset % rg->r.page_size,
-							rg->r.page_size);
-			if (r < 0)
+			if (session_clear_userfault_bit(s, offset - offset % rg->r.page_size,
+							rg->r.page_size) < 0)
 				return pagein_session_error(s, err);
 			*len_out = rg->r.page_size;
 			return 0;

@@ -254,6 +254,7 @@ int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 		.name = "test",
 		.fault_around = o->fault_around,
 		.record = o->record,
+		.on_corrupt = o->on_corrupt,
 	};
 	if (pagein_session_new(&cfg, &r->s, &err) < 0) {
 		fprintf(stderr, "  session: %s\n", err.msg);
@@ -269,7 +270,9 @@ int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 	}
 	r->s->test_arg = r;
 	r->stop = eventfd(0, EFD_CLOEXEC);
-	pthread_create(&r->th, NULL, rig_run_session, r);
+	r->runner = !o->no_runner;
+	if (r->runner)
+		pthread_create(&r->th, NULL, rig_run_session, r);
 	return TC_PASS;
 }
 
@@ -292,7 +295,8 @@ void rig_stop(struct rig *r, struct pagein_stats *st)
 	uint64_t one = 1;
 	if (write(r->stop, &one, sizeof(one)) < 0)
 		perror("eventfd");
-	pthread_join(r->th, NULL);
+	if (r->runner)
+		pthread_join(r->th, NULL);
 	if (r->balloon_started)
 		pthread_join(r->balloon, NULL);
 	if (st)

@@ -86,6 +86,10 @@ struct rig_opts {
 	enum pagein_populate populate;
 	/* Serve the snapshot converted to the pagein format (this chunk size). */
 	uint64_t pagein_chunk;
+	enum pagein_on_corrupt on_corrupt;
+	/* No thread runs the session: nobody reads the uffd unless a thread
+	 * that waits becomes the pump (the engine's own promise). */
+	bool no_runner;
 };
 
 struct rig {
@@ -100,6 +104,7 @@ struct rig {
 	uint64_t npages, seed;
 	pthread_t balloon;
 	bool balloon_started;
+	bool runner;
 	int hook_calls;
 };
 
