@@ -41,7 +41,8 @@ void tc_page(uint64_t seed, uint64_t i, void *buf)
 		w[k] = splitmix(&x);
 }
 
-int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
+int tc_write_snapshot_zeros(const char *path, uint64_t npages, uint64_t seed,
+			    uint64_t zero_first, uint64_t zero_count)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
@@ -51,7 +52,7 @@ int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
 		r = -errno;
 	unsigned char page[PS];
 	for (uint64_t i = 0; i < npages && r == 0; i++) {
-		if (tc_page_is_zero(i))
+		if (tc_page_is_zero(i) || (i >= zero_first && i - zero_first < zero_count))
 			continue;
 		tc_page(seed, i, page);
 		if (pwrite(fd, page, PS, (off_t)(i * PS)) != (ssize_t)PS)
@@ -59,6 +60,11 @@ int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
 	}
 	close(fd);
 	return r;
+}
+
+int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
+{
+	return tc_write_snapshot_zeros(path, npages, seed, 0, 0);
 }
 
 void tc_tmp_path(char *buf, size_t len, const char *name)
@@ -308,11 +314,13 @@ int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 	memset(r, 0, sizeof(*r));
 	r->npages = npages;
 	r->seed = 42;
+	r->zero_first = o->zero_first;
+	r->zero_count = o->zero_count;
 	int t = tc_guest_new(&r->g, mem, npages * PS, reg, stage2);
 	if (t != TC_PASS)
 		return t;
 	tc_tmp_path(r->snap, sizeof(r->snap), "snap");
-	if (tc_write_snapshot(r->snap, npages, r->seed) < 0)
+	if (tc_write_snapshot_zeros(r->snap, npages, r->seed, o->zero_first, o->zero_count) < 0)
 		return rig_abort(r, TC_FAIL);
 	struct pagein_error err = {{0}};
 	if (o->pagein_chunk && rig_convert(r->snap, npages, o->pagein_chunk) < 0)
@@ -392,10 +400,18 @@ void rig_stop(struct rig *r, struct pagein_stats *st)
 	tc_guest_free(&r->g);
 }
 
+void rig_page(const struct rig *r, uint64_t i, void *buf)
+{
+	if (i >= r->zero_first && i - r->zero_first < r->zero_count)
+		memset(buf, 0, PS);
+	else
+		tc_page(r->seed, i, buf);
+}
+
 bool rig_check_page(struct rig *r, uint64_t i)
 {
 	unsigned char want[PS];
-	tc_page(r->seed, i, want);
+	rig_page(r, i, want);
 	return tc_check_page(r->g.base + i * PS, want, i);
 }
 

@@ -19,6 +19,10 @@ void tc_page(uint64_t seed, uint64_t i, void *buf);
 bool tc_page_is_zero(uint64_t i);
 /* Writes a sparse snapshot of npages pages (zero pages are holes). */
 int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed);
+/* The same, with pages [zero_first, zero_first + zero_count) all zeros too
+ * (e.g. a whole 2 MiB page of zeros, which tc_page alone never gives). */
+int tc_write_snapshot_zeros(const char *path, uint64_t npages, uint64_t seed,
+			    uint64_t zero_first, uint64_t zero_count);
 /* A fresh path under $TMPDIR (or /tmp) for this process. */
 void tc_tmp_path(char *buf, size_t len, const char *name);
 
@@ -97,6 +101,8 @@ struct rig_opts {
 	enum pagein_populate populate;
 	/* Serve the snapshot converted to the pagein format (this chunk size). */
 	uint64_t pagein_chunk;
+	/* Snapshot pages [zero_first, zero_first + zero_count) are zeros too. */
+	uint64_t zero_first, zero_count;
 };
 
 struct rig {
@@ -109,6 +115,7 @@ struct rig {
 	char err[256];
 	char snap[256];
 	uint64_t npages, seed; /* npages: 4 KiB pages, whatever the page size */
+	uint64_t zero_first, zero_count;
 	pthread_t balloon;
 	bool balloon_started;
 	int hook_calls;
@@ -127,6 +134,8 @@ int rig_start(struct rig *r, enum tc_mem mem, uint64_t npages, unsigned reg,
 	      bool stage2);
 void rig_stop(struct rig *r, struct pagein_stats *st);
 void *rig_run_session(void *arg);
+/* The snapshot's bytes of 4 KiB page i (what the guest must read). */
+void rig_page(const struct rig *r, uint64_t i, void *buf);
 bool rig_check_page(struct rig *r, uint64_t i);
 /* Userfault bit i: guest page i of the region's page size. */
 bool rig_bit_set(struct rig *r, uint64_t i);
