@@ -41,7 +41,8 @@ void tc_page(uint64_t seed, uint64_t i, void *buf)
 		w[k] = splitmix(&x);
 }
 
-int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
+int tc_write_snapshot_zeros(const char *path, uint64_t npages, uint64_t seed,
+			    uint64_t zero_first, uint64_t zero_count)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
@@ -51,7 +52,7 @@ int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
 		r = -errno;
 	unsigned char page[PS];
 	for (uint64_t i = 0; i < npages && r == 0; i++) {
-		if (tc_page_is_zero(i))
+		if (tc_page_is_zero(i) || (i >= zero_first && i - zero_first < zero_count))
 			continue;
 		tc_page(seed, i, page);
 		if (pwrite(fd, page, PS, (off_t)(i * PS)) != (ssize_t)PS)
@@ -61,11 +62,62 @@ int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
 	return r;
 }
 
+int tc_write_snapshot(const char *path, uint64_t npages, uint64_t seed)
+{
+	return tc_write_snapshot_zeros(path, npages, seed, 0, 0);
+}
+
 void tc_tmp_path(char *buf, size_t len, const char *name)
 {
 	const char *dir = getenv("TMPDIR");
 	snprintf(buf, len, "%s/pagein-test-%d-%s", dir && *dir ? dir : "/tmp",
 		 (int)getpid(), name);
+}
+
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21u << 26) /* log2(2 MiB) << MFD_HUGE_SHIFT */
+#endif
+#define HUGE_2M (2ull << 20)
+
+const char *tc_mem_name(enum tc_mem mem)
+{
+	switch (mem) {
+	case TC_ANON:
+		return "anon";
+	case TC_MEMFD:
+		return "memfd";
+	case TC_MEMFD_PRIVATE:
+		return "memfd-private";
+	case TC_HUGETLB:
+		return "hugetlb";
+	}
+	return "?";
+}
+
+uint64_t tc_mem_page_size(enum tc_mem mem)
+{
+	return mem == TC_HUGETLB ? HUGE_2M : PS;
+}
+
+static uint64_t bitmap_bytes(const struct tc_guest *g)
+{
+	return (g->size / g->page_size + 63) / 64 * 8;
+}
+
+/* Records why the guest cannot be built here, prints it, frees the rest. */
+static int guest_skip(struct tc_guest *g, const char *what, int e)
+{
+	snprintf(g->skip_reason, sizeof(g->skip_reason), "%s: %s", what, strerror(e));
+	printf("  skip reason: %s\n", g->skip_reason);
+	tc_guest_free(g);
+	return TC_SKIP;
+}
+
+static int guest_fail(struct tc_guest *g, const char *what)
+{
+	printf("  %s: %s\n", what, strerror(errno));
+	tc_guest_free(g);
+	return TC_FAIL;
 }
 
 int tc_guest_new(struct tc_guest *g, enum tc_mem mem, uint64_t size,
@@ -74,53 +126,71 @@ int tc_guest_new(struct tc_guest *g, enum tc_mem mem, uint64_t size,
 	memset(g, 0, sizeof(*g));
 	g->mem = mem;
 	g->size = size;
-	g->memfd = g->bitmap_fd = -1;
-	g->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (g->uffd < 0) {
-		printf("  skip reason: userfaultfd: %s\n", strerror(errno));
-		return TC_SKIP;
+	g->page_size = tc_mem_page_size(mem);
+	g->uffd = g->memfd = g->bitmap_fd = -1;
+	if (size == 0 || size % g->page_size) {
+		printf("  guest size %llu is not a multiple of %llu\n",
+		       (unsigned long long)size, (unsigned long long)g->page_size);
+		return TC_FAIL;
 	}
+	g->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (g->uffd < 0)
+		return guest_skip(g, "userfaultfd", errno);
 	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
-	if (mem == TC_MEMFD)
+	if (mem == TC_MEMFD || mem == TC_MEMFD_PRIVATE)
 		api.features |= UFFD_FEATURE_MISSING_SHMEM |
 				((reg & TC_REG_MINOR) ? UFFD_FEATURE_MINOR_SHMEM : 0);
+	if (mem == TC_HUGETLB)
+		api.features |= UFFD_FEATURE_MISSING_HUGETLBFS |
+				((reg & TC_REG_MINOR) ? UFFD_FEATURE_MINOR_HUGETLBFS : 0);
 	if (ioctl(g->uffd, UFFDIO_API, &api) < 0) {
-		printf("  skip reason: UFFDIO_API features 0x%llx: %s\n",
-		       (unsigned long long)api.features, strerror(errno));
-		close(g->uffd);
-		return TC_SKIP;
+		char what[64];
+		snprintf(what, sizeof(what), "UFFDIO_API features 0x%llx",
+			 (unsigned long long)api.features);
+		return guest_skip(g, what, errno);
 	}
 	void *m;
-	if (mem == TC_MEMFD) {
-		g->memfd = memfd_create("guest", MFD_CLOEXEC);
-		if (g->memfd < 0 || ftruncate(g->memfd, (off_t)size) < 0)
-			return TC_FAIL;
-		m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, g->memfd, 0);
-	} else {
+	if (mem == TC_ANON) {
 		m = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	} else {
+		unsigned flags = MFD_CLOEXEC | (mem == TC_HUGETLB ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
+		g->memfd = memfd_create("guest", flags);
+		if (g->memfd < 0 && mem == TC_HUGETLB)
+			return guest_skip(g, "memfd_create(MFD_HUGETLB | MFD_HUGE_2MB)", errno);
+		if (g->memfd < 0 || ftruncate(g->memfd, (off_t)size) < 0)
+			return guest_fail(g, "memfd");
+		/* hugetlbfs reserves the huge pages here: an empty pool fails
+		 * the mmap (ENOMEM) instead of a fault later (SIGBUS). */
+		m = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 mem == TC_MEMFD_PRIVATE ? MAP_PRIVATE : MAP_SHARED, g->memfd, 0);
+		if (m == MAP_FAILED && mem == TC_HUGETLB && errno == ENOMEM) {
+			char what[80];
+			snprintf(what, sizeof(what), "no %llu free 2 MiB huge pages (mmap)",
+				 (unsigned long long)(size / HUGE_2M));
+			return guest_skip(g, what, errno);
+		}
 	}
 	if (m == MAP_FAILED)
-		return TC_FAIL;
+		return guest_fail(g, "mmap guest memory");
 	g->base = m;
 	struct uffdio_register rg = {
 		.range = {.start = (uint64_t)(uintptr_t)m, .len = size},
 		.mode = ((reg & TC_REG_MISSING) ? UFFDIO_REGISTER_MODE_MISSING : 0) |
 			((reg & TC_REG_MINOR) ? UFFDIO_REGISTER_MODE_MINOR : 0),
 	};
-	if (ioctl(g->uffd, UFFDIO_REGISTER, &rg) < 0) {
-		printf("  register: %s\n", strerror(errno));
-		return TC_FAIL;
-	}
+	if (ioctl(g->uffd, UFFDIO_REGISTER, &rg) < 0)
+		return guest_fail(g, "register");
 	if (bitmap) {
-		uint64_t bytes = (size / PS + 63) / 64 * 8;
 		g->bitmap_fd = memfd_create("bitmap", MFD_CLOEXEC);
-		if (g->bitmap_fd < 0 || ftruncate(g->bitmap_fd, (off_t)bytes) < 0)
-			return TC_FAIL;
-		g->bitmap = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, g->bitmap_fd, 0);
-		if (g->bitmap == MAP_FAILED)
-			return TC_FAIL;
-		memset(g->bitmap, 0xff, bytes);
+		if (g->bitmap_fd < 0 || ftruncate(g->bitmap_fd, (off_t)bitmap_bytes(g)) < 0)
+			return guest_fail(g, "bitmap memfd");
+		void *b = mmap(NULL, bitmap_bytes(g), PROT_READ | PROT_WRITE, MAP_SHARED,
+			       g->bitmap_fd, 0);
+		if (b == MAP_FAILED)
+			return guest_fail(g, "mmap bitmap");
+		g->bitmap = b;
+		memset(g->bitmap, 0xff, bitmap_bytes(g));
 	}
 	return TC_PASS;
 }
@@ -130,7 +200,7 @@ void tc_guest_free(struct tc_guest *g)
 	if (g->base)
 		munmap(g->base, g->size);
 	if (g->bitmap)
-		munmap(g->bitmap, (g->size / PS + 63) / 64 * 8);
+		munmap(g->bitmap, bitmap_bytes(g));
 	/* Sessions get dup()s, so these are still ours. */
 	if (g->uffd >= 0)
 		close(g->uffd);
@@ -138,6 +208,9 @@ void tc_guest_free(struct tc_guest *g)
 		close(g->memfd);
 	if (g->bitmap_fd >= 0)
 		close(g->bitmap_fd);
+	g->base = NULL;
+	g->bitmap = NULL;
+	g->uffd = g->memfd = g->bitmap_fd = -1;
 }
 
 bool tc_check_page(const void *got, const void *want, uint64_t page)
@@ -156,14 +229,15 @@ int tc_run(const struct tc_case *cases, size_t n)
 {
 	int failed = 0, passed = 0, skipped = 0;
 	for (size_t i = 0; i < n; i++) {
-		for (int mem = TC_ANON; mem <= TC_MEMFD; mem <<= 1) {
+		for (int mem = TC_ANON; mem <= TC_HUGETLB; mem <<= 1) {
 			if (!(cases[i].mems & (unsigned)mem))
 				continue;
-			printf("case %s [%s]\n", cases[i].name, mem == TC_ANON ? "anon" : "memfd");
+			const char *mname = tc_mem_name((enum tc_mem)mem);
+			printf("case %s [%s]\n", cases[i].name, mname);
 			fflush(stdout);
 			int r = cases[i].fn((enum tc_mem)mem);
 			printf("%s %s [%s]\n", r == TC_PASS ? "ok" : r == TC_SKIP ? "skip" : "FAIL",
-			       cases[i].name, mem == TC_ANON ? "anon" : "memfd");
+			       cases[i].name, mname);
 			fflush(stdout);
 			if (r == TC_PASS)
 				passed++;
@@ -217,6 +291,21 @@ static int rig_convert(const char *path, uint64_t npages, uint64_t chunk)
 	return r < 0 ? r : rename(tmp, path);
 }
 
+/* Undoes a partial rig_start_opts (no session thread yet). */
+static int rig_abort(struct rig *r, int result)
+{
+	if (r->s)
+		pagein_session_free(r->s);
+	if (r->src)
+		pagein_source_unref(r->src);
+	if (r->snap[0])
+		unlink(r->snap);
+	tc_guest_free(&r->g);
+	r->s = NULL;
+	r->src = NULL;
+	return result;
+}
+
 int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 		   const struct rig_opts *o)
 {
@@ -225,24 +314,26 @@ int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 	memset(r, 0, sizeof(*r));
 	r->npages = npages;
 	r->seed = 42;
+	r->zero_first = o->zero_first;
+	r->zero_count = o->zero_count;
 	int t = tc_guest_new(&r->g, mem, npages * PS, reg, stage2);
 	if (t != TC_PASS)
 		return t;
 	tc_tmp_path(r->snap, sizeof(r->snap), "snap");
-	if (tc_write_snapshot(r->snap, npages, r->seed) < 0)
-		return TC_FAIL;
+	if (tc_write_snapshot_zeros(r->snap, npages, r->seed, o->zero_first, o->zero_count) < 0)
+		return rig_abort(r, TC_FAIL);
 	struct pagein_error err = {{0}};
 	if (o->pagein_chunk && rig_convert(r->snap, npages, o->pagein_chunk) < 0)
-		return TC_FAIL;
+		return rig_abort(r, TC_FAIL);
 	if (pagein_source_open(r->snap, &r->src, &err) < 0) {
 		fprintf(stderr, "  source: %s\n", err.msg);
-		return TC_FAIL;
+		return rig_abort(r, TC_FAIL);
 	}
 	struct pagein_region region = {
 		.host_addr = (uint64_t)(uintptr_t)r->g.base,
 		.size = npages * PS,
 		.offset = 0,
-		.page_size = PS,
+		.page_size = r->g.page_size,
 	};
 	struct pagein_session_config cfg = {
 		.regions = &region,
@@ -258,14 +349,19 @@ int rig_start_opts(struct rig *r, enum tc_mem mem, uint64_t npages,
 	};
 	if (pagein_session_new(&cfg, &r->s, &err) < 0) {
 		fprintf(stderr, "  session: %s\n", err.msg);
-		return TC_FAIL;
+		close(cfg.uffd); /* on failure they are still ours */
+		if (cfg.mem_fd >= 0)
+			close(cfg.mem_fd);
+		if (cfg.bitmap_fd >= 0)
+			close(cfg.bitmap_fd);
+		return rig_abort(r, TC_FAIL);
 	}
 	r->s->test_after_read = o->hook;
 	if (o->nws || o->populate != PAGEIN_POPULATE_NONE) {
 		struct pagein_prefetch pf = {.offsets = o->ws, .count = o->nws, .populate = o->populate};
 		if (pagein_session_prefetch(r->s, &pf, &err) < 0) {
 			fprintf(stderr, "  prefetch: %s\n", err.msg);
-			return TC_FAIL;
+			return rig_abort(r, TC_FAIL);
 		}
 	}
 	r->s->test_arg = r;
@@ -308,10 +404,18 @@ void rig_stop(struct rig *r, struct pagein_stats *st)
 	tc_guest_free(&r->g);
 }
 
+void rig_page(const struct rig *r, uint64_t i, void *buf)
+{
+	if (i >= r->zero_first && i - r->zero_first < r->zero_count)
+		memset(buf, 0, PS);
+	else
+		tc_page(r->seed, i, buf);
+}
+
 bool rig_check_page(struct rig *r, uint64_t i)
 {
 	unsigned char want[PS];
-	tc_page(r->seed, i, want);
+	rig_page(r, i, want);
 	return tc_check_page(r->g.base + i * PS, want, i);
 }
 
