@@ -737,6 +737,8 @@ struct truncator {
 	int fd;
 	uint64_t size;
 	atomic_bool stop;
+	unsigned long cycles;
+	int err; /* errno of a failed ftruncate, which ends the loop */
 };
 
 /* Shrinks the file to nothing and grows it back, over and over, keeping it
@@ -748,8 +750,11 @@ static void *truncate_loop(void *arg)
 	struct truncator *t = arg;
 	uint64_t x = (uint64_t)now_s() * 1000003 | 1;
 	while (!atomic_load(&t->stop)) {
-		if (ftruncate(t->fd, 0) || ftruncate(t->fd, (off_t)t->size))
+		if (ftruncate(t->fd, 0) || ftruncate(t->fd, (off_t)t->size)) {
+			t->err = errno;
 			break;
+		}
+		t->cycles++;
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		double until = now_s() + (double)(x % 100) / 1e6;
 		while (now_s() < until)
@@ -822,6 +827,7 @@ static int attack_truncate_bitmap(void)
 static int attack_truncate_hugetlb_mem(void)
 {
 	unsigned rounds = 0, closed_rounds = 0;
+	unsigned long cycles = 0;
 	doing = "truncating guest memory";
 	start_watchdog();
 	for (; rounds < opt.rounds; rounds++) {
@@ -850,6 +856,9 @@ static int attack_truncate_hugetlb_mem(void)
 		stream_requests(&g, sock, g.size / g.page_size, 5, &closed);
 		atomic_store(&t.stop, true);
 		pthread_join(th, NULL);
+		if (t.err)
+			quit(EXIT_SETUP, "ftruncate of the hugetlbfs memfd: %s", strerror(t.err));
+		cycles += t.cycles;
 		closed_rounds += closed;
 		close(sock);
 		close(g.uffd);
@@ -858,7 +867,7 @@ static int attack_truncate_hugetlb_mem(void)
 		munmap(g.base, g.size);
 		munmap((void *)g.bitmap, g.bitmap_len);
 	}
-	say("done: %u rounds, %u ended by the daemon", rounds, closed_rounds);
+	say("done: %u rounds (%lu truncations), %u ended by the daemon", rounds, cycles, closed_rounds);
 	return 0;
 }
 
@@ -944,6 +953,10 @@ static int attack_flood_requests(void)
 	struct guest g;
 	guest_open(&g, MEM_MEMFD, true);
 	int sock = handshake(&g, true);
+	/* As deep a queue as an unprivileged process may have: the daemon has
+	 * requests to read even when we are not scheduled for a while. */
+	int sndbuf = 1 << 30;
+	setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if (!opt.no_read)
 		spawn(drain_replies, &sock);
 	/* Valid requests for every page in turn, written once and sent over

@@ -57,9 +57,10 @@ check_alive() {
 	wait "$PAGEIN_PID" || rc=$?
 	local sig=""
 	[ "$rc" -gt 128 ] && sig=", killed by SIG$(kill -l $((rc - 128)))"
-	local why
-	why=$(grep -m1 -E 'ERROR: AddressSanitizer|runtime error' "$WORK/pagein.log" || tail -1 "$WORK/pagein.log")
-	bad "pagein died (exit $rc$sig): $(cut -c1-200 <<<"$why")"
+	local why where
+	why=$(grep -m1 -oE 'AddressSanitizer: [A-Za-z-]+|runtime error.*' "$WORK/pagein.log" || tail -1 "$WORK/pagein.log")
+	where=$(grep -m1 -oE ' in [a-z_]+ src/[a-z_/]+\.c:[0-9]+' "$WORK/pagein.log")
+	bad "pagein died (exit $rc$sig): $(cut -c1-100 <<<"$why")$where"
 	PAGEIN_PID=""
 	return 1
 }
@@ -196,14 +197,19 @@ item_3() {
 	note "item 3: SIGTERM while a discard is pending; the daemon stops within 2 s, the madvise() returns"
 	local big=$WORK/snap256
 	gen_snapshot "$big" 256M 3
-	serve "$big"
-	# SIGTERM comes while its 256 MiB are still being populated (the honest
-	# VM beside it is small) and it discards all the while.
+	# A working set of every page, even ones first: the prefetch thread
+	# replays it at normal priority, one page per fill, so that it is
+	# mid-fill when the workers stop, however loaded the machine (background
+	# population runs at idle priority and may not be running at all then).
+	perl -e '$n = 65536; print "PAGEINWS", pack("VVQ<Q<", 1, 4096, $n, $n * 4096),
+		pack("Q<*", map { $_ * 4096 } grep({ !($_ & 1) } 0 .. $n - 1), grep({ $_ & 1 } 0 .. $n - 1))' \
+		>"$WORK/ws" || fail "perl: working set"
+	serve "$big" --prefetch "$WORK/ws"
 	SNAP=$big honest_start a --mem-size 16M
 	hostile h3 pending-discard --snapshot "$big" --hold 5
 	wait_line h3 '^hostile: ready'
 	honest_check a
-	sleep 0.3 # discards and background population both under way
+	sleep 0.3 # discards and the replay both under way
 	stop_daemon
 	hostile_done h3 "0 137"
 	rm -f "$big"
@@ -233,6 +239,7 @@ item_4() {
 }
 
 item_5() {
+	ITEM=5a
 	note "item 5a: the VMM truncates its userfault bitmap under the daemon"
 	serve "$SNAP"
 	honest_start a
@@ -241,8 +248,9 @@ item_5() {
 	check_alive && honest_check a && honest b
 	stop_daemon
 
+	ITEM=5b
 	note "item 5b: the VMM truncates its hugetlbfs guest memory under the daemon"
-	local want=16 before got
+	local want=24 before got
 	before=$(cat /proc/sys/vm/nr_hugepages)
 	HUGE_BEFORE=$before
 	if ! echo $((before + want)) >/proc/sys/vm/nr_hugepages 2>/dev/null; then
@@ -254,7 +262,7 @@ item_5() {
 		else
 			serve "$SNAP"
 			honest_start a
-			hostile h5b truncate-hugetlb-mem --mem-size 16M --rounds 10
+			hostile h5b truncate-hugetlb-mem --mem-size 32M --rounds 60
 			hostile_done h5b "0 77 137"
 			grep -q '^hostile: skip' "$WORK/h5b.out" && note "item 5b skipped: hostile_vmm found no huge pages"
 			check_alive && honest_check a && honest b
@@ -264,6 +272,7 @@ item_5() {
 	fi
 	HUGE_BEFORE=""
 
+	ITEM=5c
 	note "item 5c: the raw snapshot file shrinks while a VM restores from it"
 	cp "$SNAP" "$WORK/copy"
 	serve "$WORK/copy" --populate none --fault-around 0
@@ -297,12 +306,14 @@ item_6() {
 item_7() {
 	note "item 7: two VMMs flood valid fault requests; an honest VM still restores"
 	serve "$SNAP" --threads 2
+	# One after the other, so that each has a worker of its own to hold.
 	hostile h7a flood-requests --seconds 60
-	hostile h7b flood-requests --seconds 60
 	wait_line h7a '^hostile: flooding'
+	sleep 0.3
+	hostile h7b flood-requests --seconds 60
 	wait_line h7b '^hostile: flooding'
-	sleep 0.5
-	honest a
+	sleep 0.3
+	honest a --timeout 5
 	kill "${PID[h7a]}" "${PID[h7b]}" 2>/dev/null
 	hostile_done h7a "0 137 143"
 	hostile_done h7b "0 137 143"
@@ -310,6 +321,7 @@ item_7() {
 }
 
 item_8() {
+	ITEM=8a
 	note "item 8a: 200 half-sent handshakes of up to 1 MB are held (handshake timeout ${HS_TIMEOUT} s)"
 	serve "$SNAP"
 	hostile h8 half-handshakes 200 --hold $((HS_TIMEOUT + 4)) --expect-closed $((HS_TIMEOUT + 3))
@@ -323,6 +335,7 @@ item_8() {
 	hostile_done h8 0
 	stop_daemon
 
+	ITEM=8b
 	note "item 8b: a VMM opens connections until the daemon runs out of fds (prlimit --nofile=64)"
 	printf '#!/bin/sh\nexec prlimit --nofile=64 "%s" "$@"\n' "$PAGEIN" >"$WORK/pagein-64fds"
 	chmod +x "$WORK/pagein-64fds"
