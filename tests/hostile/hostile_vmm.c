@@ -309,7 +309,8 @@ static int connect_daemon(bool nonblock, bool retry)
 			return fd;
 		int e = errno;
 		close(fd);
-		if (!retry || (e != ENOENT && e != ECONNREFUSED) || now_s() > deadline) {
+		/* EAGAIN: the listen backlog is full for now. */
+		if (!retry || (e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || now_s() > deadline) {
 			errno = e;
 			return -e;
 		}
@@ -1062,20 +1063,24 @@ static int attack_half_handshakes(void)
 		big,
 	};
 	const char *ws_over = repeat("", ' ', 3u << 19);
-	struct half *h = calloc(n + 1, sizeof(*h));
+	struct half *h = calloc(n + 1, sizeof(*h)), *over = NULL;
 	double t0 = now_s();
 	unsigned opened = 0;
 	for (unsigned i = 0; i <= n; i++) {
-		int fd = connect_daemon(true, i == 0);
+		int fd = connect_daemon(true, true);
 		if (fd < 0) {
 			say("connection %u: connect: %s", i, strerror(-fd));
 			continue;
 		}
+		if (i == n)
+			over = &h[opened];
 		h[opened].fd = fd;
 		h[opened].data = i == n ? ws_over : kinds[i % 4];
 		h[opened].len = strlen(h[opened].data);
 		opened++;
 	}
+	if (!over)
+		quit(EXIT_SETUP, "could not open the whitespace connection");
 	say("%u connections open", opened);
 	doing = "sending half handshakes";
 	start_watchdog();
@@ -1127,15 +1132,16 @@ static int attack_half_handshakes(void)
 		if (opt.expect_closed >= 0 && (!c->closed_at || after > opt.expect_closed))
 			late++;
 	}
-	struct half *over = &h[opened - 1];
 	say("closed by the daemon: %u of %u (%u while still sending), the last %.1f s after its last byte",
 	    closed, opened, refused, worst);
 	say("1.5 MiB of whitespace: %zu bytes taken, %s", over->sent,
 	    over->closed_at ? "then closed" : "connection still open");
 	int rc = 0;
-	if (over->sent == over->len && !over->refused && !over->closed_at) {
-		say("FAIL: 1.5 MiB of leading whitespace taken whole and the connection kept: "
-		    "whitespace escapes the handshake size limit");
+	/* Past the 1 MiB limit the daemon must refuse it: closed while we still
+	 * send, or at once after, not when an idle timeout would close it. */
+	if (!over->refused && !(over->closed_at && over->closed_at - over->done_at < 1)) {
+		say("FAIL: 1.5 MiB of leading whitespace taken whole and the connection kept%s: "
+		    "whitespace escapes the handshake size limit", over->closed_at ? " for a while" : "");
 		rc = EXIT_BAD;
 	}
 	if (late) {

@@ -184,7 +184,7 @@ item_1() {
 }
 
 item_2() {
-	note "item 2: --threads 1, secret hiding with a busy balloon, 10 restores (a livelock hung half of them)"
+	note "item 2: --threads 1, secret hiding with a busy balloon, 10 restores (the livelock hangs most at 64 MiB)"
 	serve "$SNAP" --threads 1
 	for i in $(seq 1 10); do
 		honest livelock$i --protocol secret-hiding --memory memfd --stage2 0.9 --balloon 2000 --timeout 5 ||
