@@ -17,6 +17,9 @@
 #include <unistd.h>
 #include <sys/mman.h>
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -509,8 +512,17 @@ static int write_page(struct pagein_session *s, struct region *rg, size_t idx,
 	if (page_load(&rg->pages, idx) & (PAGE_ZERO_FILL | PAGE_DISCARDED)) {
 		/* Discarded: MADV_DONTNEED on shared memory keeps the page
 		 * cache (the guest's data stays); MADV_REMOVE punched it. Only
-		 * a hole needs zeros, and writing them overwrites no data. */
-		if (lseek(s->mem_fd, (off_t)off, SEEK_DATA) == (off_t)off) {
+		 * a hole needs zeros, and writing them overwrites no data. On
+		 * hugetlbfs SEEK_DATA reports data everywhere: a read fault
+		 * through our own mapping keeps a cached page and turns a hole
+		 * into a zeroed one. */
+		if (s->mem_map) {
+			char *p = (char *)s->mem_map + off;
+			bool z = true;
+			r = madvise(p, ps, MADV_POPULATE_READ) < 0 ? -errno
+			    : guarded_is_zero(p, ps, &z) < 0 ? -ENXIO : 0;
+			*zero = z;
+		} else if (lseek(s->mem_fd, (off_t)off, SEEK_DATA) == (off_t)off) {
 			*zero = false;
 			r = 0;
 		} else {
@@ -579,23 +591,29 @@ int fill_request(struct pagein_session *s, struct region *rg, size_t idx,
 	return r;
 }
 
-int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
-	       enum probe_op op, struct pagein_error *err)
+/* One unclaimed-page ioctl with its waiter woken, EAGAIN handled (the
+ * caller is the pump): the kernel's answer, unclassified. */
+static int probe_once(struct pagein_session *s, struct region *rg, size_t idx,
+		      enum probe_op op, struct pagein_error *err)
 {
 	uint64_t addr = page_addr(rg, idx), ps = rg->r.page_size, done;
-	static const char *names[] = {"zeropage", "continue", "poison"};
-	int r;
 	for (;;) {
-		r = op == PROBE_MAP ? uffd_continue(s->uffd, addr, ps, true, &done)
-		    : op == PROBE_ZERO ? zero_fill(s, rg, addr, ps, true, &done)
-				       : uffd_poison(s->uffd, addr, ps, true, &done);
+		int r = op == PROBE_MAP ? uffd_continue(s->uffd, addr, ps, true, &done)
+			: op == PROBE_ZERO ? zero_fill(s, rg, addr, ps, true, &done)
+					   : uffd_poison(s->uffd, addr, ps, true, &done);
 		if (r != -EAGAIN)
-			break;
+			return r;
 		count(&s->n.eagain, 1);
 		r = session_wait(s, WAIT_EVENTS, 0, true, err);
 		if (r < 0)
 			return r;
 	}
+}
+
+static int probe_result(struct pagein_session *s, struct region *rg, size_t idx,
+			enum probe_op op, int r, struct pagein_error *err)
+{
+	static const char *names[] = {"zeropage", "continue", "poison"};
 	switch (uffd_classify(r)) {
 	case UFFD_DONE:
 		count(op == PROBE_MAP ? &s->n.pages_continued
@@ -612,9 +630,17 @@ int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
 	case UFFD_GONE:
 		return -ESRCH;
 	default:
+		if (r == -ECANCELED || atomic_load(&s->failed))
+			return r;
 		return pagein_fail(err, -r, "%s at 0x%llx: %s", names[op],
-				   (unsigned long long)addr, strerror(-r));
+				   (unsigned long long)page_addr(rg, idx), strerror(-r));
 	}
+}
+
+int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
+	       enum probe_op op, struct pagein_error *err)
+{
+	return probe_result(s, rg, idx, op, probe_once(s, rg, idx, op, err), err);
 }
 
 int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
@@ -640,10 +666,21 @@ int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
 		}
 		ok = r == 0;
 	}
-	/* REMOVED + MINOR: MADV_DONTNEED on shared memory kept the page;
-	 * the guest's data is still there: just map it. */
-	if (ok)
+	if (ok && (page_load(&rg->pages, idx) & (PAGE_ZERO_FILL | PAGE_DISCARDED))) {
+		/* REMOVED + MINOR. MADV_DONTNEED on a shared mapping kept the
+		 * page cache: the guest's data is still there, map it. On a
+		 * private mapping of the file it dropped the guest's copy and
+		 * the cache shows through, so the right content is zeros. The
+		 * fault does not say which: ZEROPAGE fills a private mapping
+		 * and answers EEXIST on a shared one, where CONTINUE follows. */
+		r = probe_once(s, rg, idx, PROBE_ZERO, err);
+		if (r == -EEXIST)
+			r = fill_probe(s, rg, idx, PROBE_MAP, err);
+		else
+			r = probe_result(s, rg, idx, PROBE_ZERO, r, err);
+	} else if (ok) {
 		r = fill_probe(s, rg, idx, PROBE_MAP, err);
+	}
 	bool wake;
 	if (r == 0) {
 		wake = after_settle(s, page_finish(&rg->pages, idx));
