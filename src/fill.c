@@ -26,7 +26,6 @@
 
 #include "error.h"
 #include "guard.h"
-#include "pump.h"
 #include "source.h"
 #include "uffd.h"
 

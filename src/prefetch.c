@@ -18,7 +18,6 @@
 #include "error.h"
 #include "fill.h"
 #include "page_table.h"
-#include "pump.h"
 #include "session.h"
 #include "source.h"
 

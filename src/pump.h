@@ -6,7 +6,10 @@
  * either becomes the pump (trylock of reader_lock) and does the reading
  * itself, or sleeps on the session's condition, which the pump signals
  * after every round and a filler signals when a page someone waits for
- * leaves FILLING. Waits honour the stop flag. Nothing else waits. */
+ * leaves FILLING. Waits honour the stop flag. Nothing else waits.
+ * session_wait() and session_signal(), the session's service that every
+ * filler uses, are declared in session.h; this header is the pump's own
+ * side (reading, rounds, the drain at teardown). */
 #ifndef PAGEIN_PUMP_H
 #define PAGEIN_PUMP_H
 
@@ -27,28 +30,9 @@ int pump_read_events(struct pagein_session *s, bool drain,
  * serve every fault queued, signal the waiters. */
 int pump_round(struct pagein_session *s, struct pagein_error *err);
 
-/* The generation to pass to session_wait(): read it BEFORE looking at
- * the state you are about to wait on, so that a signal in between is not
- * lost. */
-uint64_t session_wait_gen(struct pagein_session *s);
-
-enum wait_for {
-	WAIT_EVENTS, /* a fill got EAGAIN: events must be read */
-	WAIT_PAGE,   /* a page (flagged PAGE_WAITER) must leave FILLING */
-};
-
-/* Becomes the pump for one round, or sleeps until the pump or a filler
- * signals after gen. Returns 0 (look again), -ECANCELED (the session is
- * stopping), or the session's failure. `reader`: the caller already is
- * the pump (it then just drains events). */
-int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
-		 bool reader, struct pagein_error *err);
-
 /* At teardown: reads what is pending (a VMM's madvise() waits until its
  * REMOVE is read) and wakes the faults read. */
 void session_drain(struct pagein_session *s);
 
-/* Wakes every waiter (a round ended, a page settled, the session stops). */
-void session_signal(struct pagein_session *s);
 
 #endif

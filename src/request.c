@@ -7,7 +7,6 @@
 
 #include "error.h"
 #include "fill.h"
-#include "pump.h"
 #include "session.h"
 
 int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,

@@ -131,6 +131,26 @@ int session_fail(struct pagein_session *s, int r, const char *fmt, ...)
 int session_clear_userfault_bit(struct pagein_session *s, uint64_t offset,
 				uint64_t page_size);
 
+/* The generation to pass to session_wait(): read it BEFORE looking at
+ * the state you are about to wait on, so that a signal in between is not
+ * lost. */
+uint64_t session_wait_gen(struct pagein_session *s);
+
+enum wait_for {
+	WAIT_EVENTS, /* a fill got EAGAIN: events must be read */
+	WAIT_PAGE,   /* a page (flagged PAGE_WAITER) must leave FILLING */
+};
+
+/* Becomes the pump for one round, or sleeps until the pump or a filler
+ * signals after gen. Returns 0 (look again), -ECANCELED (the session is
+ * stopping), or the session's failure. `reader`: the caller already is
+ * the pump (it then just drains events). */
+int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
+		 bool reader, struct pagein_error *err);
+
+/* Wakes every waiter (a round ended, a page settled, the session stops). */
+void session_signal(struct pagein_session *s);
+
 /* First-touch order (config.record). */
 void session_record_touch(struct pagein_session *s, const struct region *rg,
 			  size_t idx);
