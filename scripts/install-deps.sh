@@ -1,8 +1,11 @@
 #!/bin/sh
-# Installs the Debian packages pagein needs to build and test, when missing.
+# Installs the Debian packages pagein needs to build and test, when missing:
+# the toolchain and libraries, and what the tests start themselves (qemu,
+# a kernel image and busybox for the real-guest test).
 set -e
 need=""
-for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev; do
+for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev \
+	qemu-system-x86 linux-image-cloud-amd64 busybox-static; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
@@ -13,4 +16,4 @@ fi
 echo "install-deps: installing$need"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq $need >/dev/null
+apt-get install -y -qq --no-install-recommends $need >/dev/null

@@ -68,6 +68,7 @@ struct conn *conn_new(struct pagein_server *srv, int sock)
 		return NULL;
 	}
 	atomic_init(&c->refs, 1);
+	pthread_mutex_init(&c->sock_lock, NULL);
 	c->sock = sock;
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	struct ucred cr;
@@ -99,6 +100,7 @@ void conn_free(struct conn *c)
 		close(c->pidfd);
 	close(c->sock);
 	free(c->out);
+	pthread_mutex_destroy(&c->sock_lock);
 	free(c);
 }
 
@@ -377,7 +379,7 @@ static bool queue_reply(struct conn *c, const char *buf, size_t len)
 	return flush_out(c);
 }
 
-uint32_t conn_sock_events(const struct conn *c)
+static uint32_t conn_sock_events(const struct conn *c)
 {
 	/* While replies wait, requests are not read: a VMM that does not
 	 * read its replies stops its own stream, and holds no worker. */
@@ -471,7 +473,7 @@ static bool on_eof(struct pagein_server *srv, struct conn *c)
 	return true;
 }
 
-bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events)
+static bool on_sock_locked(struct pagein_server *srv, struct conn *c)
 {
 	if (c->out_len) {
 		if (!flush_out(c)) {
@@ -539,6 +541,15 @@ bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events)
 			return true; /* replies wait: stop reading until they go */
 	}
 	return true; /* budget spent: back to the end of the queue */
+}
+
+bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t *next)
+{
+	pthread_mutex_lock(&c->sock_lock);
+	bool keep = on_sock_locked(srv, c);
+	*next = conn_sock_events(c);
+	pthread_mutex_unlock(&c->sock_lock);
+	return keep;
 }
 
 bool conn_on_uffd(struct pagein_server *srv, struct conn *c)

@@ -338,9 +338,8 @@ static void handle_event(struct pagein_server *srv, const struct epoll_event *ev
 		fd = c->pidfd;
 		break;
 	default:
-		keep = conn_on_sock(srv, c, ev->events);
+		keep = conn_on_sock(srv, c, &events);
 		fd = c->sock;
-		events = conn_sock_events(c);
 		break;
 	}
 	if (keep && events)

@@ -23,6 +23,10 @@ struct conn {
 	atomic_int refs;       /* the table's + one per worker handling it */
 	uint32_t slot, gen;    /* where the table keeps it; gen guards reuse */
 	int sock;
+	/* The socket side (decoder, replies, fds received) is one worker's at
+	 * a time by EPOLLONESHOT; this lock says so to the reader of the code
+	 * and to TSan, which does not see the epoll re-arm as a hand-off. */
+	pthread_mutex_t sock_lock;
 	pid_t pid;             /* the VMM's, from SO_PEERCRED */
 	int pidfd;             /* the VMM process, pinned at accept, or -1 */
 	char name[48];         /* "vm3 pid 1234", the prefix of its log lines */
@@ -94,12 +98,12 @@ struct conn *conn_new(struct pagein_server *srv, int sock);
 void conn_free(struct conn *c);
 /* Handlers of readiness of the connection's fds. Return true to keep
  * watching the fd; false after calling server_end_conn(). */
-bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t events);
+/* The socket: *next is what to watch it for now (EPOLLIN, EPOLLOUT while
+ * replies wait, 0 once the VMM closed its end). */
+bool conn_on_sock(struct pagein_server *srv, struct conn *c, uint32_t *next);
 bool conn_on_uffd(struct pagein_server *srv, struct conn *c);
 bool conn_on_pidfd(struct pagein_server *srv, struct conn *c);
 bool conn_on_event(struct pagein_server *srv, struct conn *c);
-/* What the socket wants next: EPOLLIN, or EPOLLOUT while replies wait. */
-uint32_t conn_sock_events(const struct conn *c);
 /* Logs the end (statistics, recording) and applies the failure policy.
  * Called once per connection, by whoever ends it. */
 void conn_finish(struct pagein_server *srv, struct conn *c,
