@@ -639,7 +639,16 @@ static int probe_result(struct pagein_session *s, struct region *rg, size_t idx,
 int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
 	       enum probe_op op, struct pagein_error *err)
 {
-	return probe_result(s, rg, idx, op, probe_once(s, rg, idx, op, err), err);
+	int r = probe_once(s, rg, idx, op, err);
+	if (op == PROBE_MAP && r == -EFAULT) {
+		/* CONTINUE found no page in the cache: it was punched after the
+		 * MINOR fault was raised (MADV_REMOVE, or fallocate, which
+		 * raises no event). A hole reads as zeros: ZEROPAGE fills it
+		 * (EEXIST: a page arrived meanwhile; it is woken). */
+		op = PROBE_ZERO;
+		r = probe_once(s, rg, idx, op, err);
+	}
+	return probe_result(s, rg, idx, op, r, err);
 }
 
 int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,

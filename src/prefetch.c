@@ -18,6 +18,7 @@
 #include "error.h"
 #include "fill.h"
 #include "page_table.h"
+#include "pump.h"
 #include "session.h"
 #include "source.h"
 
@@ -234,7 +235,7 @@ int pagein_session_prefetch(struct pagein_session *s,
 		 * drains events itself, then serves the faults it queued. */
 		pthread_mutex_lock(&s->reader_lock);
 		int r = populate_rest(s, &s->stopping, true, false, err);
-		pthread_mutex_unlock(&s->reader_lock);
+		pump_release(s, true);
 		if (r == 0)
 			mark_complete(s);
 		if (r == 0)

@@ -162,13 +162,13 @@ int pump_read_events(struct pagein_session *s, bool drain,
 	}
 }
 
-int pump_round(struct pagein_session *s, struct pagein_error *err)
+int pump_round(struct pagein_session *s, bool *worked, struct pagein_error *err)
 {
 	int r = pump_read_events(s, false, err);
 	if (r < 0)
 		return r;
 	struct fault_queue *q = &s->queue;
-	bool worked = r > 0 || q->head < q->tail;
+	*worked = r > 0 || q->head < q->tail;
 	r = 0;
 	while (r == 0 && q->head < q->tail) {
 		struct uffd_msg m = q->msg[q->head++];
@@ -176,11 +176,17 @@ int pump_round(struct pagein_session *s, struct pagein_error *err)
 	}
 	if (q->head == q->tail)
 		q->head = q->tail = 0;
-	/* Only a round that did something changes what waiters look at; a
-	 * waiter that pumped an empty round may now sleep. */
-	if (worked)
-		session_signal(s);
 	return r;
+}
+
+void pump_release(struct pagein_session *s, bool worked)
+{
+	pthread_mutex_unlock(&s->reader_lock);
+	/* Only a round that did something changes what page waiters look at
+	 * (one that pumped an empty round may now sleep), but a thread that
+	 * could not take the role sleeps until it is free. */
+	if (worked || atomic_load(&s->role_waiters))
+		session_signal(s);
 }
 
 int pagein_session_handle_uffd(struct pagein_session *s,
@@ -192,8 +198,9 @@ int pagein_session_handle_uffd(struct pagein_session *s,
 	/* A blocking lock: whoever holds the role is serving a bounded round
 	 * (it never waits on a page or on the kernel without pumping). */
 	pthread_mutex_lock(&s->reader_lock);
-	int r = pump_round(s, err);
-	pthread_mutex_unlock(&s->reader_lock);
+	bool worked = false;
+	int r = pump_round(s, &worked, err);
+	pump_release(s, worked);
 	if (r == -ESRCH)
 		pagein_fail(err, ESRCH, "VMM gone (a fill answered ESRCH)");
 	if (r < 0)
@@ -227,6 +234,37 @@ static int stopped(struct pagein_session *s)
 	return atomic_load(&s->stopping) ? -ECANCELED : 0;
 }
 
+/* Sleeps until a signal after gen (or the backstop, or a stop). */
+static void sleep_until_signal(struct pagein_session *s, uint64_t gen)
+{
+	pthread_mutex_lock(&s->wait_lock);
+	while (s->wait_gen == gen && !stopped(s)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + WAIT_BACKSTOP_NS;
+		ts.tv_sec += (time_t)(ns / 1000000000ull);
+		ts.tv_nsec = (long)(ns % 1000000000ull);
+		if (pthread_cond_timedwait(&s->wait_cond, &s->wait_lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&s->wait_lock);
+}
+
+/* Takes the pump's role, or registers as waiting for it: the holder then
+ * signals when it lets go (pump_release), so the sleep that follows a
+ * failed take cannot miss the release. */
+static bool take_role_or_wait(struct pagein_session *s)
+{
+	if (pthread_mutex_trylock(&s->reader_lock) == 0)
+		return true;
+	atomic_fetch_add(&s->role_waiters, 1);
+	if (pthread_mutex_trylock(&s->reader_lock) == 0) {
+		atomic_fetch_sub(&s->role_waiters, 1);
+		return true;
+	}
+	return false;
+}
+
 int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
 		 bool reader, struct pagein_error *err)
 {
@@ -239,13 +277,14 @@ int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
 		r = pump_read_events(s, true, err);
 		return r < 0 ? r : 0;
 	}
-	if (pthread_mutex_trylock(&s->reader_lock) == 0) {
+	if (take_role_or_wait(s)) {
 		/* Nobody was reading: read (and serve) ourselves. */
+		bool worked = false;
 		if (why == WAIT_EVENTS)
 			r = pump_read_events(s, true, err);
 		if (r >= 0)
-			r = pump_round(s, err);
-		pthread_mutex_unlock(&s->reader_lock);
+			r = pump_round(s, &worked, err);
+		pump_release(s, worked || why == WAIT_EVENTS);
 		if (r < 0) {
 			if (r == -ESRCH)
 				pagein_fail(err, ESRCH, "VMM gone (a fill answered ESRCH)");
@@ -253,20 +292,16 @@ int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
 		}
 		if (why == WAIT_EVENTS)
 			return 0;
+		/* WAIT_PAGE after a round: if it changed nothing, the page's
+		 * filler has not settled it: sleep until it signals (pumping
+		 * again at once would only compete with it for remove_lock). */
+		sleep_until_signal(s, gen);
+		return stopped(s);
 	}
-	/* Someone else pumps, or (WAIT_PAGE) the page's filler must finish:
-	 * sleep until one of them signals. */
-	pthread_mutex_lock(&s->wait_lock);
-	while (s->wait_gen == gen && !stopped(s)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		uint64_t ns = (uint64_t)ts.tv_nsec + WAIT_BACKSTOP_NS;
-		ts.tv_sec += (time_t)(ns / 1000000000ull);
-		ts.tv_nsec = (long)(ns % 1000000000ull);
-		if (pthread_cond_timedwait(&s->wait_cond, &s->wait_lock, &ts) == ETIMEDOUT)
-			break;
-	}
-	pthread_mutex_unlock(&s->wait_lock);
+	/* Someone else pumps: sleep until its round ends or (WAIT_PAGE) the
+	 * page's filler signals. */
+	sleep_until_signal(s, gen);
+	atomic_fetch_sub(&s->role_waiters, 1);
 	return stopped(s);
 }
 
@@ -286,5 +321,5 @@ void session_drain(struct pagein_session *s)
 	for (; q->head < q->tail; q->head++)
 		uffd_wake(s->uffd, q->msg[q->head].arg.pagefault.address & ~4095ull, 4096);
 	q->head = q->tail = 0;
-	pthread_mutex_unlock(&s->reader_lock);
+	pump_release(s, true);
 }

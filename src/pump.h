@@ -27,8 +27,12 @@ int pump_read_events(struct pagein_session *s, bool drain,
 		     struct pagein_error *err);
 
 /* One round of the pump by a thread that holds reader_lock: read once,
- * serve every fault queued, signal the waiters. */
-int pump_round(struct pagein_session *s, struct pagein_error *err);
+ * serve every fault queued. *worked: it read or served something. */
+int pump_round(struct pagein_session *s, bool *worked, struct pagein_error *err);
+
+/* Gives the role back, then signals the waiters if the round changed
+ * anything or a thread sleeps until the role is free. */
+void pump_release(struct pagein_session *s, bool worked);
 
 /* At teardown: reads what is pending (a VMM's madvise() waits until its
  * REMOVE is read) and wakes the faults read. */

@@ -60,6 +60,8 @@ struct pagein_session {
 	pthread_mutex_t wait_lock;
 	pthread_cond_t wait_cond;
 	uint64_t wait_gen;        /* under wait_lock: bumped by every signal */
+	atomic_int role_waiters;  /* threads sleeping until the pump's role is
+				   * released: the releaser then signals */
 	atomic_bool stopping;     /* waiters and fillers give up (teardown) */
 
 	/* The first fatal error, from any thread; then the session is over. */
