@@ -2,7 +2,7 @@
 # Installs the Debian packages pagein needs to build and test, when missing.
 set -e
 need=""
-for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev; do
+for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev spin; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
