@@ -32,7 +32,7 @@ if ! command -v spin >/dev/null 2>&1; then
 		fi
 		command -v spin >/dev/null 2>&1 || why="$why and apt-get install spin failed"
 	else
-		why="$why and this user cannot install it (run as root, or apt-get install spin)"
+		why="$why and cannot be installed here (that needs root and apt-get: apt-get install spin)"
 	fi
 	if ! command -v spin >/dev/null 2>&1; then
 		echo "skip: $why"
