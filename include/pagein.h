@@ -59,6 +59,21 @@ enum pagein_on_corrupt {
 				  * memory error there, the rest runs on */
 };
 
+/* Events a session reports to its embedder as they happen (the library
+ * never prints): the daemon logs them, rate-limited, and counts them. */
+enum pagein_event_kind {
+	PAGEIN_EVENT_POISONED,      /* pages poisoned (UFFDIO_POISON or refused) */
+	PAGEIN_EVENT_CORRUPT_CHUNK, /* the snapshot could not give a chunk */
+};
+
+struct pagein_event {
+	enum pagein_event_kind kind;
+	uint64_t offset; /* snapshot offset of the first page concerned */
+	uint64_t pages;  /* how many pages (POISONED) */
+	uint64_t chunk;  /* the chunk (CORRUPT_CHUNK, pagein files) */
+	int error;       /* -EIO, -EBADMSG, ... */
+};
+
 struct pagein_session_config {
 	const struct pagein_region *regions;
 	size_t nregions;
@@ -74,6 +89,10 @@ struct pagein_session_config {
 	 * sequentially. 0 or 1 = off. */
 	unsigned fault_around;
 	bool record; /* keep the first-touch order (pagein_session_recorded) */
+	/* Called from any thread working for the session, as events happen;
+	 * must be quick and must not call back into the session. May be NULL. */
+	void (*on_event)(void *opaque, const struct pagein_event *ev);
+	void *event_opaque;
 };
 
 #define PAGEIN_FAULT_AROUND_MAX 512u
@@ -104,6 +123,17 @@ struct pagein_stats {
 	uint64_t elapsed_ns;          /* since the session was created */
 	uint64_t complete_ns;         /* when every page was in; 0 = not yet */
 };
+
+/* Fault service latency, from the uffd read to the fault being served
+ * (its page filled and the vCPU woken): counts per bucket, bucket i holding
+ * latencies up to pagein_latency_bound_ns(i); the last bucket is +Inf. */
+#define PAGEIN_LATENCY_BUCKETS 14
+struct pagein_latency {
+	uint64_t count[PAGEIN_LATENCY_BUCKETS + 1];
+	uint64_t sum_ns;
+};
+/* Upper bound of bucket i (0 <= i < PAGEIN_LATENCY_BUCKETS), ns. */
+uint64_t pagein_latency_bound_ns(unsigned i);
 
 struct pagein_session;
 
@@ -187,6 +217,8 @@ const char *pagein_session_prefetch_error(const struct pagein_session *s);
 
 void pagein_session_stats(const struct pagein_session *s,
 			  struct pagein_stats *out);
+void pagein_session_latency(const struct pagein_session *s,
+			    struct pagein_latency *out);
 /* "faults 10 missing/2 minor, ..." in one line, for logs. */
 int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len);
 

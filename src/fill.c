@@ -165,6 +165,21 @@ static int fail_corrupt(struct pagein_session *s, const struct region *rg,
 			   (unsigned long long)page_offset(rg, idx), strerror(-r));
 }
 
+/* The embedder hears of every bad chunk met and every page poisoned (the
+ * daemon logs them, rate-limited). */
+static void note_corrupt(struct pagein_session *s, const struct region *rg,
+			 size_t idx, int r, uint64_t chunk)
+{
+	session_event(s, PAGEIN_EVENT_CORRUPT_CHUNK, page_offset(rg, idx), 0, chunk, r);
+}
+
+static void note_poisoned(struct pagein_session *s, const struct region *rg,
+			  size_t idx, uint64_t pages)
+{
+	count(&s->n.pages_poisoned, pages);
+	session_event(s, PAGEIN_EVENT_POISONED, page_offset(rg, idx), pages, 0, -EHWPOISON);
+}
+
 static void count_fill(struct pagein_session *s, enum fill_path path, uint64_t pages)
 {
 	static const size_t field[] = {
@@ -326,6 +341,8 @@ int fill_map(struct pagein_session *s, const struct fill_req *rq,
 		size_t j;
 		int bad;
 		r = plan_subrun(s, rq, i, end, &pb, &kind, &j, &bad);
+		if (r == 0 && bad)
+			note_corrupt(s, rg, i, bad, pb.ext.bad_chunk);
 		if (r < 0) {
 			r = pagein_fail(err, -r, "snapshot read at offset 0x%llx: %s",
 					(unsigned long long)page_offset(rg, i), strerror(-r));
@@ -369,7 +386,8 @@ int fill_map(struct pagein_session *s, const struct fill_req *rq,
 		}
 		size_t pages = (size_t)(done / ps);
 		if (kind == RUN_POISON) {
-			count(&s->n.pages_poisoned, pages);
+			if (pages)
+				note_poisoned(s, rg, i, pages);
 			for (size_t p = i; p < i + pages; p++)
 				must_wake |= after_settle(s, page_poisoned(&rg->pages, p));
 		} else {
@@ -415,6 +433,7 @@ int fill_map(struct pagein_session *s, const struct fill_req *rq,
 			    s->source->ops->shrunk(s->source, page_offset(rg, i) + len - 1)) {
 				/* The raw file shrank under the copy: those pages
 				 * are "cannot give", like a bad chunk. */
+				note_corrupt(s, rg, i, -EIO, 0);
 				if (rq->fault_idx >= i && rq->fault_idx < j) {
 					r = fail_corrupt(s, rg, rq->fault_idx, -EIO, 0, err);
 					goto out;
@@ -563,12 +582,13 @@ int fill_request(struct pagein_session *s, struct region *rg, size_t idx,
 	uint64_t bad_chunk = 0;
 	int r = write_page(s, rg, idx, false, zero, &bad_chunk, err);
 	if (is_corruption(r)) {
+		note_corrupt(s, rg, idx, r, bad_chunk);
 		fail_corrupt(s, rg, idx, r, bad_chunk, err);
 		if (s->on_corrupt == PAGEIN_CORRUPT_POISON) {
 			/* Its own state: the userfault bit is never cleared, a
 			 * request for it gets an error reply, a fault on it is
 			 * poisoned. Never zeros. */
-			count(&s->n.pages_poisoned, 1);
+			note_poisoned(s, rg, idx, 1);
 			if (after_settle(s, page_poisoned(&rg->pages, idx)))
 				wake_range(s, rg, idx, idx + 1);
 			return -EHWPOISON;
@@ -615,8 +635,9 @@ static int probe_result(struct pagein_session *s, struct region *rg, size_t idx,
 	static const char *names[] = {"zeropage", "continue", "poison"};
 	switch (uffd_classify(r)) {
 	case UFFD_DONE:
-		count(op == PROBE_MAP ? &s->n.pages_continued
-		      : op == PROBE_ZERO ? &s->n.pages_zeroed : &s->n.pages_poisoned, 1);
+		/* A poison probe re-poisons a page counted when it was poisoned. */
+		if (op != PROBE_POISON)
+			count(op == PROBE_MAP ? &s->n.pages_continued : &s->n.pages_zeroed, 1);
 		return 0;
 	case UFFD_EXISTS:
 		/* Already there (a stale fault); the kernel woke nobody. */
@@ -665,9 +686,10 @@ int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
 		uint64_t bad_chunk = 0;
 		r = write_page(s, rg, idx, true, &zero, &bad_chunk, err);
 		if (is_corruption(r)) {
+			note_corrupt(s, rg, idx, r, bad_chunk);
 			fail_corrupt(s, rg, idx, r, bad_chunk, err);
 			if (s->on_corrupt == PAGEIN_CORRUPT_POISON) {
-				count(&s->n.pages_poisoned, 1);
+				note_poisoned(s, rg, idx, 1);
 				after_settle(s, page_poisoned(&rg->pages, idx));
 				return fill_probe(s, rg, idx, PROBE_POISON, err);
 			}

@@ -54,12 +54,15 @@ static void apply_remove(struct pagein_session *s, uint64_t start, uint64_t end)
 	}
 }
 
-static int queue_push(struct fault_queue *q, const struct uffd_msg *m)
+static int queue_push(struct fault_queue *q, const struct uffd_msg *m,
+		      uint64_t read_ns)
 {
 	if (q->tail == q->cap) {
 		if (q->head > 0) {
 			memmove(q->msg, q->msg + q->head,
 				(q->tail - q->head) * sizeof(*q->msg));
+			memmove(q->read_ns, q->read_ns + q->head,
+				(q->tail - q->head) * sizeof(*q->read_ns));
 			q->tail -= q->head;
 			q->head = 0;
 		} else {
@@ -68,11 +71,45 @@ static int queue_push(struct fault_queue *q, const struct uffd_msg *m)
 			if (!n)
 				return -ENOMEM;
 			q->msg = n;
+			n = realloc(q->read_ns, cap * sizeof(*q->read_ns));
+			if (!n)
+				return -ENOMEM;
+			q->read_ns = n;
 			q->cap = cap;
 		}
 	}
+	q->read_ns[q->tail] = read_ns;
 	q->msg[q->tail++] = *m;
 	return 0;
+}
+
+/* Bucket bounds of the fault latency histogram: a fault round trip here
+ * costs 35-45 us, a fill from a cold disk milliseconds. */
+static const uint64_t latency_bounds_ns[PAGEIN_LATENCY_BUCKETS] = {
+	10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+	5000000, 10000000, 25000000, 100000000, 1000000000, 10000000000ull,
+};
+
+uint64_t pagein_latency_bound_ns(unsigned i)
+{
+	return i < PAGEIN_LATENCY_BUCKETS ? latency_bounds_ns[i] : UINT64_MAX;
+}
+
+static void count_latency(struct pagein_session *s, uint64_t ns)
+{
+	unsigned b = 0;
+	while (b < PAGEIN_LATENCY_BUCKETS && ns > latency_bounds_ns[b])
+		b++;
+	count(&s->latency[b], 1);
+	count(&s->latency_sum_ns, ns);
+}
+
+void pagein_session_latency(const struct pagein_session *s,
+			    struct pagein_latency *out)
+{
+	for (unsigned b = 0; b <= PAGEIN_LATENCY_BUCKETS; b++)
+		out->count[b] = atomic_load_explicit(&s->latency[b], memory_order_relaxed);
+	out->sum_ns = atomic_load_explicit(&s->latency_sum_ns, memory_order_relaxed);
 }
 
 /* read() that cannot block. O_NONBLOCK lives on the open file description
@@ -144,6 +181,7 @@ int pump_read_events(struct pagein_session *s, bool drain,
 			}
 		}
 		pthread_rwlock_unlock(&s->remove_lock);
+		uint64_t read_ns = k ? now_ns() : 0;
 		for (size_t i = 0; i < k; i++) {
 			if (buf[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
@@ -151,7 +189,7 @@ int pump_read_events(struct pagein_session *s, bool drain,
 				count(&s->n.faults_minor, 1);
 			else
 				count(&s->n.faults_missing, 1);
-			if (queue_push(&s->queue, &buf[i]) < 0)
+			if (queue_push(&s->queue, &buf[i], read_ns) < 0)
 				return pagein_fail(err, ENOMEM, "out of memory queueing faults");
 		}
 		if (s->test_after_read && k)
@@ -171,8 +209,11 @@ int pump_round(struct pagein_session *s, bool *worked, struct pagein_error *err)
 	*worked = r > 0 || q->head < q->tail;
 	r = 0;
 	while (r == 0 && q->head < q->tail) {
+		uint64_t read_ns = q->read_ns[q->head];
 		struct uffd_msg m = q->msg[q->head++];
 		r = fault_serve(s, &m, err);
+		if (r == 0)
+			count_latency(s, now_ns() - read_ns);
 	}
 	if (q->head == q->tail)
 		q->head = q->tail = 0;

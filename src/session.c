@@ -282,6 +282,8 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	while (s->fa_base & (s->fa_base - 1)) /* round down to a power of two */
 		s->fa_base &= s->fa_base - 1;
 	s->record = cfg->record;
+	s->on_event = cfg->on_event;
+	s->event_opaque = cfg->event_opaque;
 	s->start_ns = now_ns();
 	s->uffd = cfg->uffd;
 	s->read_nowait = probe_read_nowait(cfg->uffd);
@@ -319,6 +321,7 @@ void pagein_session_free(struct pagein_session *s)
 		pagein_source_unref(s->source);
 	free(s->zero_huge);
 	free(s->queue.msg);
+	free(s->queue.read_ns);
 	free(s->recorded);
 	if (s->event_fd >= 0)
 		close(s->event_fd);
@@ -423,6 +426,17 @@ void pagein_session_stop(struct pagein_session *s)
 {
 	atomic_store(&s->stopping, true);
 	session_signal(s);
+}
+
+void session_event(struct pagein_session *s, enum pagein_event_kind kind,
+		   uint64_t offset, uint64_t pages, uint64_t chunk, int error)
+{
+	if (!s->on_event)
+		return;
+	struct pagein_event ev = {
+		.kind = kind, .offset = offset, .pages = pages, .chunk = chunk, .error = error,
+	};
+	s->on_event(s->event_opaque, &ev);
 }
 
 void session_record_touch(struct pagein_session *s, const struct region *rg,

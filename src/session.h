@@ -31,6 +31,7 @@ struct session_counters {
  * time). Grows when a fill must drain events (EAGAIN) mid-round. */
 struct fault_queue {
 	struct uffd_msg *msg;
+	uint64_t *read_ns;        /* when each was read: fault latency */
 	size_t head, tail, cap;
 };
 
@@ -71,6 +72,13 @@ struct pagein_session {
 	int event_fd;             /* eventfd, readable once failed */
 
 	struct session_counters n;
+	/* Fault service latency, read to served (woken), in the buckets of
+	 * pagein_latency_bound_ns(). */
+	atomic_uint_fast64_t latency[PAGEIN_LATENCY_BUCKETS + 1];
+	atomic_uint_fast64_t latency_sum_ns;
+	/* The embedder's event sink (config.on_event), or NULL. */
+	void (*on_event)(void *opaque, const struct pagein_event *ev);
+	void *event_opaque;
 	uint64_t pages_total;
 	uint64_t start_ns;
 	atomic_uint_fast64_t complete_ns;
@@ -152,6 +160,11 @@ int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
 
 /* Wakes every waiter (a round ended, a page settled, the session stops). */
 void session_signal(struct pagein_session *s);
+
+/* Tells the embedder (config.on_event) about a poisoned run or a corrupt
+ * chunk. */
+void session_event(struct pagein_session *s, enum pagein_event_kind kind,
+		   uint64_t offset, uint64_t pages, uint64_t chunk, int error);
 
 /* First-touch order (config.record). */
 void session_record_touch(struct pagein_session *s, const struct region *rg,
