@@ -69,6 +69,8 @@ struct conn *conn_new(struct pagein_server *srv, int sock)
 	}
 	atomic_init(&c->refs, 1);
 	pthread_mutex_init(&c->sock_lock, NULL);
+	pthread_mutex_init(&c->event_lock, NULL);
+	c->srv = srv;
 	c->sock = sock;
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	struct ucred cr;
@@ -101,6 +103,7 @@ void conn_free(struct conn *c)
 	close(c->sock);
 	free(c->out);
 	pthread_mutex_destroy(&c->sock_lock);
+	pthread_mutex_destroy(&c->event_lock);
 	free(c);
 }
 
@@ -216,6 +219,42 @@ static void save_recording(struct pagein_server *srv, struct conn *c)
 	free(off);
 }
 
+/* A session's poisoned pages and corrupt chunks: one line each, at most
+ * one per kind per EVENT_LOG_INTERVAL_NS per VM (the next line says how
+ * many were held back). Called from any thread serving the session. */
+#define EVENT_LOG_INTERVAL_NS (1000ull * 1000 * 1000)
+
+static void on_session_event(void *opaque, const struct pagein_event *ev)
+{
+	struct conn *c = opaque;
+	unsigned k = ev->kind == PAGEIN_EVENT_POISONED ? 0 : 1;
+	uint64_t now = mono_ns(), held;
+	pthread_mutex_lock(&c->event_lock);
+	bool log = !c->event_logged_ns[k] || now - c->event_logged_ns[k] >= EVENT_LOG_INTERVAL_NS;
+	held = c->event_held[k];
+	if (log) {
+		c->event_logged_ns[k] = now;
+		c->event_held[k] = 0;
+	} else {
+		c->event_held[k]++;
+	}
+	pthread_mutex_unlock(&c->event_lock);
+	if (!log)
+		return;
+	char more[64] = "";
+	if (held)
+		snprintf(more, sizeof(more), " (%" PRIu64 " more such lines held back)", held);
+	if (ev->kind == PAGEIN_EVENT_POISONED)
+		server_log(c->srv, PAGEIN_LOG_WARN,
+			   "%s: poisoned %" PRIu64 " page%s at offset 0x%" PRIx64
+			   ": the snapshot could not give them (the guest sees a memory error there)%s",
+			   c->name, ev->pages, ev->pages == 1 ? "" : "s", ev->offset, more);
+	else
+		server_log(c->srv, PAGEIN_LOG_ERROR,
+			   "%s: corrupt snapshot: chunk %" PRIu64 " (page at offset 0x%" PRIx64 "): %s%s",
+			   c->name, ev->chunk, ev->offset, strerror(-ev->error), more);
+}
+
 /* ---- the handshake ---------------------------------------------------- */
 
 /* Keeps the fds of one SCM_RIGHTS message; more than three is no protocol
@@ -270,6 +309,8 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 		.on_corrupt = srv->cfg.on_corrupt,
 		.fault_around = srv->cfg.fault_around,
 		.record = srv->record_path != NULL,
+		.on_event = on_session_event,
+		.event_opaque = c,
 	};
 	struct pagein_error err = {{0}};
 	struct pagein_session *s;

@@ -45,6 +45,11 @@ struct conn {
 	char *out;             /* replies not yet sent (the VMM reads slowly) */
 	size_t out_len, out_cap;
 	struct pagein_session *session;
+	struct pagein_server *srv;  /* for the session's event callback */
+	/* Event lines, rate-limited per kind: when the last was logged and
+	 * how many were held back since. */
+	pthread_mutex_t event_lock;
+	uint64_t event_logged_ns[2], event_held[2];
 	_Atomic(struct pagein_session *) published; /* for reports from other threads */
 };
 

@@ -24,13 +24,14 @@ for mode in fail poison; do
 	"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/raw" --vcpus 1 --pattern "trace:$WORK/bad.trace" \
 		--timeout 10 >"$WORK/bad-$mode.out" 2>&1 && fail "$mode: a corrupt chunk read back as good"
 	grep -q "wrong byte" "$WORK/bad-$mode.out" && fail "$mode: wrong bytes were mapped: $(cat "$WORK/bad-$mode.out")"
+	expect_log "corrupt snapshot: chunk $bad "
 	if [ "$mode" = fail ]; then
 		expect_log "snapshot cannot give page at offset 0x[0-9a-f]+ \(chunk $bad\)"
 		expect_log "session ended \(failed: snapshot cannot give page"
 		expect_log "killed the VMM \(--on-failure kill\)"
 	else
 		grep -q SIGBUS "$WORK/bad-$mode.out" || fail "poison: the guest did not get a memory error: $(cat "$WORK/bad-$mode.out")"
-		expect_log "poisoned [1-9]"
+		expect_log "poisoned [1-9][0-9]* pages? at offset 0x[0-9a-f]+: the snapshot could not give them"
 	fi
 	pagein_alive
 	vm "good-$mode" --snapshot "$WORK/raw" --vcpus 2 --pattern "trace:$WORK/good.trace"
