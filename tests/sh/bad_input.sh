@@ -71,3 +71,27 @@ for bad in /nonexistent/snap "$WORK" "$WORK/empty"; do
 		fail "no clear error for $bad: $out"
 	note "refused snapshot: $out"
 done
+
+note "--max-connections: connections past the cap are closed at accept, with one log line"
+start_pagein "$WORK/snap" --max-connections 2
+python3 - "$SOCK" <<'PY' || fail "connection cap not enforced"
+import socket, sys, time
+path = sys.argv[1]
+held = []
+for _ in range(2):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    held.append(s)
+time.sleep(0.3)  # both accepted and counted
+extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+extra.connect(path)  # queued by the kernel, closed by pagein at accept
+extra.settimeout(5)
+try:
+    data = extra.recv(1)
+except socket.timeout:
+    sys.exit("the third connection was not closed")
+sys.exit(0 if data == b"" else "unexpected bytes")
+PY
+expect_log "refused a connection: 2 connections open \(--max-connections"
+pagein_alive
+stop_pagein
