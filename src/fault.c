@@ -58,6 +58,17 @@ static void claim_window(struct pagein_session *s, struct region *rg,
 	atomic_store_explicit(&s->fa_next, *hi, memory_order_relaxed);
 }
 
+/* One page without a claim, its fault woken. */
+static int probe(struct pagein_session *s, struct region *rg, size_t idx,
+		 enum fill_op op, struct pagein_error *err)
+{
+	struct fill_req rq = {
+		.op = op, .rg = rg, .first = idx, .n = 1, .fault_idx = idx,
+		.path = FILL_FAULT, .reader = true, .wake = true,
+	};
+	return fill(s, &rq, err);
+}
+
 int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 		struct pagein_error *err)
 {
@@ -84,19 +95,18 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 				continue; /* changed under us: decide again */
 			if (prev == PAGE_ABSENT)
 				session_record_touch(s, rg, idx);
-			if (actor == ACT_MINOR)
-				return fill_minor(s, rg, idx, err);
 			struct fill_req rq = {
+				.op = actor == ACT_MINOR ? FILL_OP_MINOR : FILL_OP_MAP,
 				.rg = rg, .first = idx, .n = 1, .fault_idx = idx,
 				.path = FILL_FAULT, .reader = true, .wake = true,
 			};
-			if (prev == PAGE_ABSENT) {
+			if (prev == PAGE_ABSENT && actor == ACT_MISSING) {
 				size_t lo, hi;
 				claim_window(s, rg, idx, &lo, &hi);
 				rq.first = lo;
 				rq.n = hi - lo;
 			}
-			return fill_map(s, &rq, err);
+			return fill(s, &rq, err);
 		}
 		case DO_NOTE_WAKE:
 			if (page_want_wake(&rg->pages, idx))
@@ -107,11 +117,11 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 			 * our fill landed (ZEROPAGE then finds the page: EEXIST),
 			 * or a page lost without an event (then zeros are what the
 			 * kernel would give). ZEROPAGE never overwrites. */
-			return fill_probe(s, rg, idx, PROBE_ZERO, err);
+			return probe(s, rg, idx, FILL_OP_PROBE_ZERO, err);
 		case DO_MAP:
-			return fill_probe(s, rg, idx, PROBE_MAP, err);
+			return probe(s, rg, idx, FILL_OP_PROBE_MAP, err);
 		case DO_POISON:
-			return fill_probe(s, rg, idx, PROBE_POISON, err);
+			return probe(s, rg, idx, FILL_OP_PROBE_POISON, err);
 		default:
 			return pagein_fail(err, EPROTO, "no rule for a fault on a page in state %d", st);
 		}

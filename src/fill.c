@@ -321,8 +321,8 @@ static int stop_code(struct pagein_session *s)
 	return atomic_load(&s->stopping) ? -ECANCELED : 0;
 }
 
-int fill_map(struct pagein_session *s, const struct fill_req *rq,
-	     struct pagein_error *err)
+static int fill_map(struct pagein_session *s, const struct fill_req *rq,
+		    struct pagein_error *err)
 {
 	struct region *rg = rq->rg;
 	uint64_t ps = rg->r.page_size;
@@ -470,6 +470,10 @@ out:
 
 /* ---- the page cache, through the memory fd ----------------------------- */
 
+enum probe_op { PROBE_ZERO, PROBE_MAP, PROBE_POISON };
+static int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
+		      enum probe_op op, struct pagein_error *err);
+
 /* pwrite() all of buf at off into the guest memory fd. */
 static int write_mem(struct pagein_session *s, uint64_t off, const void *buf,
 		     uint64_t len)
@@ -576,8 +580,8 @@ static int write_page(struct pagein_session *s, struct region *rg, size_t idx,
 	return 0;
 }
 
-int fill_request(struct pagein_session *s, struct region *rg, size_t idx,
-		 bool *zero, struct pagein_error *err)
+static int fill_request(struct pagein_session *s, struct region *rg, size_t idx,
+			bool *zero, struct pagein_error *err)
 {
 	uint64_t bad_chunk = 0;
 	int r = write_page(s, rg, idx, false, zero, &bad_chunk, err);
@@ -657,8 +661,8 @@ static int probe_result(struct pagein_session *s, struct region *rg, size_t idx,
 	}
 }
 
-int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
-	       enum probe_op op, struct pagein_error *err)
+static int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
+		      enum probe_op op, struct pagein_error *err)
 {
 	int r = probe_once(s, rg, idx, op, err);
 	if (op == PROBE_MAP && r == -EFAULT) {
@@ -672,8 +676,8 @@ int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
 	return probe_result(s, rg, idx, op, r, err);
 }
 
-int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
-	       struct pagein_error *err)
+static int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
+		      struct pagein_error *err)
 {
 	int r = 0;
 	bool ok = true;
@@ -723,4 +727,29 @@ int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
 	if (wake)
 		wake_range(s, rg, idx, idx + 1);
 	return r;
+}
+
+int fill(struct pagein_session *s, const struct fill_req *rq,
+	 struct pagein_error *err)
+{
+	switch (rq->op) {
+	case FILL_OP_MAP:
+		return fill_map(s, rq, err);
+	case FILL_OP_CACHE: {
+		bool zero = false;
+		int r = fill_request(s, rq->rg, rq->first, &zero, err);
+		if (rq->zero)
+			*rq->zero = zero;
+		return r;
+	}
+	case FILL_OP_MINOR:
+		return fill_minor(s, rq->rg, rq->first, err);
+	case FILL_OP_PROBE_ZERO:
+		return fill_probe(s, rq->rg, rq->first, PROBE_ZERO, err);
+	case FILL_OP_PROBE_MAP:
+		return fill_probe(s, rq->rg, rq->first, PROBE_MAP, err);
+	case FILL_OP_PROBE_POISON:
+		return fill_probe(s, rq->rg, rq->first, PROBE_POISON, err);
+	}
+	return pagein_fail(err, EINVAL, "unknown fill op %d", rq->op);
 }

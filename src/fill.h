@@ -21,45 +21,49 @@ enum fill_path {
 	FILL_REQUEST,      /* a stage-2 request */
 };
 
+/* What to do with the pages. */
+enum fill_op {
+	FILL_OP_MAP,    /* claimed pages into the user mapping: UFFDIO_COPY of
+			 * snapshot bytes in as few ioctls as the source's
+			 * extents allow, ZEROPAGE for zero pages and for a
+			 * discarded faulting page, POISON for a faulting page
+			 * the snapshot cannot give in poison mode. Pages filled
+			 * ahead that were discarded meanwhile settle REMOVED
+			 * unfilled. */
+	FILL_OP_CACHE,  /* one claimed page into the page cache through the
+			 * guest memory fd (pwrite: maps nothing, raises no uffd
+			 * event): a stage-2 request. In poison mode a page the
+			 * snapshot cannot give becomes POISONED: -EHWPOISON. */
+	FILL_OP_MINOR,  /* one claimed page a MINOR fault waits on: the
+			 * snapshot's bytes first if the cache holds a page
+			 * pagein never filled, then UFFDIO_CONTINUE (a discarded
+			 * page: ZEROPAGE, CONTINUE on EEXIST). By the pump. */
+	FILL_OP_PROBE_ZERO,   /* one page, no claim, by the pump, waking its */
+	FILL_OP_PROBE_MAP,    /* fault: ZEROPAGE (never overwrites: EEXIST */
+	FILL_OP_PROBE_POISON, /* means it is there), CONTINUE, or POISON */
+};
+
+/* One fill: every front-end describes what it wants here. */
 struct fill_req {
+	enum fill_op op;
 	struct region *rg;
-	size_t first, n;  /* pages [first, first+n), all claimed by the caller */
+	size_t first, n;  /* pages [first, first+n); claimed by the caller
+			   * except for the PROBE ops; n is 1 but for MAP */
 	size_t fault_idx; /* the page a guest faulted on, SIZE_MAX if none: only
 			   * it may get zeros after a discard, and only it decides
 			   * what a page the snapshot cannot give costs */
 	enum fill_path path;
 	bool reader;      /* the caller is the pump (reads events itself) */
 	bool wake;        /* a fault waits on fault_idx: wake it */
+	bool *zero;       /* CACHE: set to whether the page holds zeros */
 };
 
-/* Fills the claimed pages into the user mapping in as few ioctls as the
- * source's extents allow (UFFDIO_COPY of snapshot bytes, ZEROPAGE for zero
- * pages and for a discarded faulting page, POISON for a faulting page the
- * snapshot cannot give in poison mode), settles every page, wakes. Pages
- * filled ahead that were discarded meanwhile settle REMOVED unfilled.
- * Returns 0, -ESRCH (VMM gone), -ECANCELED (stopping) or -errno (err says
- * what); on error the unfilled pages are given back. */
-int fill_map(struct pagein_session *s, const struct fill_req *rq,
-	     struct pagein_error *err);
-
-/* A claimed page into the page cache through the guest memory fd
- * (pwrite: maps nothing, raises no uffd event): a stage-2 request. Settles
- * the page (PRESENT, or POISONED in poison mode when the snapshot cannot
- * give it: then -EHWPOISON). *zero: the page holds zeros. */
-int fill_request(struct pagein_session *s, struct region *rg, size_t idx,
-		 bool *zero, struct pagein_error *err);
-
-/* A claimed page a MINOR fault waits on: write the snapshot's bytes first
- * if the cache holds a page pagein never filled (and there is a memory fd),
- * then UFFDIO_CONTINUE. By the pump only. */
-int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
-	       struct pagein_error *err);
-
-/* One page without a claim, by the pump, waking its fault: ZEROPAGE
- * (never overwrites: EEXIST means it is there), CONTINUE, or POISON. */
-enum probe_op { PROBE_ZERO, PROBE_MAP, PROBE_POISON };
-int fill_probe(struct pagein_session *s, struct region *rg, size_t idx,
-	       enum probe_op op, struct pagein_error *err);
+/* Does the fill, settles every page it was given (PRESENT, REMOVED,
+ * POISONED, or back to what it was), wakes and signals whoever waits.
+ * Returns 0, -ESRCH (VMM gone), -ECANCELED (stopping), -EHWPOISON (CACHE:
+ * poisoned) or -errno (err says what). */
+int fill(struct pagein_session *s, const struct fill_req *rq,
+	 struct pagein_error *err);
 
 /* Gives back claimed pages [a, b) unfilled, waking and signalling whoever
  * found one of them FILLING. */

@@ -69,10 +69,10 @@ static int fill_claimed(struct pagein_session *s, struct claimed *c, size_t n,
 		while (j < n && c[j].rg == c[i].rg && c[j].idx == c[j - 1].idx + 1)
 			j++;
 		struct fill_req rq = {
-			.rg = c[i].rg, .first = c[i].idx, .n = j - i,
+			.op = FILL_OP_MAP, .rg = c[i].rg, .first = c[i].idx, .n = j - i,
 			.fault_idx = SIZE_MAX, .path = path,
 		};
-		int e = fill_map(s, &rq, err);
+		int e = fill(s, &rq, err);
 		if (e < 0) {
 			r = e;
 			/* Give back the claims of the runs we will not fill,
@@ -166,10 +166,10 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 			       page_claim_absent(&rg->pages, j))
 				j++;
 			struct fill_req rq = {
-				.rg = rg, .first = i, .n = j - i, .fault_idx = SIZE_MAX,
+				.op = FILL_OP_MAP, .rg = rg, .first = i, .n = j - i, .fault_idx = SIZE_MAX,
 				.path = FILL_BACKGROUND, .reader = reader,
 			};
-			int e = j > i ? fill_map(s, &rq, err) : 0;
+			int e = j > i ? fill(s, &rq, err) : 0;
 			if (idle && ++stint == BG_RUNS_PER_STINT) {
 				set_idle(true);
 				stint = 0;

@@ -40,7 +40,11 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 				continue;
 			if (prev == PAGE_ABSENT)
 				session_record_touch(s, rg, idx);
-			r = fill_request(s, rg, idx, zero_out, err);
+			struct fill_req rq = {
+				.op = FILL_OP_CACHE, .rg = rg, .first = idx, .n = 1,
+				.fault_idx = idx, .path = FILL_REQUEST, .zero = zero_out,
+			};
+			r = fill(s, &rq, err);
 			if (r < 0)
 				return r;
 			*len_out = rg->r.page_size;

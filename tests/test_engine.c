@@ -248,10 +248,10 @@ static int ahead_skips_discarded_pages(enum tc_mem mem)
 		TC_CHECK(page_claim_absent(&rg->pages, i));
 	page_remove(&rg->pages, 15); /* the REMOVE arrives while we hold it */
 	page_remove(&rg->pages, 19); /* a snapshot zero page (19 % 4 == 3) */
-	struct fill_req rq = {.rg = rg, .first = 8, .n = 16, .fault_idx = SIZE_MAX,
+	struct fill_req rq = {.op = FILL_OP_MAP, .rg = rg, .first = 8, .n = 16, .fault_idx = SIZE_MAX,
 			      .path = FILL_BACKGROUND};
 	struct pagein_error err = {{0}};
-	int rc = fill_map(r.s, &rq, &err);
+	int rc = fill(r.s, &rq, &err);
 	unsigned char vec[64];
 	mincore(r.g.base, 64 * PS, vec);
 	enum page_state s15 = page_state_of(page_load(&rg->pages, 15));
@@ -282,10 +282,10 @@ static int enoent_gives_up_the_range(enum tc_mem mem)
 	struct region *rg = &r.s->regions[0];
 	for (size_t i = 0; i < 16; i++)
 		TC_CHECK(page_claim_absent(&rg->pages, i));
-	struct fill_req rq = {.rg = rg, .first = 0, .n = 16, .fault_idx = SIZE_MAX,
+	struct fill_req rq = {.op = FILL_OP_MAP, .rg = rg, .first = 0, .n = 16, .fault_idx = SIZE_MAX,
 			      .path = FILL_BACKGROUND};
 	struct pagein_error err = {{0}};
-	int rc = fill_map(r.s, &rq, &err);
+	int rc = fill(r.s, &rq, &err);
 	int failed = pagein_session_error(r.s, &err);
 	enum page_state s0 = page_state_of(page_load(&rg->pages, 0));
 	/* The rest of guest memory is still served. */
@@ -293,7 +293,7 @@ static int enoent_gives_up_the_range(enum tc_mem mem)
 		TC_CHECK(page_claim_absent(&rg->pages, i));
 	rq.first = 32;
 	rq.n = 8;
-	int rc2 = fill_map(r.s, &rq, &err);
+	int rc2 = fill(r.s, &rq, &err);
 	bool good = rig_check_page(&r, 33);
 	rig_stop(&r, NULL);
 	TC_CHECK(rc == 0 && failed == 0);
