@@ -548,8 +548,15 @@ def prepare_w1(b, snap, npages, prefix):
     if os.path.exists(ws):
         os.unlink(ws)
     wl = {"name": "w1-record", "args": ["--pattern", "trace:" + rec_trace, "--vcpus", "2"]}
-    b.measure(snap, wl, "pagein-record", "warm", 0, record=ws)
+    # The recording handler serves one VM: its file is the %n=1 one.
+    tpl = os.path.join(b.dir, prefix + "-w1-%n.ws")
+    rec = tpl.replace("%n", "1")
+    if os.path.exists(rec):
+        os.unlink(rec)
+    b.measure(snap, wl, "pagein-record", "warm", 0, record=tpl)
     b.runs.pop()  # the recording run is not a measurement
+    if os.path.exists(rec):
+        os.replace(rec, ws)
     if not os.path.exists(ws):
         raise RuntimeError("pagein wrote no working set to " + ws)
     return run_trace, ws, len(base)
