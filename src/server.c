@@ -193,6 +193,7 @@ void server_end_conn(struct pagein_server *srv, struct conn *c,
 		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, pagein_session_event_fd(c->session), NULL);
 	}
 	conn_finish(srv, c, why, detail);
+	metrics_conn_end(srv, c, why); /* folds the session's final counters */
 	conn_unref(c); /* the table's reference */
 }
 
@@ -277,6 +278,7 @@ static void accept_some(struct pagein_server *srv)
 				close(fd);
 			continue;
 		}
+		metrics_conn_accepted(srv);
 		server_log(srv, PAGEIN_LOG_INFO, "%s: connected", c->name);
 		/* Until the handshake, the socket is the connection's only fd. */
 		if (watch(srv, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, tag_of(c, WATCH_SOCK)) < 0)
@@ -444,6 +446,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	srv->listen_fd = srv->epfd = srv->stop_fd = srv->timer_fd = -1;
 	pthread_mutex_init(&srv->conns.lock, NULL);
 	pthread_mutex_init(&srv->accept_lock, NULL);
+	metrics_init(&srv->metrics);
 	srv->socket_path = strdup(cfg->socket_path);
 	srv->snapshot_path = strdup(cfg->snapshot_path);
 	int r = -ENOMEM;
@@ -502,6 +505,9 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	if (r < 0)
 		goto fail;
 	srv->listen_fd = r;
+	if (cfg->metrics_addr && (r = metrics_start(srv, cfg->metrics_addr, err)) < 0)
+		goto fail;
+	srv->cfg.metrics_addr = NULL; /* not kept */
 	/* Level-triggered and not one-shot: every worker sees the stop. */
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP};
 	epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->stop_fd, &ev);
@@ -560,6 +566,7 @@ void pagein_server_free(struct pagein_server *srv)
 {
 	if (!srv)
 		return;
+	metrics_stop(srv); /* no scrape runs from here on */
 	for (uint32_t i = 0; i < srv->conns.cap; i++) {
 		struct conn *c = srv->conns.slot[i];
 		if (c)
@@ -569,6 +576,7 @@ void pagein_server_free(struct pagein_server *srv)
 	free(srv->conns.gen);
 	pthread_mutex_destroy(&srv->conns.lock);
 	pthread_mutex_destroy(&srv->accept_lock);
+	metrics_fini(&srv->metrics);
 	if (srv->listen_fd >= 0) {
 		close(srv->listen_fd);
 		unlink(srv->socket_path);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "metrics.h"
 #include "pagein.h"
 
 struct json_decoder;
@@ -79,6 +80,7 @@ struct pagein_server {
 	uint64_t accept_resume_ns;
 	uint64_t accept_err_logged_ns, accept_err_suppressed;
 	uint64_t cap_logged_ns, cap_suppressed;
+	struct metrics metrics; /* --metrics: totals kept whether served or not */
 };
 
 /* epoll tags: what an event is about (the low 2 bits of a connection's). */
