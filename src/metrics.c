@@ -14,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -102,6 +100,17 @@ static void add_latency(struct pagein_latency *to, const struct pagein_latency *
 	to->sum_ns += l->sum_ns;
 }
 
+/* Reads a session's counters into *st and adds them to the sums. */
+static void add_session(const struct pagein_session *ps, struct pagein_stats *to,
+			struct pagein_latency *lat_to, struct pagein_stats *st)
+{
+	struct pagein_latency lat;
+	pagein_session_stats(ps, st);
+	pagein_session_latency(ps, &lat);
+	add_stats(to, st);
+	add_latency(lat_to, &lat);
+}
+
 void metrics_conn_end(struct pagein_server *srv, struct conn *c, int why)
 {
 	struct metrics *m = &srv->metrics;
@@ -119,11 +128,7 @@ void metrics_conn_end(struct pagein_server *srv, struct conn *c, int why)
 		/* Its final statistics move from the live sums to the totals
 		 * under the lock: no scrape sees them twice or not at all. */
 		struct pagein_stats st;
-		struct pagein_latency lat;
-		pagein_session_stats(c->session, &st);
-		pagein_session_latency(c->session, &lat);
-		add_stats(&m->done, &st);
-		add_latency(&m->done_latency, &lat);
+		add_session(c->session, &m->done, &m->done_latency, &st);
 		memmove(m->live + i, m->live + i + 1, (m->nlive - i - 1) * sizeof(*m->live));
 		m->nlive--;
 		break;
@@ -174,11 +179,7 @@ static void take_snapshot(struct pagein_server *srv, struct snapshot *s)
 	for (size_t i = 0; i < m->nlive; i++) {
 		struct conn *c = m->live[i];
 		struct pagein_stats st;
-		struct pagein_latency lat;
-		pagein_session_stats(c->session, &st);
-		pagein_session_latency(c->session, &lat);
-		add_stats(&s->all, &st);
-		add_latency(&s->latency, &lat);
+		add_session(c->session, &s->all, &s->latency, &st);
 		uint64_t f = filled_of(&st);
 		s->present += f < st.pages_total ? f : st.pages_total;
 		s->total += st.pages_total;
@@ -205,6 +206,21 @@ static void one(FILE *f, const char *name, const char *type, const char *help,
 	fprintf(f, "%s %" PRIu64 "\n", name, v);
 }
 
+struct labelled {
+	const char *label;
+	uint64_t v;
+};
+
+/* One metric with one label, a series per value. */
+static void labelled(FILE *f, const char *name, const char *type, const char *help,
+		     const char *label, const struct labelled *rows, size_t n)
+{
+	head(f, name, type, help);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, rows[i].label, rows[i].v);
+}
+#define ROWS(a) (a), sizeof(a) / sizeof((a)[0])
+
 /* The exposition text (malloc'd), or NULL. */
 static char *render(struct pagein_server *srv, size_t *len)
 {
@@ -223,11 +239,12 @@ static char *render(struct pagein_server *srv, size_t *len)
 	    "VMM connections accepted.", s->connections);
 	one(f, "pagein_sessions_started_total", "counter",
 	    "Sessions started (handshakes accepted).", s->sessions_started);
-	head(f, "pagein_sessions_ended_total", "counter",
-	     "Connections ended, by cause (hung_up and refused ones never started a session).");
+	struct labelled ended[METRICS_END_CAUSES];
 	for (int i = 0; i < METRICS_END_CAUSES; i++)
-		fprintf(f, "pagein_sessions_ended_total{cause=\"%s\"} %" PRIu64 "\n",
-			cause_label[i], s->ended[i]);
+		ended[i] = (struct labelled){cause_label[i], s->ended[i]};
+	labelled(f, "pagein_sessions_ended_total", "counter",
+		 "Connections ended, by cause (hung_up and refused ones never started a session).",
+		 "cause", ROWS(ended));
 	one(f, "pagein_sessions_failed_total", "counter",
 	    "VMs that could not be served (a session failure, or a refused handshake that handed over a uffd).",
 	    s->sessions_failed);
@@ -237,37 +254,34 @@ static char *render(struct pagein_server *srv, size_t *len)
 	one(f, "pagein_sessions_unlabelled", "gauge",
 	    "Open sessions beyond the first 64, which get no per-VM series.", s->unlabelled);
 
-	head(f, "pagein_faults_total", "counter", "Faults served, by kind (request: stage-2 fault requests).");
-	fprintf(f, "pagein_faults_total{kind=\"missing\"} %" PRIu64 "\n", a->faults_missing);
-	fprintf(f, "pagein_faults_total{kind=\"minor\"} %" PRIu64 "\n", a->faults_minor);
-	fprintf(f, "pagein_faults_total{kind=\"request\"} %" PRIu64 "\n", a->requests);
-
-	head(f, "pagein_pages_filled_total", "counter", "Pages filled, by the path that filled them.");
-	const struct { const char *path; uint64_t v; } paths[] = {
+	const struct labelled faults[] = {
+		{"missing", a->faults_missing}, {"minor", a->faults_minor}, {"request", a->requests},
+	};
+	labelled(f, "pagein_faults_total", "counter",
+		 "Faults served, by kind (request: stage-2 fault requests).", "kind", ROWS(faults));
+	const struct labelled paths[] = {
 		{"fault", a->filled_fault}, {"fault_around", a->filled_fault_around},
 		{"prefetch", a->filled_prefetch}, {"background", a->filled_background},
 		{"request", a->filled_request},
 	};
-	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
-		fprintf(f, "pagein_pages_filled_total{path=\"%s\"} %" PRIu64 "\n", paths[i].path, paths[i].v);
-
+	labelled(f, "pagein_pages_filled_total", "counter",
+		 "Pages filled, by the path that filled them.", "path", ROWS(paths));
 	one(f, "pagein_source_read_bytes_total", "counter",
 	    "Snapshot bytes copied or written into guest memory.", a->bytes_read);
-
-	head(f, "pagein_ioctl_ops_total", "counter",
-	     "Page operations, by kind (copied: UFFDIO_COPY, zeroed: zero pages, continued: UFFDIO_CONTINUE, written: pwrite into guest memory, poisoned: UFFDIO_POISON).");
-	const struct { const char *op; uint64_t v; } ops[] = {
+	const struct labelled ops[] = {
 		{"copied", a->pages_copied}, {"zeroed", a->pages_zeroed},
 		{"continued", a->pages_continued}, {"written", a->pages_written},
 		{"poisoned", a->pages_poisoned},
 	};
-	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-		fprintf(f, "pagein_ioctl_ops_total{op=\"%s\"} %" PRIu64 "\n", ops[i].op, ops[i].v);
-	head(f, "pagein_ioctl_results_total", "counter",
-	     "Fill outcomes other than success: eexist (already there), eagain (retried after pending events), wake (UFFDIO_WAKE issued).");
-	fprintf(f, "pagein_ioctl_results_total{result=\"eexist\"} %" PRIu64 "\n", a->eexist);
-	fprintf(f, "pagein_ioctl_results_total{result=\"eagain\"} %" PRIu64 "\n", a->eagain);
-	fprintf(f, "pagein_ioctl_results_total{result=\"wake\"} %" PRIu64 "\n", a->wakes);
+	labelled(f, "pagein_ioctl_ops_total", "counter",
+		 "Page operations, by kind (copied: UFFDIO_COPY, zeroed: zero pages, continued: UFFDIO_CONTINUE, written: pwrite into guest memory, poisoned: UFFDIO_POISON).",
+		 "op", ROWS(ops));
+	const struct labelled results[] = {
+		{"eexist", a->eexist}, {"eagain", a->eagain}, {"wake", a->wakes},
+	};
+	labelled(f, "pagein_ioctl_results_total", "counter",
+		 "Fill outcomes other than success: eexist (already there), eagain (retried after pending events), wake (UFFDIO_WAKE issued).",
+		 "result", ROWS(results));
 	one(f, "pagein_removes_total", "counter", "UFFD_EVENT_REMOVE messages (balloon discards).", a->removes);
 	one(f, "pagein_pages_removed_total", "counter", "Pages those discards covered.", a->pages_removed);
 	one(f, "pagein_pages_poisoned_total", "counter",
@@ -384,35 +398,6 @@ static int bad_addr(struct pagein_error *err, const char *addr)
 	return pagein_fail(err, EINVAL, "--metrics %s: expected HOST:PORT or unix:PATH", addr);
 }
 
-static int bind_unix(const char *addr, const char *path, char **made,
-		     struct pagein_error *err)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	if (!*path)
-		return bad_addr(err, addr);
-	if (strlen(path) >= sizeof(a.sun_path))
-		return pagein_fail(err, ENAMETOOLONG, "--metrics %s: the path is longer than %zu bytes",
-				   addr, sizeof(a.sun_path) - 1);
-	strcpy(a.sun_path, path);
-	struct stat st;
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return pagein_fail(err, EEXIST, "--metrics %s: %s exists and is not a socket",
-					   addr, path);
-		unlink(path); /* a stale socket from an earlier run */
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return pagein_fail(err, errno, "--metrics %s: socket: %s", addr, strerror(errno));
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 16) < 0) {
-		int e = errno;
-		close(fd);
-		return pagein_fail(err, e, "--metrics %s: cannot listen: %s", addr, strerror(e));
-	}
-	*made = strdup(path);
-	return fd;
-}
-
 static int bind_tcp(const char *addr, struct pagein_error *err)
 {
 	/* HOST:PORT; an IPv6 host in brackets: [::1]:9184. */
@@ -470,10 +455,17 @@ int metrics_start(struct pagein_server *srv, const char *addr,
 {
 	struct metrics *m = &srv->metrics;
 	int fd;
-	if (!strncmp(addr, "unix:", 5))
-		fd = bind_unix(addr, addr + 5, &m->unix_path, err);
-	else
+	if (!strncmp(addr, "unix:", 5)) {
+		if (!addr[5])
+			return bad_addr(err, addr);
+		fd = server_listen_unix("--metrics unix:", addr + 5, err);
+		if (fd >= 0 && !(m->unix_path = strdup(addr + 5))) {
+			close(fd);
+			return -ENOMEM;
+		}
+	} else {
 		fd = bind_tcp(addr, err);
+	}
 	if (fd < 0)
 		return fd;
 	/* Its own polling thread: scrapes never run on a worker. */

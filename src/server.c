@@ -384,17 +384,17 @@ static void *worker(void *arg)
 
 /* ---- life ------------------------------------------------------------- */
 
-static int listen_on(const char *path, struct pagein_error *err)
+int server_listen_unix(const char *what, const char *path, struct pagein_error *err)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
-		return pagein_fail(err, ENAMETOOLONG, "socket path %s is longer than %zu bytes",
-				   path, sizeof(a.sun_path) - 1);
+		return pagein_fail(err, ENAMETOOLONG, "%s%s is longer than %zu bytes",
+				   what, path, sizeof(a.sun_path) - 1);
 	strcpy(a.sun_path, path);
 	struct stat st;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
-			return pagein_fail(err, EEXIST, "socket path %s exists and is not a socket", path);
+			return pagein_fail(err, EEXIST, "%s%s exists and is not a socket", what, path);
 		unlink(path); /* a stale socket from an earlier run */
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -403,7 +403,7 @@ static int listen_on(const char *path, struct pagein_error *err)
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0) {
 		int e = errno;
 		close(fd);
-		return pagein_fail(err, e, "listen on %s: %s", path, strerror(e));
+		return pagein_fail(err, e, "%s%s: cannot listen: %s", what, path, strerror(e));
 	}
 	return fd;
 }
@@ -501,7 +501,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		.it_value = {0, (long)TICK_NS},
 	};
 	timerfd_settime(srv->timer_fd, 0, &tick, NULL);
-	r = listen_on(cfg->socket_path, err);
+	r = server_listen_unix("socket path ", cfg->socket_path, err);
 	if (r < 0)
 		goto fail;
 	srv->listen_fd = r;
