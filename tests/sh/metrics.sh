@@ -4,8 +4,9 @@
 # series are then checked through Prometheus's HTTP query API: one session
 # started and ended (VMM exited), faults and latency counted, every page
 # filled by some path, per-VM series while a VM is open, no session open at
-# the end. Then a unix:PATH scrape with curl, and the refusals of a bad
-# ADDR and of a busy port.
+# the end. Then a unix:PATH scrape with curl after a good VM, a corrupt
+# chunk that fails a session and a refused handshake; and the refusals of
+# a bad ADDR and of a busy port.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || skip "curl is not installed"
@@ -147,17 +148,47 @@ kill "$PROM_PID" 2>/dev/null
 wait "$PROM_PID" 2>/dev/null
 PROM_PID=""
 
-# unix:PATH, scraped with curl.
-start_pagein "$WORK/raw" --threads 2 --metrics "unix:$WORK/metrics.sock"
+# unix:PATH, scraped with curl, on a snapshot with a corrupt chunk: a good
+# VM, one that faults on the bad chunk (its session fails, its VMM is
+# killed), and a garbage handshake that hands over a uffd (refused, killed).
+cp "$WORK/snap.pgn" "$WORK/bad.pgn"
+size=$(stat -c %s "$WORK/bad.pgn")
+printf '\xff' | dd of="$WORK/bad.pgn" bs=1 seek=$((size - 300)) conv=notrunc 2>/dev/null
+bad=$("$PAGEIN" snapshot verify "$WORK/bad.pgn" 2>&1 | sed -n 's/.*first bad chunk \([0-9]*\).*/\1/p')
+[ -n "$bad" ] || fail "no corrupt chunk made"
+seq $((bad * 64)) $((bad * 64 + 63)) >"$WORK/bad.trace" # 256 KiB chunks of 4 KiB pages
+seq 0 $((bad * 64 - 1)) >"$WORK/good.trace"
+start_pagein "$WORK/bad.pgn" --threads 2 --on-corrupt fail --populate none --fault-around 0 \
+	--metrics "unix:$WORK/metrics.sock"
 [ -S "$WORK/metrics.sock" ] || fail "no metrics socket $WORK/metrics.sock"
-vm three --snapshot "$WORK/raw" --verify-all
-expect_log "session ended \(VMM exited\)"
-curl -sf --unix-socket "$WORK/metrics.sock" http://localhost/metrics >"$WORK/unix.txt" ||
-	fail "GET /metrics over unix:$WORK/metrics.sock"
-grep -q '^pagein_sessions_started_total 1$' "$WORK/unix.txt" || fail "unix scrape: started != 1"
-grep -q '^pagein_sessions_ended_total{cause="vmm_exited"} 1$' "$WORK/unix.txt" || fail "unix scrape: ended"
-grep -q '^pagein_chunk_cache' "$WORK/unix.txt" && fail "chunk cache series for a raw snapshot"
-echo "ok: unix:PATH scrape (started 1, ended vmm_exited 1)"
+vm three --snapshot "$WORK/raw" --vcpus 1 --pattern "trace:$WORK/good.trace"
+"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/raw" --vcpus 1 --pattern "trace:$WORK/bad.trace" \
+	--timeout 10 >"$WORK/four.out" 2>&1 && fail "a corrupt chunk read back as good"
+expect_log "session ended \(failed: snapshot cannot give page"
+"$VMMSIM" handshake --socket "$SOCK" --json '}{ not json' --wait 5 >"$WORK/five.out" 2>&1
+[ $? = 137 ] || fail "the garbage sender was not killed: $(cat "$WORK/five.out")"
+expect_log "refused handshake"
+# scrape_has LINE...: every LINE is in a scrape within 30 s.
+scrape_has() {
+	for _ in $(seq 1 60); do
+		curl -sf --unix-socket "$WORK/metrics.sock" http://localhost/metrics >"$WORK/unix.txt" ||
+			fail "GET /metrics over unix:$WORK/metrics.sock"
+		local l missing=""
+		for l in "$@"; do
+			grep -qxF -- "$l" "$WORK/unix.txt" || missing="$l"
+		done
+		[ -z "$missing" ] && { printf 'ok: unix scrape has %s\n' "$@"; return 0; }
+		sleep 0.5
+	done
+	grep '^pagein_' "$WORK/unix.txt" | head -40
+	fail "unix scrape: no line '$missing'"
+}
+scrape_has 'pagein_sessions_started_total 2' 'pagein_sessions_ended_total{cause="vmm_exited"} 1' \
+	'pagein_sessions_ended_total{cause="failed"} 1' 'pagein_sessions_ended_total{cause="refused"} 1' \
+	'pagein_sessions_failed_total 2' 'pagein_sessions_open 0' 'pagein_connections_open 0'
+grep -qE '^pagein_corrupt_chunks_total [1-9][0-9]*$' "$WORK/unix.txt" || fail "no corrupt chunk counted"
+grep -qE '^pagein_chunk_cache_misses_total [1-9][0-9]*$' "$WORK/unix.txt" || fail "no chunk cache misses"
+echo "ok: unix scrape: $(grep '^pagein_corrupt_chunks_total' "$WORK/unix.txt")"
 stop_pagein
 [ -e "$WORK/metrics.sock" ] && fail "metrics socket left behind"
 echo "metrics: ok"
