@@ -259,6 +259,9 @@ struct pagein_server_config {
 	/* Where log lines go; NULL = stderr. One call per complete line. */
 	void (*log)(void *opaque, enum pagein_log_level lvl, const char *line);
 	void *log_opaque;
+	/* Prometheus metrics at GET /metrics on "HOST:PORT" or "unix:PATH",
+	 * served on a thread of their own; NULL = none. */
+	const char *metrics_addr;
 };
 
 struct pagein_server;

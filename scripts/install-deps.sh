@@ -1,11 +1,11 @@
 #!/bin/sh
 # Installs the Debian packages pagein needs to build and test, when missing:
 # the toolchain and libraries, and what the tests start themselves (spin
-# for the model; qemu, a kernel image and busybox for the real-guest test).
+# for the model; qemu, a kernel image and busybox for the real-guest test; prometheus for the metrics test).
 set -e
 need=""
-for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev spin \
-	qemu-system-x86 linux-image-cloud-amd64 busybox-static; do
+for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev libmicrohttpd-dev spin \
+	qemu-system-x86 linux-image-cloud-amd64 busybox-static prometheus; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 [ -z "$need" ] && exit 0

@@ -228,6 +228,8 @@ static void on_session_event(void *opaque, const struct pagein_event *ev)
 {
 	struct conn *c = opaque;
 	unsigned k = ev->kind == PAGEIN_EVENT_POISONED ? 0 : 1;
+	if (ev->kind == PAGEIN_EVENT_CORRUPT_CHUNK)
+		metrics_corrupt_chunk(c->srv);
 	uint64_t now = mono_ns(), held;
 	pthread_mutex_lock(&c->event_lock);
 	bool log = !c->event_logged_ns[k] || now - c->event_logged_ns[k] >= EVENT_LOG_INTERVAL_NS;
@@ -319,6 +321,7 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 		return refuse(srv, c, err.msg[0] ? err.msg : strerror(-r));
 	c->session = s;
 	c->nfds = 0; /* the session owns them now */
+	metrics_session_start(srv, c);
 	c->state = CONN_SESSION;
 	server_charge_handshake(srv, c, 0); /* gives the handshake's bytes back */
 	/* From here the decoder parses fault requests: smaller values. */

@@ -193,6 +193,7 @@ void server_end_conn(struct pagein_server *srv, struct conn *c,
 		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, pagein_session_event_fd(c->session), NULL);
 	}
 	conn_finish(srv, c, why, detail);
+	metrics_conn_end(srv, c, why); /* folds the session's final counters */
 	conn_unref(c); /* the table's reference */
 }
 
@@ -277,6 +278,7 @@ static void accept_some(struct pagein_server *srv)
 				close(fd);
 			continue;
 		}
+		metrics_conn_accepted(srv);
 		server_log(srv, PAGEIN_LOG_INFO, "%s: connected", c->name);
 		/* Until the handshake, the socket is the connection's only fd. */
 		if (watch(srv, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, tag_of(c, WATCH_SOCK)) < 0)
@@ -382,17 +384,17 @@ static void *worker(void *arg)
 
 /* ---- life ------------------------------------------------------------- */
 
-static int listen_on(const char *path, struct pagein_error *err)
+int server_listen_unix(const char *what, const char *path, struct pagein_error *err)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
-		return pagein_fail(err, ENAMETOOLONG, "socket path %s is longer than %zu bytes",
-				   path, sizeof(a.sun_path) - 1);
+		return pagein_fail(err, ENAMETOOLONG, "%s%s is longer than %zu bytes",
+				   what, path, sizeof(a.sun_path) - 1);
 	strcpy(a.sun_path, path);
 	struct stat st;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
-			return pagein_fail(err, EEXIST, "socket path %s exists and is not a socket", path);
+			return pagein_fail(err, EEXIST, "%s%s exists and is not a socket", what, path);
 		unlink(path); /* a stale socket from an earlier run */
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -401,7 +403,7 @@ static int listen_on(const char *path, struct pagein_error *err)
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0) {
 		int e = errno;
 		close(fd);
-		return pagein_fail(err, e, "listen on %s: %s", path, strerror(e));
+		return pagein_fail(err, e, "%s%s: cannot listen: %s", what, path, strerror(e));
 	}
 	return fd;
 }
@@ -444,6 +446,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	srv->listen_fd = srv->epfd = srv->stop_fd = srv->timer_fd = -1;
 	pthread_mutex_init(&srv->conns.lock, NULL);
 	pthread_mutex_init(&srv->accept_lock, NULL);
+	metrics_init(&srv->metrics);
 	srv->socket_path = strdup(cfg->socket_path);
 	srv->snapshot_path = strdup(cfg->snapshot_path);
 	int r = -ENOMEM;
@@ -498,10 +501,13 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		.it_value = {0, (long)TICK_NS},
 	};
 	timerfd_settime(srv->timer_fd, 0, &tick, NULL);
-	r = listen_on(cfg->socket_path, err);
+	r = server_listen_unix("socket path ", cfg->socket_path, err);
 	if (r < 0)
 		goto fail;
 	srv->listen_fd = r;
+	if (cfg->metrics_addr && (r = metrics_start(srv, cfg->metrics_addr, err)) < 0)
+		goto fail;
+	srv->cfg.metrics_addr = NULL; /* not kept */
 	/* Level-triggered and not one-shot: every worker sees the stop. */
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP};
 	epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->stop_fd, &ev);
@@ -560,6 +566,7 @@ void pagein_server_free(struct pagein_server *srv)
 {
 	if (!srv)
 		return;
+	metrics_stop(srv); /* no scrape runs from here on */
 	for (uint32_t i = 0; i < srv->conns.cap; i++) {
 		struct conn *c = srv->conns.slot[i];
 		if (c)
@@ -569,6 +576,7 @@ void pagein_server_free(struct pagein_server *srv)
 	free(srv->conns.gen);
 	pthread_mutex_destroy(&srv->conns.lock);
 	pthread_mutex_destroy(&srv->accept_lock);
+	metrics_fini(&srv->metrics);
 	if (srv->listen_fd >= 0) {
 		close(srv->listen_fd);
 		unlink(srv->socket_path);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "metrics.h"
 #include "pagein.h"
 
 struct json_decoder;
@@ -79,6 +80,7 @@ struct pagein_server {
 	uint64_t accept_resume_ns;
 	uint64_t accept_err_logged_ns, accept_err_suppressed;
 	uint64_t cap_logged_ns, cap_suppressed;
+	struct metrics metrics; /* --metrics: totals kept whether served or not */
 };
 
 /* epoll tags: what an event is about (the low 2 bits of a connection's). */
@@ -122,6 +124,10 @@ void server_end_conn(struct pagein_server *srv, struct conn *c,
 		     enum conn_end_why why, const char *detail);
 /* Starts watching the session's uffd and event fd, and the pidfd. */
 int server_watch_session(struct pagein_server *srv, struct conn *c);
+/* A listening Unix socket (non-blocking) at path; a stale socket file is
+ * replaced, any other file refused. what prefixes the path in refusals
+ * ("socket path "). The fd, or -errno with err filled. */
+int server_listen_unix(const char *what, const char *path, struct pagein_error *err);
 /* Charges handshake bytes to the daemon-wide budget; false if over. */
 bool server_charge_handshake(struct pagein_server *srv, struct conn *c, size_t n);
 

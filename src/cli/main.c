@@ -81,6 +81,8 @@ static void serve_usage(FILE *f)
 		"                      handshake within S seconds (default 10)\n"
 		"  --max-connections N connections open at once; more are closed at\n"
 		"                      accept (default 1024)\n"
+		"  --metrics ADDR      serve Prometheus metrics at GET /metrics on ADDR:\n"
+		"                      HOST:PORT (e.g. 127.0.0.1:9184) or unix:PATH\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Log lines go to stderr, one per event, prefixed with the VM they are\n"
@@ -153,6 +155,7 @@ static int cmd_serve(int argc, char **argv)
 		{"on-failure", required_argument, NULL, 'F'},
 		{"handshake-timeout", required_argument, NULL, 'T'},
 		{"max-connections", required_argument, NULL, 'm'},
+		{"metrics", required_argument, NULL, 'M'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -247,6 +250,9 @@ static int cmd_serve(int argc, char **argv)
 			cfg.max_connections = (unsigned)n;
 			break;
 		}
+		case 'M':
+			cfg.metrics_addr = optarg;
+			break;
 		case 'h':
 			serve_usage(stdout);
 			return 0;
