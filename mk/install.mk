@@ -49,20 +49,26 @@ $(BUILD)/libpagein.so: $(BUILD)/$(SONAME)
 build/man/%: man/%.scd
 	@mkdir -p $(dir $@)
 	@command -v scdoc >/dev/null || { echo "make man: scdoc not found (Debian: apt-get install scdoc)"; exit 1; }
-	scdoc < $< > $@
+	scdoc < $< > $@.tmp && mv $@.tmp $@
 
 man: $(MAN_OUT)
+
+# Regenerated every time: they hold PREFIX, which can change between runs.
+.PHONY: build/libpagein.pc build/pagein@.service
+build/pagein@.service: systemd/pagein@.service.in
+	@mkdir -p $(dir $@)
+	sed 's|@BINDIR@|$(BINDIR)|g' $< > $@
 
 build/libpagein.pc: mk/install.mk include/pagein.h
 	@mkdir -p $(dir $@)
 	printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$(LIBDIR)' \
 		'includedir=$(INCLUDEDIR)' '' 'Name: libpagein' \
 		'Description: lazy restore of VM memory snapshots over userfaultfd' \
-		'Version: $(PAGEIN_VERSION)' 'URL: https://github.com/pagein/pagein' \
+		'Version: $(PAGEIN_VERSION)' \
 		'Requires.private: $(PKGS)' 'Cflags: -I$${includedir}' \
 		'Libs: -L$${libdir} -lpagein' 'Libs.private: -lpthread -lm' > $@
 
-install: all man build/libpagein.pc
+install: all man build/libpagein.pc build/pagein@.service
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
 		$(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSTEMDUNITDIR)
@@ -74,7 +80,7 @@ install: all man build/libpagein.pc
 	$(INSTALL) -m 644 include/pagein.h $(DESTDIR)$(INCLUDEDIR)/pagein.h
 	$(INSTALL) -m 644 build/libpagein.pc $(DESTDIR)$(PKGCONFIGDIR)/libpagein.pc
 	for m in $(MAN_OUT); do s=$${m##*.}; $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
-	$(INSTALL) -m 644 systemd/pagein@.service $(DESTDIR)$(SYSTEMDUNITDIR)/pagein@.service
+	$(INSTALL) -m 644 build/pagein@.service $(DESTDIR)$(SYSTEMDUNITDIR)/pagein@.service
 	$(INSTALL) -m 644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 
 uninstall:
