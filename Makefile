@@ -1,4 +1,5 @@
-# pagein build. `make` builds build/pagein, build/vmmsim and build/libpagein.a.
+# pagein build. `make` builds build/pagein, build/vmmsim, build/libpagein.a and
+# build/libpagein.so.0 (mk/install.mk: also `make man`, `make install`).
 # Variants: `make SAN=asan` (ASan+UBSan) -> build/asan/, `make SAN=tsan` -> build/tsan/.
 # `make check` installs missing Debian packages and runs every test (see tests/run.sh).
 

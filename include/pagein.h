@@ -10,6 +10,15 @@
  *    own event loop);
  *  - serve: pagein_server listens on a Unix socket for Firecracker-style
  *    handshakes and runs one session per connection on a worker pool.
+ *
+ * ABI: the library is libpagein.so.0 and exports only pagein_* names.
+ * Every public structure the caller fills or receives ends with
+ * `uint64_t reserved[8]`: room for new fields without an ABI break. Zero
+ * the whole structure before filling it (`= {0}`, designated initializers
+ * or memset): a later version gives a meaning to zero there that is the
+ * old behaviour, and this version refuses a config whose reserved words
+ * are not zero (-EINVAL) so that nothing depends on garbage. New fields
+ * take reserved words from the front, so sizes never change within .so.0.
  */
 #ifndef PAGEIN_H
 #define PAGEIN_H
@@ -21,6 +30,23 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---- version ---------------------------------------------------------- */
+
+#define PAGEIN_VERSION_MAJOR 0
+#define PAGEIN_VERSION_MINOR 1
+#define PAGEIN_VERSION_PATCH 0
+#define PAGEIN_VERSION "0.1.0"
+/* MAJOR << 16 | MINOR << 8 | PATCH, for #if comparisons. */
+#define PAGEIN_VERSION_NUMBER \
+	((PAGEIN_VERSION_MAJOR << 16) | (PAGEIN_VERSION_MINOR << 8) | PAGEIN_VERSION_PATCH)
+
+/* The version of the library actually loaded ("0.1.0"), which may be newer
+ * than the header a program was compiled with. */
+const char *pagein_version(void);
+
+/* Reserved words at the end of every public structure (see above). */
+#define PAGEIN_RESERVED_WORDS 8
 
 struct pagein_error {
 	char msg[256];
@@ -93,6 +119,7 @@ struct pagein_session_config {
 	 * must be quick and must not call back into the session. May be NULL. */
 	void (*on_event)(void *opaque, const struct pagein_event *ev);
 	void *event_opaque;
+	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zero it */
 };
 
 #define PAGEIN_FAULT_AROUND_MAX 512u
@@ -122,6 +149,7 @@ struct pagein_stats {
 	uint64_t pages_total;         /* guest pages described by the regions */
 	uint64_t elapsed_ns;          /* since the session was created */
 	uint64_t complete_ns;         /* when every page was in; 0 = not yet */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zeroed by the library */
 };
 
 /* Fault service latency, from the uffd read to the fault being served
@@ -138,7 +166,10 @@ uint64_t pagein_latency_bound_ns(unsigned i);
 struct pagein_session;
 
 /* Validates the regions against the source and the fds, then builds the
- * page-state table. On success the session owns uffd, mem_fd and bitmap_fd
+ * page-state table. The uffd must have had UFFDIO_API done (its
+ * /proc/self/fdinfo shows it), and must not have UFFD_FEATURE_SIGBUS (faults
+ * would never reach pagein); EVENT_REMOVE is optional (Firecracker before
+ * v1.12 enables it only with a balloon); the error names what is missing. On success the session owns uffd, mem_fd and bitmap_fd
  * (it closes them when freed); on failure the caller still owns them. */
 int pagein_session_new(const struct pagein_session_config *cfg,
 		       struct pagein_session **out, struct pagein_error *err);
@@ -196,6 +227,7 @@ struct pagein_prefetch {
 				  * to fill them (copied); may be NULL */
 	size_t count;
 	enum pagein_populate populate;
+	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zero it */
 };
 
 /* Starts filling ahead of the guest: the working set first, in order, in
@@ -221,6 +253,34 @@ void pagein_session_latency(const struct pagein_session *s,
 			    struct pagein_latency *out);
 /* "faults 10 missing/2 minor, ..." in one line, for logs. */
 int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len);
+
+/* ---- working sets: the pages a restore touched first ------------------ */
+
+/* A recorded working set: snapshot offsets in first-touch order, each a
+ * multiple of page_size and below snapshot_size. `pagein serve --record`
+ * writes them, `--prefetch` replays them, pagein snapshots can carry one
+ * (docs/format.md); pagein_session_recorded gives one to an embedder. */
+struct pagein_workingset;
+
+/* Loads a working-set file, or the working set stored in a pagein snapshot
+ * file (told apart by their magic). A snapshot that carries none is
+ * -ENODATA; anything malformed is -EINVAL with the reason in err. */
+int pagein_workingset_load(const char *path, struct pagein_workingset **out,
+			   struct pagein_error *err);
+/* Builds one from offsets (copied; checked as a loaded file would be). */
+int pagein_workingset_new(const uint64_t *offsets, size_t count,
+			  uint32_t page_size, uint64_t snapshot_size,
+			  struct pagein_workingset **out,
+			  struct pagein_error *err);
+/* Writes the working-set file format atomically (temporary file + rename). */
+int pagein_workingset_save(const struct pagein_workingset *ws,
+			   const char *path, struct pagein_error *err);
+size_t pagein_workingset_count(const struct pagein_workingset *ws);
+/* The offsets, valid until _free; ready for pagein_prefetch.offsets. */
+const uint64_t *pagein_workingset_offsets(const struct pagein_workingset *ws);
+uint32_t pagein_workingset_page_size(const struct pagein_workingset *ws);
+uint64_t pagein_workingset_snapshot_size(const struct pagein_workingset *ws);
+void pagein_workingset_free(struct pagein_workingset *ws);
 
 /* ---- server: the daemon's engine -------------------------------------- */
 
@@ -262,6 +322,8 @@ struct pagein_server_config {
 	/* Prometheus metrics at GET /metrics on "HOST:PORT" or "unix:PATH",
 	 * served on a thread of their own; NULL = none. */
 	const char *metrics_addr;
+	/* Keep last: new fields go above, taking words from here. */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zero it */
 };
 
 struct pagein_server;

@@ -1,5 +1,6 @@
 #include "error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -12,4 +13,18 @@ int pagein_fail(struct pagein_error *err, int errnum, const char *fmt, ...)
 		va_end(ap);
 	}
 	return -errnum;
+}
+
+int reserved_check(const uint64_t *w, const char *what, struct pagein_error *err)
+{
+	for (unsigned i = 0; i < PAGEIN_RESERVED_WORDS; i++)
+		if (w[i])
+			return pagein_fail(err, EINVAL, "%s.reserved[%u] is not zero (zero the whole structure before filling it)",
+					   what, i);
+	return 0;
+}
+
+const char *pagein_version(void)
+{
+	return PAGEIN_VERSION;
 }

@@ -9,4 +9,7 @@
 int pagein_fail(struct pagein_error *err, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* 0, or -EINVAL naming the first non-zero reserved word of `what`. */
+int reserved_check(const uint64_t *w, const char *what, struct pagein_error *err);
+
 #endif

@@ -228,6 +228,9 @@ int pagein_session_prefetch(struct pagein_session *s,
 			    const struct pagein_prefetch *cfg,
 			    struct pagein_error *err)
 {
+	int rr = reserved_check(cfg->reserved, "pagein_prefetch", err);
+	if (rr < 0)
+		return rr;
 	if (s->prefetch)
 		return pagein_fail(err, EBUSY, "prefetch already started");
 	if (cfg->populate == PAGEIN_POPULATE_EAGER) {

@@ -432,6 +432,9 @@ static int check_record_path(const char *path, struct pagein_error *err)
 int pagein_server_new(const struct pagein_server_config *cfg,
 		      struct pagein_server **out, struct pagein_error *err)
 {
+	int rr = reserved_check(cfg->reserved, "pagein_server_config", err);
+	if (rr < 0)
+		return rr;
 	if (!cfg->socket_path || !cfg->snapshot_path)
 		return pagein_fail(err, EINVAL, "a socket path and a snapshot are required");
 	if (cfg->record_path) {

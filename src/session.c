@@ -206,9 +206,36 @@ static bool probe_read_nowait(int uffd)
 	return preadv2(uffd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP;
 }
 
+/* The uffd as UFFDIO_API left it (its fdinfo): done, and with nothing that
+ * keeps faults from reaching us. EVENT_REMOVE is not required (Firecracker
+ * before v1.12 asks for it only with a balloon), nor the MISSING_/MINOR_
+ * SHMEM/HUGETLBFS bits: the kernel registers shmem and hugetlbfs without
+ * them being asked for (they only advertise support). */
+static int check_uffd_api(int uffd, struct pagein_error *err)
+{
+	uint64_t api, features;
+	if (uffd_fdinfo_api(uffd, &api, &features) < 0)
+		return 0; /* no fdinfo API line: nothing to check against */
+	if (api != UFFD_API)
+		return pagein_fail(err, EINVAL, "uffd %d: API 0x%llx, pagein speaks UFFD_API 0x%llx",
+				   uffd, (unsigned long long)api, (unsigned long long)UFFD_API);
+	if (uffd_fdinfo_shows_init() && !(features & UFFD_FDINFO_INITIALIZED))
+		return pagein_fail(err, EINVAL,
+				   "uffd %d: UFFDIO_API was never done on it (the VMM must do UFFDIO_API, then UFFDIO_REGISTER, before handing it over)",
+				   uffd);
+	if (features & UFFD_FEATURE_SIGBUS)
+		return pagein_fail(err, EINVAL,
+				   "uffd %d: UFFD_FEATURE_SIGBUS is enabled: faults raise SIGBUS in the VMM and never reach pagein (do UFFDIO_API without it)",
+				   uffd);
+	return 0;
+}
+
 int pagein_session_new(const struct pagein_session_config *cfg,
 		       struct pagein_session **out, struct pagein_error *err)
 {
+	int rr = reserved_check(cfg->reserved, "pagein_session_config", err);
+	if (rr < 0)
+		return rr;
 	if (!cfg->source)
 		return pagein_fail(err, EINVAL, "no snapshot source");
 	int r = validate_regions(cfg, err);
@@ -216,6 +243,8 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 		return r;
 	if (!uffd_fd_is_userfaultfd(cfg->uffd))
 		return pagein_fail(err, EINVAL, "fd %d is not a userfaultfd", cfg->uffd);
+	if ((r = check_uffd_api(cfg->uffd, err)) < 0)
+		return r;
 	if (cfg->bitmap_fd >= 0 && cfg->mem_fd < 0)
 		return pagein_fail(err, EINVAL, "a userfault bitmap needs a guest memory fd");
 	if (cfg->mem_fd >= 0 && (r = check_mem_fd(cfg, err)) < 0)
@@ -462,6 +491,7 @@ void session_record_touch(struct pagein_session *s, const struct region *rg,
 void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o)
 {
 	const struct session_counters *n = &s->n;
+	memset(o->reserved, 0, sizeof(o->reserved));
 #define LOAD(f) o->f = atomic_load_explicit(&n->f, memory_order_relaxed)
 	LOAD(faults_missing);
 	LOAD(faults_minor);

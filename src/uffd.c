@@ -2,7 +2,11 @@
 #include "uffd.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -93,4 +97,46 @@ enum uffd_outcome uffd_classify(int ret)
 	default:
 		return UFFD_FATAL;
 	}
+}
+
+int uffd_fdinfo_api(int fd, uint64_t *api, uint64_t *features)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	int r = -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, ft, io;
+		if (sscanf(line, "API:\t%llx:%llx:%llx", &a, &ft, &io) == 3) {
+			*api = a;
+			*features = ft;
+			r = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+static bool shows_init;
+
+static void probe_init(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return;
+	struct uffdio_api a = {.api = UFFD_API};
+	uint64_t api, ft;
+	if (ioctl(fd, UFFDIO_API, &a) == 0 && uffd_fdinfo_api(fd, &api, &ft) == 0)
+		shows_init = ft & UFFD_FDINFO_INITIALIZED;
+	close(fd);
+}
+
+bool uffd_fdinfo_shows_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, probe_init);
+	return shows_init;
 }

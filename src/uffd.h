@@ -24,6 +24,15 @@ int uffd_wake(int uffd, uint64_t start, uint64_t len);
 /* True if fd is a userfaultfd (its /proc/self/fd link says so). */
 bool uffd_fd_is_userfaultfd(int fd);
 
+/* What /proc/self/fdinfo says of a uffd: "API:\t<api>:<features>:<ioctls>",
+ * where features are those the VMM asked UFFDIO_API for, plus (kernels
+ * since 6.1) bit 31, UFFD_FEATURE_INITIALIZED, once UFFDIO_API is done.
+ * 0, or -errno when the line cannot be read (kernel too old: unknown). */
+#define UFFD_FDINFO_INITIALIZED (1ull << 31)
+int uffd_fdinfo_api(int fd, uint64_t *api, uint64_t *features);
+/* Does this kernel show UFFD_FDINFO_INITIALIZED? (probed once) */
+bool uffd_fdinfo_shows_init(void);
+
 enum uffd_outcome {
 	UFFD_DONE,   /* filled */
 	UFFD_EXISTS, /* EEXIST: already there; the kernel woke NOBODY */

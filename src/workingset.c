@@ -135,3 +135,119 @@ void workingset_fini(struct workingset *ws)
 	ws->offsets = NULL;
 	ws->count = 0;
 }
+
+/* ---- public API (pagein.h) ----------------------------------------------- */
+
+#include "snapshot_format.h"
+
+struct pagein_workingset {
+	struct workingset ws;
+};
+
+static int ws_wrap(struct workingset *ws, struct pagein_workingset **out)
+{
+	struct pagein_workingset *w = malloc(sizeof(*w));
+	if (!w) {
+		workingset_fini(ws);
+		return -ENOMEM;
+	}
+	w->ws = *ws;
+	*out = w;
+	return 0;
+}
+
+int pagein_workingset_load(const char *path, struct pagein_workingset **out,
+			   struct pagein_error *err)
+{
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pagein_fail(err, errno, "working set %s: %s", path, strerror(errno));
+	char magic[SNAPSHOT_MAGIC_LEN] = {0};
+	ssize_t n = pread(fd, magic, sizeof(magic), 0);
+	struct workingset ws;
+	int r;
+	if (n == (ssize_t)sizeof(magic) && !memcmp(magic, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_LEN)) {
+		struct snapshot_meta m;
+		memset(&m, 0, sizeof(m));
+		r = snapshot_meta_read(fd, path, &m, err);
+		close(fd);
+		if (r < 0)
+			return r;
+		if (!m.has_ws) {
+			snapshot_meta_free(&m);
+			return pagein_fail(err, ENODATA, "snapshot %s carries no working set (pagein snapshot convert --working-set adds one)", path);
+		}
+		ws = m.ws;
+		/* Take the working set out of the meta before freeing it. */
+		m.ws.offsets = NULL;
+		m.ws.count = 0;
+		m.has_ws = false;
+		snapshot_meta_free(&m);
+	} else {
+		close(fd);
+		r = workingset_load(path, &ws, err);
+		if (r < 0)
+			return r;
+	}
+	return ws_wrap(&ws, out);
+}
+
+int pagein_workingset_new(const uint64_t *offsets, size_t count,
+			  uint32_t page_size, uint64_t snapshot_size,
+			  struct pagein_workingset **out,
+			  struct pagein_error *err)
+{
+	*out = NULL;
+	if (count && !offsets)
+		return pagein_fail(err, EINVAL, "working set: %zu offsets but offsets is NULL", count);
+	if (page_size != 4096 && page_size != 2u << 20)
+		return pagein_fail(err, EINVAL, "working set: page_size %u is not 4096 or 2097152", page_size);
+	struct workingset ws = {.page_size = page_size, .snapshot_size = snapshot_size, .count = count};
+	ws.offsets = malloc((count ? count : 1) * sizeof(*ws.offsets));
+	if (!ws.offsets)
+		return -ENOMEM;
+	for (size_t i = 0; i < count; i++) {
+		if (offsets[i] % page_size || offsets[i] >= snapshot_size) {
+			free(ws.offsets);
+			return pagein_fail(err, EINVAL, "working set: entry %zu offset 0x%llx is unaligned or past snapshot_size",
+					   i, (unsigned long long)offsets[i]);
+		}
+		ws.offsets[i] = offsets[i];
+	}
+	return ws_wrap(&ws, out);
+}
+
+int pagein_workingset_save(const struct pagein_workingset *ws,
+			   const char *path, struct pagein_error *err)
+{
+	return workingset_save(path, &ws->ws, err);
+}
+
+size_t pagein_workingset_count(const struct pagein_workingset *ws)
+{
+	return (size_t)ws->ws.count;
+}
+
+const uint64_t *pagein_workingset_offsets(const struct pagein_workingset *ws)
+{
+	return ws->ws.offsets;
+}
+
+uint32_t pagein_workingset_page_size(const struct pagein_workingset *ws)
+{
+	return ws->ws.page_size;
+}
+
+uint64_t pagein_workingset_snapshot_size(const struct pagein_workingset *ws)
+{
+	return ws->ws.snapshot_size;
+}
+
+void pagein_workingset_free(struct pagein_workingset *ws)
+{
+	if (!ws)
+		return;
+	workingset_fini(&ws->ws);
+	free(ws);
+}

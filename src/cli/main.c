@@ -12,7 +12,6 @@
 
 #include "pagein.h"
 
-#define PAGEIN_VERSION "0.1.0"
 /* Fault-around window in pages. docs/benchmarks.md sweeps 0/4/16/64/256:
  * 64 (256 KiB) made random 25% touches 1.5x faster than 16 and scans as
  * fast as any; 256 was faster still on random touches but quadrupled the
@@ -308,7 +307,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(cmd, "--version")) {
-		printf("pagein %s\n", PAGEIN_VERSION);
+		printf("pagein %s\n", pagein_version());
 		return 0;
 	}
 	if (!strcmp(cmd, "serve"))
