@@ -121,7 +121,10 @@ struct pagein_stats {
 	uint64_t filled_request;      /* stage-2 fault requests */
 	uint64_t pages_total;         /* guest pages described by the regions */
 	uint64_t elapsed_ns;          /* since the session was created */
-	uint64_t complete_ns;         /* when every page was in; 0 = not yet */
+	/* Since the session was created, when no page was left that needs
+	 * the snapshot (every page present, poisoned or discarded), whichever
+	 * path filled the last one; 0 = not yet. */
+	uint64_t complete_ns;
 };
 
 /* Fault service latency, from the uffd read to the fault being served
@@ -221,6 +224,10 @@ void pagein_session_latency(const struct pagein_session *s,
 			    struct pagein_latency *out);
 /* "faults 10 missing/2 minor, ..." in one line, for logs. */
 int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len);
+/* Snapshot bytes read per second, in MB/s (10^6 bytes): over the time to
+ * complete once complete_ns is set, over elapsed_ns until then (so idle
+ * time after the restore does not dilute it). */
+double pagein_stats_throughput(const struct pagein_stats *st);
 
 /* ---- server: the daemon's engine -------------------------------------- */
 
