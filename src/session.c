@@ -528,7 +528,7 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 double pagein_stats_throughput(const struct pagein_stats *st)
 {
 	uint64_t ns = st->complete_ns ? st->complete_ns : st->elapsed_ns;
-	return ns ? (double)st->bytes_read / 1e3 / (double)ns : 0.0;
+	return ns ? (double)st->bytes_read * 1e3 / (double)ns : 0.0;
 }
 
 int pagein_session_recorded(struct pagein_session *s, uint64_t **offsets,
