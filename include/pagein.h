@@ -238,6 +238,18 @@ enum pagein_log_level {
 	PAGEIN_LOG_DEBUG,
 };
 
+/* How the server writes its log lines. */
+enum pagein_log_format {
+	/* "vm3 pid 1234: session ended (VMM exited): faults ...": a sentence,
+	 * prefixed with the VM it is about. */
+	PAGEIN_LOG_TEXT = 0,
+	/* One JSON object per line: {"ts":"2026-12-02T02:34:50.123Z",
+	 * "level":"info","vm":"vm3","pid":1234,"event":"session_ended",
+	 * "msg":"...", ...fields}. Every line has an event (snake_case); vm
+	 * and pid when it is about a VM; statistics as numbers. */
+	PAGEIN_LOG_JSON,
+};
+
 /* What the daemon does to a VMM whose VM it cannot serve (a session
  * error, a corrupt page in fail mode, a refused handshake after the VMM
  * handed over its uffd). */
@@ -266,6 +278,9 @@ struct pagein_server_config {
 	/* Where log lines go; NULL = stderr. One call per complete line. */
 	void (*log)(void *opaque, enum pagein_log_level lvl, const char *line);
 	void *log_opaque;
+	/* Text (default) or JSON lines, given to log() as they are: a JSON
+	 * line is a complete object with its own timestamp. */
+	enum pagein_log_format log_format;
 };
 
 struct pagein_server;

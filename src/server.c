@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "error.h"
 #include "server_internal.h"
 #include "source.h"
@@ -68,22 +70,71 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void server_log(struct pagein_server *srv, enum pagein_log_level lvl,
-		const char *fmt, ...)
+/* "2026-12-02T02:34:50.123Z" */
+static void utc_now(char *buf, size_t len)
 {
-	if (lvl > srv->cfg.log_level)
-		return;
-	char line[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (srv->cfg.log) {
-		srv->cfg.log(srv->cfg.log_opaque, lvl, line);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+}
+
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+void server_log_fields(struct pagein_server *srv, enum pagein_log_level lvl,
+		       const struct conn *c, const char *event,
+		       struct json_object *fields, const char *fmt, ...)
+{
+	if (lvl > srv->cfg.log_level) {
+		json_object_put(fields);
 		return;
 	}
-	static const char *names[] = {"error", "warn", "info", "debug"};
-	fprintf(stderr, "pagein: %s: %s\n", names[lvl], line);
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	char text[1100];
+	const char *line = text;
+	struct json_object *o = NULL;
+	if (srv->cfg.log_format == PAGEIN_LOG_JSON) {
+		char ts[40];
+		utc_now(ts, sizeof(ts));
+		o = json_object_new_object();
+		if (!o) { /* out of memory: the text line, not nothing */
+			snprintf(text, sizeof(text), "%s%s%s", c ? c->name : "", c ? ": " : "", msg);
+			goto out;
+		}
+		json_object_object_add(o, "ts", json_object_new_string(ts));
+		json_object_object_add(o, "level", json_object_new_string(level_names[lvl]));
+		if (c) {
+			char vm[16];
+			snprintf(vm, sizeof(vm), "vm%u", c->id);
+			json_object_object_add(o, "vm", json_object_new_string(vm));
+			json_object_object_add(o, "pid", json_object_new_int64(c->pid));
+		}
+		json_object_object_add(o, "event", json_object_new_string(event));
+		json_object_object_add(o, "msg", json_object_new_string(msg));
+		if (fields) {
+			json_object_object_foreach(fields, k, v)
+				json_object_object_add(o, k, json_object_get(v));
+		}
+		line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							 JSON_C_TO_STRING_NOSLASHESCAPE);
+	} else {
+		snprintf(text, sizeof(text), "%s%s%s", c ? c->name : "", c ? ": " : "", msg);
+	}
+out:
+	if (srv->cfg.log)
+		srv->cfg.log(srv->cfg.log_opaque, lvl, line);
+	else if (o)
+		fprintf(stderr, "%s\n", line);
+	else
+		fprintf(stderr, "pagein: %s: %s\n", level_names[lvl], line);
+	json_object_put(o);
+	json_object_put(fields);
 }
 
 /* True if a repeating condition may be logged now; *suppressed counts the
@@ -243,7 +294,7 @@ static void accept_some(struct pagein_server *srv)
 				srv->accept_resume_ns = mono_ns() + ACCEPT_BACKOFF_NS;
 			pthread_mutex_unlock(&srv->accept_lock);
 			if (log)
-				server_log(srv, PAGEIN_LOG_ERROR,
+				server_log(srv, PAGEIN_LOG_ERROR, NULL, "accept_error",
 					   "accept: %s%s (open sessions go on; %" PRIu64 " more since the last line)",
 					   strerror(e),
 					   accept_paused_for_fds(e) ? ": pausing new connections" : "", supp);
@@ -263,21 +314,22 @@ static void accept_some(struct pagein_server *srv)
 				srv->cap_suppressed = 0;
 			pthread_mutex_unlock(&srv->accept_lock);
 			if (log)
-				server_log(srv, PAGEIN_LOG_WARN,
+				server_log(srv, PAGEIN_LOG_WARN, NULL, "refused_connection",
 					   "refused a connection: %u connections open (--max-connections; %" PRIu64 " more since the last line)",
 					   cap, supp);
 			continue;
 		}
 		struct conn *c = conn_new(srv, fd);
 		if (!c || table_add(&srv->conns, c) < 0) {
-			server_log(srv, PAGEIN_LOG_ERROR, "out of memory: dropping a connection");
+			server_log(srv, PAGEIN_LOG_ERROR, NULL, "dropped_connection",
+				   "out of memory: dropping a connection");
 			if (c)
 				conn_free(c);
 			else
 				close(fd);
 			continue;
 		}
-		server_log(srv, PAGEIN_LOG_INFO, "%s: connected", c->name);
+		server_log(srv, PAGEIN_LOG_INFO, c, "connected", "connected");
 		/* Until the handshake, the socket is the connection's only fd. */
 		if (watch(srv, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, tag_of(c, WATCH_SOCK)) < 0)
 			server_end_conn(srv, c, END_HUNG_UP, "cannot watch the socket");
@@ -364,7 +416,8 @@ static void *worker(void *arg)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			server_log(srv, PAGEIN_LOG_ERROR, "epoll_wait: %s", strerror(errno));
+			server_log(srv, PAGEIN_LOG_ERROR, NULL, "epoll_error", "epoll_wait: %s",
+				   strerror(errno));
 			return NULL;
 		}
 		for (int i = 0; i < n; i++) {
@@ -460,7 +513,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		if (r < 0)
 			goto fail;
 		if (ws.snapshot_size != pagein_source_size(srv->source))
-			server_log(srv, PAGEIN_LOG_WARN,
+			server_log(srv, PAGEIN_LOG_WARN, NULL, "working_set_mismatch",
 				   "working set %s was recorded on a %llu-byte snapshot, this one has %llu bytes",
 				   cfg->prefetch_path, (unsigned long long)ws.snapshot_size,
 				   (unsigned long long)pagein_source_size(srv->source));
@@ -522,7 +575,7 @@ int pagein_server_run(struct pagein_server *srv)
 	srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
 	if (!srv->workers)
 		return -ENOMEM;
-	server_log(srv, PAGEIN_LOG_INFO, "serving %s (%s, %" PRIu64 " bytes) on %s with %u worker%s",
+	server_log(srv, PAGEIN_LOG_INFO, NULL, "serving", "serving %s (%s, %" PRIu64 " bytes) on %s with %u worker%s",
 		   srv->snapshot_path, srv->source->ops->kind, pagein_source_size(srv->source),
 		   srv->socket_path, srv->nworkers, srv->nworkers == 1 ? "" : "s");
 	unsigned started = 0;
@@ -533,7 +586,7 @@ int pagein_server_run(struct pagein_server *srv)
 		return -EAGAIN;
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(srv->workers[i], NULL);
-	server_log(srv, PAGEIN_LOG_INFO, "stopping: %u session%s still open", srv->conns.live,
+	server_log(srv, PAGEIN_LOG_INFO, NULL, "stopping", "stopping: %u session%s still open", srv->conns.live,
 		   srv->conns.live == 1 ? "" : "s");
 	return 0;
 }
@@ -549,7 +602,7 @@ void pagein_server_report(struct pagein_server *srv)
 {
 	struct conn_table *t = &srv->conns;
 	pthread_mutex_lock(&t->lock);
-	server_log(srv, PAGEIN_LOG_INFO, "report: %u connection%s", t->live, t->live == 1 ? "" : "s");
+	server_log(srv, PAGEIN_LOG_INFO, NULL, "report", "report: %u connection%s", t->live, t->live == 1 ? "" : "s");
 	for (uint32_t i = 0; i < t->cap; i++)
 		if (t->slot[i])
 			conn_log_stats(srv, t->slot[i]);
