@@ -435,26 +435,72 @@ static void *worker(void *arg)
 
 /* ---- life ------------------------------------------------------------- */
 
+/* The directory a path names its file in ("." for a bare name), in buf. */
+static const char *dir_of(const char *path, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", path);
+	return dirname(buf);
+}
+
+/* True if a server accepts connections on the socket at a. */
+static bool socket_is_live(const struct sockaddr_un *a)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	/* ECONNREFUSED: nobody listens (stale); EAGAIN: a listener whose
+	 * backlog is full, alive. */
+	bool live = connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0 || errno == EAGAIN;
+	close(fd);
+	return live;
+}
+
+/* Every refusal says what is wrong and what to do about it. */
 static int listen_on(const char *path, struct pagein_error *err)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
-		return pagein_fail(err, ENAMETOOLONG, "socket path %s is longer than %zu bytes",
+		return pagein_fail(err, ENAMETOOLONG,
+				   "--socket %s is longer than the %zu bytes a Unix socket path may have: choose a shorter path",
 				   path, sizeof(a.sun_path) - 1);
 	strcpy(a.sun_path, path);
+	char buf[sizeof(a.sun_path)];
+	const char *dir = dir_of(path, buf, sizeof(buf));
 	struct stat st;
+	if (stat(dir, &st) < 0 && (errno == ENOENT || errno == ENOTDIR))
+		return pagein_fail(err, ENOENT,
+				   "the directory of --socket %s does not exist: create it (mkdir -p %s) or choose another path",
+				   path, dir);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
-			return pagein_fail(err, EEXIST, "socket path %s exists and is not a socket", path);
+			return pagein_fail(err, EEXIST,
+					   "--socket %s exists and is not a socket: remove it if it is not needed, or choose another path",
+					   path);
+		if (socket_is_live(&a))
+			return pagein_fail(err, EADDRINUSE,
+					   "--socket %s: a server is already listening there: stop it, or choose another path",
+					   path);
 		unlink(path); /* a stale socket from an earlier run */
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return pagein_fail(err, errno, "socket: %s", strerror(errno));
+		return pagein_fail(err, errno, "cannot create a Unix socket: %s (raise the open-file limit if it is reached)",
+				   strerror(errno));
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0) {
 		int e = errno;
 		close(fd);
-		return pagein_fail(err, e, "listen on %s: %s", path, strerror(e));
+		if (e == EACCES || e == EPERM)
+			return pagein_fail(err, e,
+					   "cannot create --socket %s: permission denied: pagein needs write access to the directory %s "
+					   "(run it as a user who has it, or choose another directory)", path, dir);
+		if (e == EROFS)
+			return pagein_fail(err, e,
+					   "cannot create --socket %s: %s is on a read-only file system: choose a writable directory (e.g. /run)",
+					   path, dir);
+		if (e == EADDRINUSE)
+			return pagein_fail(err, e,
+					   "--socket %s: another process created it meanwhile: stop it, or choose another path", path);
+		return pagein_fail(err, e, "cannot listen on --socket %s: %s", path, strerror(e));
 	}
 	return fd;
 }
@@ -465,26 +511,27 @@ static int check_record_path(const char *path, struct pagein_error *err)
 {
 	if (!strstr(path, "%n"))
 		return pagein_fail(err, EINVAL,
-				   "--record %s: the path must contain %%n (the VM's number), one file per VM", path);
-	char *copy = strdup(path);
-	if (!copy)
-		return -ENOMEM;
-	const char *dir = dirname(copy);
+				   "--record %s: the path must contain %%n (the VM's number), one file per VM: add it, e.g. ws-%%n.pgws",
+				   path);
+	char buf[4096];
+	const char *dir = dir_of(path, buf, sizeof(buf));
 	struct stat st;
-	int r = 0;
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-		r = pagein_fail(err, ENOENT, "--record %s: the directory %s does not exist", path, dir);
-	else if (access(dir, W_OK) < 0)
-		r = pagein_fail(err, EACCES, "--record %s: the directory %s is not writable", path, dir);
-	free(copy);
-	return r;
+		return pagein_fail(err, ENOENT,
+				   "--record %s: the directory %s does not exist: create it or choose another path", path, dir);
+	if (access(dir, W_OK) < 0)
+		return pagein_fail(err, EACCES,
+				   "--record %s: permission denied: pagein needs write access to the directory %s "
+				   "(run it as a user who has it, or choose another directory)", path, dir);
+	return 0;
 }
 
 int pagein_server_new(const struct pagein_server_config *cfg,
 		      struct pagein_server **out, struct pagein_error *err)
 {
 	if (!cfg->socket_path || !cfg->snapshot_path)
-		return pagein_fail(err, EINVAL, "a socket path and a snapshot are required");
+		return pagein_fail(err, EINVAL,
+				   "a socket path and a snapshot are required: set socket_path and snapshot_path (--socket and --snapshot)");
 	if (cfg->record_path) {
 		int e = check_record_path(cfg->record_path, err);
 		if (e < 0)
@@ -543,7 +590,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	srv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (srv->epfd < 0 || srv->stop_fd < 0 || srv->timer_fd < 0) {
-		r = pagein_fail(err, errno, "epoll/eventfd/timerfd: %s", strerror(errno));
+		r = pagein_fail(err, errno, "cannot create the daemon's epoll/eventfd/timerfd: %s (raise the open-file limit if it is reached)",
+				strerror(errno));
 		goto fail;
 	}
 	struct itimerspec tick = {

@@ -278,12 +278,14 @@ static int cmd_serve(int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "pagein serve: unexpected argument '%s'\n", argv[optind]);
+		fprintf(stderr, "pagein serve: unexpected argument '%s': every option is --name VALUE (see pagein serve --help)\n",
+			argv[optind]);
 		return 2;
 	}
 	if (!cfg.snapshot_path || !cfg.socket_path) {
-		fprintf(stderr, "pagein serve: %s is required (see pagein serve --help)\n",
-			cfg.snapshot_path ? "--socket" : "--snapshot");
+		fprintf(stderr, "pagein serve: %s\n",
+			cfg.snapshot_path ? "--socket PATH is required: name the Unix socket the VMMs connect to (see pagein serve --help)"
+					  : "--snapshot FILE is required: name the memory snapshot to serve (see pagein serve --help)");
 		return 2;
 	}
 	/* Signals go to one thread that asks the server to stop; workers
@@ -332,12 +334,12 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 1, argv + 1);
 	if (!strcmp(cmd, "snapshot")) {
 		if (!cmd_snapshot) {
-			fprintf(stderr, "pagein: this build has no snapshot tools\n");
+			fprintf(stderr, "pagein: this build has no snapshot tools: build pagein with src/cli/snapshot_cmd.c\n");
 			return 2;
 		}
 		return cmd_snapshot(argc - 1, argv + 1);
 	}
-	fprintf(stderr, "pagein: unknown command '%s'\n", cmd);
+	fprintf(stderr, "pagein: unknown command '%s': use serve or snapshot\n", cmd);
 	usage(stderr);
 	return 2;
 }
