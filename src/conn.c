@@ -234,6 +234,20 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 	/* Stop the session's helpers before the policy acts, so that the
 	 * statistics are final. */
 	pagein_session_stop(c->session);
+	/* Lines the rate limit held back and no later line reported. */
+	pthread_mutex_lock(&c->event_lock);
+	uint64_t held[2] = {c->event_held[0], c->event_held[1]};
+	pthread_mutex_unlock(&c->event_lock);
+	if (held[0] || held[1]) {
+		struct json_object *h = json_object_new_object();
+		if (h) {
+			json_object_object_add(h, "poisoned", json_object_new_uint64(held[0]));
+			json_object_object_add(h, "corrupt_chunk", json_object_new_uint64(held[1]));
+		}
+		server_log_fields(srv, PAGEIN_LOG_WARN, c, "held_back", h,
+				  "%" PRIu64 " poisoned and %" PRIu64 " corrupt snapshot lines were held back (at most one a second)",
+				  held[0], held[1]);
+	}
 	struct pagein_stats st;
 	char line[1024];
 	pagein_session_stats(c->session, &st);
