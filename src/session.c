@@ -497,10 +497,15 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 	double secs = (double)st->elapsed_ns / 1e9;
 	uint64_t filled = st->filled_fault + st->filled_fault_around +
 			  st->filled_prefetch + st->filled_background + st->filled_request;
-	char complete[48] = "not complete";
+	/* The throughput says what it is over: the time to complete, or the
+	 * time so far while not complete. */
+	char complete[96];
 	if (st->complete_ns)
-		snprintf(complete, sizeof(complete), "complete in %.3f s",
-			 (double)st->complete_ns / 1e9);
+		snprintf(complete, sizeof(complete), "complete in %.3f s at %.1f MB/s",
+			 (double)st->complete_ns / 1e9, pagein_stats_throughput(st));
+	else
+		snprintf(complete, sizeof(complete), "not complete, %.1f MB/s so far",
+			 pagein_stats_throughput(st));
 	int n = snprintf(buf, len,
 			 "faults %" PRIu64 " missing/%" PRIu64 " minor, requests %" PRIu64
 			 "; %" PRIu64 " fills for %" PRIu64 " pages (fault %" PRIu64
@@ -509,8 +514,7 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 "; ops copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
 			 " written %" PRIu64 " poisoned %" PRIu64 "; removes %" PRIu64
 			 " (%" PRIu64 " pages), wakes %" PRIu64 ", eexist %" PRIu64
-			 ", eagain %" PRIu64 "; read %.1f MiB from the snapshot, %.1f MB/s %s %.3f s"
-			 " (session open %.3f s); %s",
+			 ", eagain %" PRIu64 "; read %.1f MiB from the snapshot over %.3f s; %s",
 			 st->faults_missing, st->faults_minor, st->requests, filled,
 			 st->pages_total, st->filled_fault, st->filled_fault_around,
 			 st->filled_prefetch, st->filled_background, st->filled_request,
@@ -518,10 +522,7 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 st->pages_copied, st->pages_zeroed, st->pages_continued,
 			 st->pages_written, st->pages_poisoned, st->removes,
 			 st->pages_removed, st->wakes, st->eexist, st->eagain,
-			 (double)st->bytes_read / (1 << 20), pagein_stats_throughput(st),
-			 st->complete_ns ? "to complete in" : "so far, over",
-			 (double)(st->complete_ns ? st->complete_ns : st->elapsed_ns) / 1e9,
-			 secs, complete);
+			 (double)st->bytes_read / (1 << 20), secs, complete);
 	return n < 0 ? -EINVAL : 0;
 }
 

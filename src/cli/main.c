@@ -52,7 +52,7 @@ static void serve_usage(FILE *f)
 		"\n"
 		"  --snapshot FILE     memory snapshot served to every VM (required)\n"
 		"  --socket PATH       Unix socket to create (required; a stale socket\n"
-		"                      file is replaced)\n"
+		"                      file is replaced, a live one is refused)\n"
 		"  --threads N         worker threads (default: one per CPU)\n"
 		"  --log-level L       error|warn|info|debug (default info)\n"
 		"  --log-format F      text|json (default text): json writes one object\n"

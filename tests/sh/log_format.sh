@@ -13,6 +13,11 @@ bad=$("$PAGEIN" snapshot verify "$WORK/snap.pgn" 2>&1 | sed -n 's/.*first bad ch
 [ -n "$bad" ] || fail "no corrupt chunk"
 seq $((bad * 64)) $((bad * 64 + 63)) >"$WORK/bad.trace"
 
+# Text (the default): the same restore says complete, at what rate.
+start_pagein "$WORK/raw" --populate none --fault-around 0
+vm text --snapshot "$WORK/raw" --vcpus 2 --pattern seq --touch 1 --hold 0
+expect_log "vm1 pid [0-9]+: session ended \(VMM exited\): .*read [0-9.]+ MiB from the snapshot over [0-9.]+ s; complete in [0-9.]+ s at [0-9.]+ MB/s"
+stop_pagein
 start_pagein "$WORK/raw" --log-format json --populate none --fault-around 0
 vm all --snapshot "$WORK/raw" --vcpus 2 --pattern seq --touch 1 --hold 0
 expect_log '"event":"session_ended"'
