@@ -123,6 +123,8 @@ void server_log_fields(struct pagein_server *srv, enum pagein_log_level lvl,
 		}
 		line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
 							 JSON_C_TO_STRING_NOSLASHESCAPE);
+		if (!line)
+			line = msg;
 	} else {
 		snprintf(text, sizeof(text), "%s%s%s", c ? c->name : "", c ? ": " : "", msg);
 	}
@@ -135,6 +137,16 @@ out:
 		fprintf(stderr, "pagein: %s: %s\n", level_names[lvl], line);
 	json_object_put(o);
 	json_object_put(fields);
+}
+
+/* {"held_back": n}: lines of a repeating condition not written since the
+ * last one. */
+static struct json_object *held_fields(uint64_t n)
+{
+	struct json_object *f = json_object_new_object();
+	if (f)
+		json_object_object_add(f, "held_back", json_object_new_uint64(n));
+	return f;
 }
 
 /* True if a repeating condition may be logged now; *suppressed counts the
@@ -294,7 +306,7 @@ static void accept_some(struct pagein_server *srv)
 				srv->accept_resume_ns = mono_ns() + ACCEPT_BACKOFF_NS;
 			pthread_mutex_unlock(&srv->accept_lock);
 			if (log)
-				server_log(srv, PAGEIN_LOG_ERROR, NULL, "accept_error",
+				server_log_fields(srv, PAGEIN_LOG_ERROR, NULL, "accept_error", held_fields(supp),
 					   "accept: %s%s (open sessions go on; %" PRIu64 " more since the last line)",
 					   strerror(e),
 					   accept_paused_for_fds(e) ? ": pausing new connections" : "", supp);
@@ -314,7 +326,7 @@ static void accept_some(struct pagein_server *srv)
 				srv->cap_suppressed = 0;
 			pthread_mutex_unlock(&srv->accept_lock);
 			if (log)
-				server_log(srv, PAGEIN_LOG_WARN, NULL, "refused_connection",
+				server_log_fields(srv, PAGEIN_LOG_WARN, NULL, "refused_connection", held_fields(supp),
 					   "refused a connection: %u connections open (--max-connections; %" PRIu64 " more since the last line)",
 					   cap, supp);
 			continue;
@@ -445,7 +457,8 @@ static const char *dir_of(const char *path, char *buf, size_t len)
 /* True if a server accepts connections on the socket at a. */
 static bool socket_is_live(const struct sockaddr_un *a)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a listener with a full backlog must not hang us. */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
 	/* ECONNREFUSED: nobody listens (stale); EAGAIN: a listener whose
