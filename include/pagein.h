@@ -148,7 +148,10 @@ struct pagein_stats {
 	uint64_t filled_request;      /* stage-2 fault requests */
 	uint64_t pages_total;         /* guest pages described by the regions */
 	uint64_t elapsed_ns;          /* since the session was created */
-	uint64_t complete_ns;         /* when every page was in; 0 = not yet */
+	/* Since the session was created, when no page was left that needs
+	 * the snapshot (every page present, poisoned or discarded), whichever
+	 * path filled the last one; 0 = not yet. */
+	uint64_t complete_ns;
 	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zeroed by the library */
 };
 
@@ -253,6 +256,10 @@ void pagein_session_latency(const struct pagein_session *s,
 			    struct pagein_latency *out);
 /* "faults 10 missing/2 minor, ..." in one line, for logs. */
 int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len);
+/* Snapshot bytes read per second, in MB/s (10^6 bytes): over the time to
+ * complete once complete_ns is set, over elapsed_ns until then (so idle
+ * time after the restore does not dilute it). */
+double pagein_stats_throughput(const struct pagein_stats *st);
 
 /* ---- working sets: the pages a restore touched first ------------------ */
 
@@ -291,6 +298,18 @@ enum pagein_log_level {
 	PAGEIN_LOG_DEBUG,
 };
 
+/* How the server writes its log lines. */
+enum pagein_log_format {
+	/* "vm3 pid 1234: session ended (VMM exited): faults ...": a sentence,
+	 * prefixed with the VM it is about. */
+	PAGEIN_LOG_TEXT = 0,
+	/* One JSON object per line: {"ts":"2026-12-02T02:34:50.123Z",
+	 * "level":"info","vm":"vm3","pid":1234,"event":"session_ended",
+	 * "msg":"...", ...fields}. Every line has an event (snake_case); vm
+	 * and pid when it is about a VM; statistics as numbers. */
+	PAGEIN_LOG_JSON,
+};
+
 /* What the daemon does to a VMM whose VM it cannot serve (a session
  * error, a corrupt page in fail mode, a refused handshake after the VMM
  * handed over its uffd). */
@@ -302,7 +321,8 @@ enum pagein_on_failure {
 };
 
 struct pagein_server_config {
-	const char *socket_path;   /* created; a stale socket file is replaced */
+	const char *socket_path;   /* created; a stale socket file is replaced,
+				    * one a server listens on is refused */
 	const char *snapshot_path; /* default snapshot for every VM */
 	unsigned threads;          /* worker threads; 0 = one per CPU */
 	enum pagein_log_level log_level;
@@ -322,6 +342,9 @@ struct pagein_server_config {
 	/* Prometheus metrics at GET /metrics on "HOST:PORT" or "unix:PATH",
 	 * served on a thread of their own; NULL = none. */
 	const char *metrics_addr;
+	/* Text (default) or JSON lines, given to log() as they are: a JSON
+	 * line is a complete object with its own timestamp. */
+	enum pagein_log_format log_format;
 	/* Keep last: new fields go above, taking words from here. */
 	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zero it */
 };

@@ -18,6 +18,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "error.h"
 #include "protocol.h"
 #include "server_internal.h"
@@ -111,6 +113,20 @@ void conn_free(struct conn *c)
 
 static void save_recording(struct pagein_server *srv, struct conn *c);
 
+/* The cause field of session_ended / connection_closed (JSON). */
+static const char *why_name(enum conn_end_why why)
+{
+	switch (why) {
+	case END_VMM_EXITED: return "vmm_exited";
+	case END_VMM_GONE: return "vmm_gone";
+	case END_HUNG_UP: return "hung_up";
+	case END_REFUSED: return "refused";
+	case END_FAILED: return "failed";
+	case END_SERVER_STOP: return "server_stopping";
+	}
+	return "?";
+}
+
 static const char *why_text(enum conn_end_why why)
 {
 	switch (why) {
@@ -134,19 +150,69 @@ static void apply_failure_policy(struct pagein_server *srv, struct conn *c,
 	if (!c->got_fds && !c->session)
 		return;
 	if (srv->cfg.on_failure == PAGEIN_FAILURE_KEEP) {
-		server_log(srv, PAGEIN_LOG_WARN,
-			   "%s: VMM left running (--on-failure keep): its guest memory is no longer served", c->name);
+		server_log(srv, PAGEIN_LOG_WARN, c, "left_vmm_running",
+			   "VMM left running (--on-failure keep): its guest memory is no longer served");
 		return;
 	}
 	if (c->pidfd < 0) {
-		server_log(srv, PAGEIN_LOG_ERROR,
-			   "%s: cannot kill the VMM: no pidfd for it (its guest memory is no longer served)", c->name);
+		server_log(srv, PAGEIN_LOG_ERROR, c, "kill_failed",
+			   "cannot kill the VMM: no pidfd for it (its guest memory is no longer served)");
 		return;
 	}
 	if (syscall(SYS_pidfd_send_signal, c->pidfd, SIGKILL, NULL, 0) == 0)
-		server_log(srv, PAGEIN_LOG_WARN, "%s: killed the VMM (--on-failure kill): its VM cannot be served", c->name);
+		server_log(srv, PAGEIN_LOG_WARN, c, "killed_vmm",
+			   "killed the VMM (--on-failure kill): its VM cannot be served");
 	else if (errno != ESRCH)
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: killing the VMM: %s", c->name, strerror(errno));
+		server_log(srv, PAGEIN_LOG_ERROR, c, "kill_failed", "killing the VMM: %s", strerror(errno));
+}
+
+/* JSON fields of an end: its cause, and what the text says after it. */
+static struct json_object *end_fields(enum conn_end_why why, const char *detail)
+{
+	struct json_object *f = json_object_new_object();
+	if (!f)
+		return NULL;
+	json_object_object_add(f, "cause", json_object_new_string(why_name(why)));
+	if (detail)
+		json_object_object_add(f, "detail", json_object_new_string(detail));
+	return f;
+}
+
+/* A session's statistics as JSON numbers (added to f, or a new object). */
+static struct json_object *stats_fields(const struct pagein_stats *st, struct json_object *f)
+{
+	if (!f && !(f = json_object_new_object()))
+		return NULL;
+#define U(name) json_object_object_add(f, #name, json_object_new_uint64(st->name))
+	U(faults_missing);
+	U(faults_minor);
+	U(requests);
+	U(pages_copied);
+	U(pages_zeroed);
+	U(pages_continued);
+	U(pages_written);
+	U(wakes);
+	U(eexist);
+	U(eagain);
+	U(removes);
+	U(pages_removed);
+	U(bytes_read);
+	U(pages_poisoned);
+	U(filled_fault);
+	U(filled_fault_around);
+	U(filled_prefetch);
+	U(filled_background);
+	U(filled_request);
+	U(pages_total);
+#undef U
+	json_object_object_add(f, "elapsed_s", json_object_new_double((double)st->elapsed_ns / 1e9));
+	json_object_object_add(f, "complete", json_object_new_boolean(st->complete_ns != 0));
+	if (st->complete_ns)
+		json_object_object_add(f, "complete_s",
+				       json_object_new_double((double)st->complete_ns / 1e9));
+	/* Over the time to complete, or so far while not complete. */
+	json_object_object_add(f, "throughput_mb_s", json_object_new_double(pagein_stats_throughput(st)));
+	return f;
 }
 
 void conn_finish(struct pagein_server *srv, struct conn *c,
@@ -155,26 +221,43 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 	enum pagein_log_level lvl = why == END_FAILED || why == END_REFUSED
 					    ? PAGEIN_LOG_ERROR : PAGEIN_LOG_INFO;
 	if (!c->session) {
+		struct json_object *f = end_fields(why, detail);
 		if (why == END_REFUSED)
-			server_log(srv, lvl, "%s: refused handshake: %s", c->name, detail ? detail : "?");
+			server_log_fields(srv, lvl, c, "refused_handshake", f, "refused handshake: %s",
+					  detail ? detail : "?");
 		else
-			server_log(srv, lvl, "%s: connection closed (%s%s%s)", c->name, why_text(why),
-				   detail ? ": " : "", detail ? detail : "");
+			server_log_fields(srv, lvl, c, "connection_closed", f, "connection closed (%s%s%s)",
+					  why_text(why), detail ? ": " : "", detail ? detail : "");
 		apply_failure_policy(srv, c, why);
 		return;
 	}
 	/* Stop the session's helpers before the policy acts, so that the
 	 * statistics are final. */
 	pagein_session_stop(c->session);
+	/* Lines the rate limit held back and no later line reported. */
+	pthread_mutex_lock(&c->event_lock);
+	uint64_t held[2] = {c->event_held[0], c->event_held[1]};
+	pthread_mutex_unlock(&c->event_lock);
+	if (held[0] || held[1]) {
+		struct json_object *h = json_object_new_object();
+		if (h) {
+			json_object_object_add(h, "poisoned", json_object_new_uint64(held[0]));
+			json_object_object_add(h, "corrupt_chunk", json_object_new_uint64(held[1]));
+		}
+		server_log_fields(srv, PAGEIN_LOG_WARN, c, "held_back", h,
+				  "%" PRIu64 " poisoned and %" PRIu64 " corrupt snapshot lines were held back (at most one a second)",
+				  held[0], held[1]);
+	}
 	struct pagein_stats st;
 	char line[1024];
 	pagein_session_stats(c->session, &st);
 	pagein_stats_format(&st, line, sizeof(line));
-	server_log(srv, lvl, "%s: session ended (%s%s%s): %s", c->name, why_text(why),
-		   detail ? ": " : "", detail ? detail : "", line);
+	struct json_object *f = stats_fields(&st, end_fields(why, detail));
+	server_log_fields(srv, lvl, c, "session_ended", f, "session ended (%s%s%s): %s", why_text(why),
+			  detail ? ": " : "", detail ? detail : "", line);
 	const char *perr = pagein_session_prefetch_error(c->session);
 	if (perr)
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: prefetch stopped: %s", c->name, perr);
+		server_log(srv, PAGEIN_LOG_ERROR, c, "prefetch_stopped", "prefetch stopped: %s", perr);
 	apply_failure_policy(srv, c, why);
 	save_recording(srv, c);
 }
@@ -190,7 +273,7 @@ void conn_log_stats(struct pagein_server *srv, struct conn *c)
 	char line[1024];
 	pagein_session_stats(s, &st);
 	pagein_stats_format(&st, line, sizeof(line));
-	server_log(srv, PAGEIN_LOG_INFO, "%s: stats: %s", c->name, line);
+	server_log_fields(srv, PAGEIN_LOG_INFO, c, "stats", stats_fields(&st, NULL), "stats: %s", line);
 }
 
 /* --record: the session's first-touch order, written when it ends. */
@@ -212,10 +295,10 @@ static void save_recording(struct pagein_server *srv, struct conn *c)
 	};
 	struct pagein_error err = {{0}};
 	if (workingset_save(path, &ws, &err) < 0)
-		server_log(srv, PAGEIN_LOG_ERROR, "%s: %s", c->name, err.msg);
+		server_log(srv, PAGEIN_LOG_ERROR, c, "record_failed", "%s", err.msg);
 	else
-		server_log(srv, PAGEIN_LOG_INFO, "%s: recorded %zu pages of working set in %s",
-			   c->name, n, path);
+		server_log(srv, PAGEIN_LOG_INFO, c, "recorded", "recorded %zu pages of working set in %s",
+			   n, path);
 	free(off);
 }
 
@@ -246,15 +329,26 @@ static void on_session_event(void *opaque, const struct pagein_event *ev)
 	char more[64] = "";
 	if (held)
 		snprintf(more, sizeof(more), " (%" PRIu64 " more such lines held back)", held);
+	struct json_object *f = json_object_new_object();
+	if (f) {
+		json_object_object_add(f, "offset", json_object_new_uint64(ev->offset));
+		json_object_object_add(f, "held_back", json_object_new_uint64(held));
+		if (ev->kind == PAGEIN_EVENT_POISONED) {
+			json_object_object_add(f, "pages", json_object_new_uint64(ev->pages));
+		} else {
+			json_object_object_add(f, "chunk", json_object_new_uint64(ev->chunk));
+			json_object_object_add(f, "error", json_object_new_string(strerror(-ev->error)));
+		}
+	}
 	if (ev->kind == PAGEIN_EVENT_POISONED)
-		server_log(c->srv, PAGEIN_LOG_WARN,
-			   "%s: poisoned %" PRIu64 " page%s at offset 0x%" PRIx64
-			   ": the snapshot could not give them (the guest sees a memory error there)%s",
-			   c->name, ev->pages, ev->pages == 1 ? "" : "s", ev->offset, more);
+		server_log_fields(c->srv, PAGEIN_LOG_WARN, c, "poisoned", f,
+				  "poisoned %" PRIu64 " page%s at offset 0x%" PRIx64
+				  ": the snapshot could not give them (the guest sees a memory error there)%s",
+				  ev->pages, ev->pages == 1 ? "" : "s", ev->offset, more);
 	else
-		server_log(c->srv, PAGEIN_LOG_ERROR,
-			   "%s: corrupt snapshot: chunk %" PRIu64 " (page at offset 0x%" PRIx64 "): %s%s",
-			   c->name, ev->chunk, ev->offset, strerror(-ev->error), more);
+		server_log_fields(c->srv, PAGEIN_LOG_ERROR, c, "corrupt_chunk", f,
+				  "corrupt snapshot: chunk %" PRIu64 " (page at offset 0x%" PRIx64 "): %s%s",
+				  ev->chunk, ev->offset, strerror(-ev->error), more);
 }
 
 /* ---- the handshake ---------------------------------------------------- */
@@ -329,14 +423,13 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 	c->dec = json_decoder_new(PROTOCOL_MAX_REQUEST);
 	if (!c->dec)
 		return refuse(srv, c, "out of memory");
-	server_log(srv, PAGEIN_LOG_INFO, "%s: session started: %zu region%s, %s protocol%s",
-		   c->name, hs->nregions, hs->nregions == 1 ? "" : "s",
+	server_log(srv, PAGEIN_LOG_INFO, c, "session_started",
+		   "session started: %zu region%s, %s protocol%s", hs->nregions, hs->nregions == 1 ? "" : "s",
 		   cfg.mem_fd >= 0 ? "secret-hiding" : "mainline",
 		   c->pidfd < 0 ? " (no pidfd: the VMM's exit is only seen as a closed socket)" : "");
 	for (size_t i = 0; i < hs->nregions; i++)
-		server_log(srv, PAGEIN_LOG_DEBUG,
-			   "%s: region %zu: 0x%" PRIx64 " size %" PRIu64 " offset %" PRIu64 " page %" PRIu64,
-			   c->name, i, hs->regions[i].host_addr, hs->regions[i].size,
+		server_log(srv, PAGEIN_LOG_DEBUG, c, "region",
+			   "region %zu: 0x%" PRIx64 " size %" PRIu64 " offset %" PRIu64 " page %" PRIu64, i, hs->regions[i].host_addr, hs->regions[i].size,
 			   hs->regions[i].offset, hs->regions[i].page_size);
 	struct pagein_prefetch pf = {
 		.offsets = srv->working_set,
@@ -445,8 +538,8 @@ static bool serve_request(struct pagein_server *srv, struct conn *c,
 		/* A bad request, or a poisoned page: that request only is
 		 * refused; the reply says why (len 0) so the vCPU is not left
 		 * waiting for nothing, and the bit stays set. */
-		server_log(srv, PAGEIN_LOG_WARN, "%s: refused fault request (vcpu %" PRId64 "): %s",
-			   c->name, rq->vcpu, err.msg);
+		server_log(srv, PAGEIN_LOG_WARN, c, "refused_request",
+			   "refused fault request (vcpu %" PRId64 "): %s", rq->vcpu, err.msg);
 		n = protocol_format_reply(reply, sizeof(reply), rq, 0, false, err.msg);
 	} else if (r < 0) {
 		server_end_conn(srv, c, r == -ESRCH ? END_VMM_GONE : END_FAILED,
@@ -513,7 +606,8 @@ static bool on_eof(struct pagein_server *srv, struct conn *c)
 		return false;
 	}
 	c->sock_eof = true;
-	server_log(srv, PAGEIN_LOG_DEBUG, "%s: VMM closed its socket; serving on until it exits", c->name);
+	server_log(srv, PAGEIN_LOG_DEBUG, c, "socket_closed",
+		   "VMM closed its socket; serving on until it exits");
 	return true;
 }
 

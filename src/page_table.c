@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 int page_table_init(struct page_table *pt, size_t npages)
 {
 	pt->npages = npages;
+	pt->progress = NULL;
 	pt->state = calloc(npages ? npages : 1, sizeof(*pt->state));
 	return pt->state ? 0 : -ENOMEM;
 }
@@ -78,6 +80,19 @@ bool page_want_signal(struct page_table *pt, size_t i)
 	return set_flag_while_filling(pt, i, PAGE_WAITER);
 }
 
+/* One more page done; the one that makes them all done stamps the time. */
+static void page_done(struct page_table *pt)
+{
+	struct page_progress *p = pt->progress;
+	if (!p || atomic_fetch_add(&p->done, 1) + 1 != p->total)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	uint64_t zero = 0, t = now > p->start_ns ? now - p->start_ns : 1;
+	atomic_compare_exchange_strong(&p->complete_ns, &zero, t);
+}
+
 /* FILLING -> want, or REMOVED if the page was discarded meanwhile.
  * Returns the flags the page had while FILLING. */
 static uint8_t settle(struct page_table *pt, size_t i, uint8_t want)
@@ -87,8 +102,13 @@ static uint8_t settle(struct page_table *pt, size_t i, uint8_t want)
 		uint8_t next = (v & PAGE_DISCARDED) ? PAGE_REMOVED : want;
 		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, next,
 							  memory_order_acq_rel,
-							  memory_order_acquire))
+							  memory_order_acquire)) {
+			/* Claimed from ABSENT and not going back there: done
+			 * now (a claim from REMOVED was done already). */
+			if (!(v & PAGE_ZERO_FILL) && next != PAGE_ABSENT)
+				page_done(pt);
 			return v;
+		}
 	}
 }
 
@@ -119,8 +139,11 @@ enum page_state page_remove(struct page_table *pt, size_t i)
 						  : PAGE_REMOVED;
 		if (atomic_compare_exchange_weak_explicit(&pt->state[i], &v, next,
 							  memory_order_acq_rel,
-							  memory_order_acquire))
+							  memory_order_acquire)) {
+			if (st == PAGE_ABSENT) /* a FILLING one is done when it settles */
+				page_done(pt);
 			return st;
+		}
 	}
 }
 

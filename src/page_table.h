@@ -48,9 +48,23 @@ enum page_state {
 /* The action page_rules.def gives actor (ACT_*) on a page in state. */
 int page_rule(int actor, enum page_state state);
 
+/* How far a session's restore is, shared by its page tables: a page is
+ * done once it needs nothing more from the snapshot (PRESENT, POISONED or
+ * REMOVED; a page claimed back from REMOVED stays done). A page becomes
+ * done once and never undone, so one count, bumped by the transition that
+ * makes it done (a settle from a claim of ABSENT, or a discard of an ABSENT
+ * page), reaches total exactly when no ABSENT page is left. */
+struct page_progress {
+	atomic_uint_fast64_t done;
+	uint64_t total;
+	uint64_t start_ns;                /* CLOCK_MONOTONIC */
+	atomic_uint_fast64_t complete_ns; /* since start_ns; 0 = not yet */
+};
+
 struct page_table {
 	size_t npages;
 	_Atomic uint8_t *state;
+	struct page_progress *progress; /* may be NULL */
 };
 
 int page_table_init(struct page_table *pt, size_t npages);

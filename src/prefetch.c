@@ -189,18 +189,6 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 	return 0;
 }
 
-static void mark_complete(struct pagein_session *s)
-{
-	for (size_t r = 0; r < s->nregions; r++) {
-		size_t c[PG_NSTATES];
-		page_table_count(&s->regions[r].pages, c);
-		if (c[PAGE_ABSENT])
-			return; /* removed pages need nothing from the snapshot */
-	}
-	uint64_t zero = 0;
-	atomic_compare_exchange_strong(&s->complete_ns, &zero, now_ns() - s->start_ns);
-}
-
 static void *prefetch_thread(void *arg)
 {
 	struct prefetcher *p = arg;
@@ -210,9 +198,9 @@ static void *prefetch_thread(void *arg)
 		/* Idle priority: the rest only uses CPU nobody else wants, so
 		 * faults and the guest itself always go first. */
 		set_idle(true);
+		/* The page that completes the restore stamps complete_ns,
+		 * whichever path filled it (page_table.h, page_progress). */
 		r = populate_rest(p->s, &p->stop, false, true, &err);
-		if (r == 0 && !atomic_load(&p->stop))
-			mark_complete(p->s);
 	}
 	if (r < 0 && r != -ECANCELED) {
 		snprintf(p->err, sizeof(p->err), "%s", err.msg[0] ? err.msg : strerror(-r));
@@ -239,8 +227,6 @@ int pagein_session_prefetch(struct pagein_session *s,
 		pthread_mutex_lock(&s->reader_lock);
 		int r = populate_rest(s, &s->stopping, true, false, err);
 		pump_release(s, true);
-		if (r == 0)
-			mark_complete(s);
 		if (r == 0)
 			r = pagein_session_handle_uffd(s, err);
 		return r;

@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "error.h"
 #include "server_internal.h"
 #include "source.h"
@@ -68,22 +70,83 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void server_log(struct pagein_server *srv, enum pagein_log_level lvl,
-		const char *fmt, ...)
+/* "2026-12-02T02:34:50.123Z" */
+static void utc_now(char *buf, size_t len)
 {
-	if (lvl > srv->cfg.log_level)
-		return;
-	char line[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (srv->cfg.log) {
-		srv->cfg.log(srv->cfg.log_opaque, lvl, line);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+}
+
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+void server_log_fields(struct pagein_server *srv, enum pagein_log_level lvl,
+		       const struct conn *c, const char *event,
+		       struct json_object *fields, const char *fmt, ...)
+{
+	if (lvl > srv->cfg.log_level) {
+		json_object_put(fields);
 		return;
 	}
-	static const char *names[] = {"error", "warn", "info", "debug"};
-	fprintf(stderr, "pagein: %s: %s\n", names[lvl], line);
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	char text[1100];
+	const char *line = text;
+	struct json_object *o = NULL;
+	if (srv->cfg.log_format == PAGEIN_LOG_JSON) {
+		char ts[40];
+		utc_now(ts, sizeof(ts));
+		o = json_object_new_object();
+		if (!o) { /* out of memory: the text line, not nothing */
+			snprintf(text, sizeof(text), "%s%s%s", c ? c->name : "", c ? ": " : "", msg);
+			goto out;
+		}
+		json_object_object_add(o, "ts", json_object_new_string(ts));
+		json_object_object_add(o, "level", json_object_new_string(level_names[lvl]));
+		if (c) {
+			char vm[16];
+			snprintf(vm, sizeof(vm), "vm%u", c->id);
+			json_object_object_add(o, "vm", json_object_new_string(vm));
+			json_object_object_add(o, "pid", json_object_new_int64(c->pid));
+		}
+		json_object_object_add(o, "event", json_object_new_string(event));
+		json_object_object_add(o, "msg", json_object_new_string(msg));
+		if (fields) {
+			json_object_object_foreach(fields, k, v)
+				json_object_object_add(o, k, json_object_get(v));
+		}
+		line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							 JSON_C_TO_STRING_NOSLASHESCAPE);
+		if (!line)
+			line = msg;
+	} else {
+		snprintf(text, sizeof(text), "%s%s%s", c ? c->name : "", c ? ": " : "", msg);
+	}
+out:
+	if (srv->cfg.log)
+		srv->cfg.log(srv->cfg.log_opaque, lvl, line);
+	else if (o)
+		fprintf(stderr, "%s\n", line);
+	else
+		fprintf(stderr, "pagein: %s: %s\n", level_names[lvl], line);
+	json_object_put(o);
+	json_object_put(fields);
+}
+
+/* {"held_back": n}: lines of a repeating condition not written since the
+ * last one. */
+static struct json_object *held_fields(uint64_t n)
+{
+	struct json_object *f = json_object_new_object();
+	if (f)
+		json_object_object_add(f, "held_back", json_object_new_uint64(n));
+	return f;
 }
 
 /* True if a repeating condition may be logged now; *suppressed counts the
@@ -244,7 +307,7 @@ static void accept_some(struct pagein_server *srv)
 				srv->accept_resume_ns = mono_ns() + ACCEPT_BACKOFF_NS;
 			pthread_mutex_unlock(&srv->accept_lock);
 			if (log)
-				server_log(srv, PAGEIN_LOG_ERROR,
+				server_log_fields(srv, PAGEIN_LOG_ERROR, NULL, "accept_error", held_fields(supp),
 					   "accept: %s%s (open sessions go on; %" PRIu64 " more since the last line)",
 					   strerror(e),
 					   accept_paused_for_fds(e) ? ": pausing new connections" : "", supp);
@@ -264,14 +327,15 @@ static void accept_some(struct pagein_server *srv)
 				srv->cap_suppressed = 0;
 			pthread_mutex_unlock(&srv->accept_lock);
 			if (log)
-				server_log(srv, PAGEIN_LOG_WARN,
+				server_log_fields(srv, PAGEIN_LOG_WARN, NULL, "refused_connection", held_fields(supp),
 					   "refused a connection: %u connections open (--max-connections; %" PRIu64 " more since the last line)",
 					   cap, supp);
 			continue;
 		}
 		struct conn *c = conn_new(srv, fd);
 		if (!c || table_add(&srv->conns, c) < 0) {
-			server_log(srv, PAGEIN_LOG_ERROR, "out of memory: dropping a connection");
+			server_log(srv, PAGEIN_LOG_ERROR, NULL, "dropped_connection",
+				   "out of memory: dropping a connection");
 			if (c)
 				conn_free(c);
 			else
@@ -279,7 +343,7 @@ static void accept_some(struct pagein_server *srv)
 			continue;
 		}
 		metrics_conn_accepted(srv);
-		server_log(srv, PAGEIN_LOG_INFO, "%s: connected", c->name);
+		server_log(srv, PAGEIN_LOG_INFO, c, "connected", "connected");
 		/* Until the handshake, the socket is the connection's only fd. */
 		if (watch(srv, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, tag_of(c, WATCH_SOCK)) < 0)
 			server_end_conn(srv, c, END_HUNG_UP, "cannot watch the socket");
@@ -366,7 +430,8 @@ static void *worker(void *arg)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			server_log(srv, PAGEIN_LOG_ERROR, "epoll_wait: %s", strerror(errno));
+			server_log(srv, PAGEIN_LOG_ERROR, NULL, "epoll_error", "epoll_wait: %s",
+				   strerror(errno));
 			return NULL;
 		}
 		for (int i = 0; i < n; i++) {
@@ -384,26 +449,74 @@ static void *worker(void *arg)
 
 /* ---- life ------------------------------------------------------------- */
 
+/* The directory a path names its file in ("." for a bare name), in buf. */
+static const char *dir_of(const char *path, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", path);
+	return dirname(buf);
+}
+
+/* True if a server accepts connections on the socket at a. */
+static bool socket_is_live(const struct sockaddr_un *a)
+{
+	/* Non-blocking: a listener with a full backlog must not hang us. */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	/* ECONNREFUSED: nobody listens (stale); EAGAIN: a listener whose
+	 * backlog is full, alive. */
+	bool live = connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0 || errno == EAGAIN;
+	close(fd);
+	return live;
+}
+
+/* Listens on a Unix socket at path; `what` names it in messages ("--socket "
+ * or "--metrics unix:"). Every refusal says what is wrong and what to do. */
 int server_listen_unix(const char *what, const char *path, struct pagein_error *err)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
-		return pagein_fail(err, ENAMETOOLONG, "%s%s is longer than %zu bytes",
+		return pagein_fail(err, ENAMETOOLONG,
+				   "%s%s is longer than the %zu bytes a Unix socket path may have: choose a shorter path",
 				   what, path, sizeof(a.sun_path) - 1);
 	strcpy(a.sun_path, path);
+	char buf[sizeof(a.sun_path)];
+	const char *dir = dir_of(path, buf, sizeof(buf));
 	struct stat st;
+	if (stat(dir, &st) < 0 && (errno == ENOENT || errno == ENOTDIR))
+		return pagein_fail(err, ENOENT,
+				   "the directory of %s%s does not exist: create it (mkdir -p %s) or choose another path",
+				   what, path, dir);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
-			return pagein_fail(err, EEXIST, "%s%s exists and is not a socket", what, path);
+			return pagein_fail(err, EEXIST,
+					   "%s%s exists and is not a socket: remove it if it is not needed, or choose another path",
+					   what, path);
+		if (socket_is_live(&a))
+			return pagein_fail(err, EADDRINUSE,
+					   "%s%s: a server is already listening there: stop it, or choose another path",
+					   what, path);
 		unlink(path); /* a stale socket from an earlier run */
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return pagein_fail(err, errno, "socket: %s", strerror(errno));
+		return pagein_fail(err, errno, "cannot create a Unix socket: %s (raise the open-file limit if it is reached)",
+				   strerror(errno));
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0) {
 		int e = errno;
 		close(fd);
-		return pagein_fail(err, e, "%s%s: cannot listen: %s", what, path, strerror(e));
+		if (e == EACCES || e == EPERM)
+			return pagein_fail(err, e,
+					   "cannot create %s%s: permission denied: pagein needs write access to the directory %s "
+					   "(run it as a user who has it, or choose another directory)", what, path, dir);
+		if (e == EROFS)
+			return pagein_fail(err, e,
+					   "cannot create %s%s: %s is on a read-only file system: choose a writable directory (e.g. /run)",
+					   what, path, dir);
+		if (e == EADDRINUSE)
+			return pagein_fail(err, e,
+					   "%s%s: another process created it meanwhile: stop it, or choose another path", what, path);
+		return pagein_fail(err, e, "cannot listen on %s%s: %s", what, path, strerror(e));
 	}
 	return fd;
 }
@@ -414,19 +527,19 @@ static int check_record_path(const char *path, struct pagein_error *err)
 {
 	if (!strstr(path, "%n"))
 		return pagein_fail(err, EINVAL,
-				   "--record %s: the path must contain %%n (the VM's number), one file per VM", path);
-	char *copy = strdup(path);
-	if (!copy)
-		return -ENOMEM;
-	const char *dir = dirname(copy);
+				   "--record %s: the path must contain %%n (the VM's number), one file per VM: add it, e.g. ws-%%n.pgws",
+				   path);
+	char buf[4096];
+	const char *dir = dir_of(path, buf, sizeof(buf));
 	struct stat st;
-	int r = 0;
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-		r = pagein_fail(err, ENOENT, "--record %s: the directory %s does not exist", path, dir);
-	else if (access(dir, W_OK) < 0)
-		r = pagein_fail(err, EACCES, "--record %s: the directory %s is not writable", path, dir);
-	free(copy);
-	return r;
+		return pagein_fail(err, ENOENT,
+				   "--record %s: the directory %s does not exist: create it or choose another path", path, dir);
+	if (access(dir, W_OK) < 0)
+		return pagein_fail(err, EACCES,
+				   "--record %s: permission denied: pagein needs write access to the directory %s "
+				   "(run it as a user who has it, or choose another directory)", path, dir);
+	return 0;
 }
 
 int pagein_server_new(const struct pagein_server_config *cfg,
@@ -436,7 +549,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	if (rr < 0)
 		return rr;
 	if (!cfg->socket_path || !cfg->snapshot_path)
-		return pagein_fail(err, EINVAL, "a socket path and a snapshot are required");
+		return pagein_fail(err, EINVAL,
+				   "a socket path and a snapshot are required: set socket_path and snapshot_path (--socket and --snapshot)");
 	if (cfg->record_path) {
 		int e = check_record_path(cfg->record_path, err);
 		if (e < 0)
@@ -466,7 +580,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		if (r < 0)
 			goto fail;
 		if (ws.snapshot_size != pagein_source_size(srv->source))
-			server_log(srv, PAGEIN_LOG_WARN,
+			server_log(srv, PAGEIN_LOG_WARN, NULL, "working_set_mismatch",
 				   "working set %s was recorded on a %llu-byte snapshot, this one has %llu bytes",
 				   cfg->prefetch_path, (unsigned long long)ws.snapshot_size,
 				   (unsigned long long)pagein_source_size(srv->source));
@@ -496,7 +610,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	srv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (srv->epfd < 0 || srv->stop_fd < 0 || srv->timer_fd < 0) {
-		r = pagein_fail(err, errno, "epoll/eventfd/timerfd: %s", strerror(errno));
+		r = pagein_fail(err, errno, "cannot create the daemon's epoll/eventfd/timerfd: %s (raise the open-file limit if it is reached)",
+				strerror(errno));
 		goto fail;
 	}
 	struct itimerspec tick = {
@@ -504,7 +619,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		.it_value = {0, (long)TICK_NS},
 	};
 	timerfd_settime(srv->timer_fd, 0, &tick, NULL);
-	r = server_listen_unix("socket path ", cfg->socket_path, err);
+	r = server_listen_unix("--socket ", cfg->socket_path, err);
 	if (r < 0)
 		goto fail;
 	srv->listen_fd = r;
@@ -531,7 +646,7 @@ int pagein_server_run(struct pagein_server *srv)
 	srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
 	if (!srv->workers)
 		return -ENOMEM;
-	server_log(srv, PAGEIN_LOG_INFO, "serving %s (%s, %" PRIu64 " bytes) on %s with %u worker%s",
+	server_log(srv, PAGEIN_LOG_INFO, NULL, "serving", "serving %s (%s, %" PRIu64 " bytes) on %s with %u worker%s",
 		   srv->snapshot_path, srv->source->ops->kind, pagein_source_size(srv->source),
 		   srv->socket_path, srv->nworkers, srv->nworkers == 1 ? "" : "s");
 	unsigned started = 0;
@@ -542,7 +657,7 @@ int pagein_server_run(struct pagein_server *srv)
 		return -EAGAIN;
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(srv->workers[i], NULL);
-	server_log(srv, PAGEIN_LOG_INFO, "stopping: %u session%s still open", srv->conns.live,
+	server_log(srv, PAGEIN_LOG_INFO, NULL, "stopping", "stopping: %u session%s still open", srv->conns.live,
 		   srv->conns.live == 1 ? "" : "s");
 	return 0;
 }
@@ -558,7 +673,7 @@ void pagein_server_report(struct pagein_server *srv)
 {
 	struct conn_table *t = &srv->conns;
 	pthread_mutex_lock(&t->lock);
-	server_log(srv, PAGEIN_LOG_INFO, "report: %u connection%s", t->live, t->live == 1 ? "" : "s");
+	server_log(srv, PAGEIN_LOG_INFO, NULL, "report", "report: %u connection%s", t->live, t->live == 1 ? "" : "s");
 	for (uint32_t i = 0; i < t->cap; i++)
 		if (t->slot[i])
 			conn_log_stats(srv, t->slot[i]);

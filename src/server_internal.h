@@ -86,8 +86,19 @@ struct pagein_server {
 /* epoll tags: what an event is about (the low 2 bits of a connection's). */
 enum watch_kind { WATCH_SOCK = 0, WATCH_UFFD = 1, WATCH_PIDFD = 2, WATCH_EVENT = 3 };
 
-void server_log(struct pagein_server *srv, enum pagein_log_level lvl,
-		const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+struct json_object;
+
+/* One log line. event names what happened (snake_case: "session_ended");
+ * c is the VM it is about, or NULL; fields (may be NULL; taken) are extra
+ * values for the JSON format. Text: "vm3 pid 1234: " + the message, as
+ * ever; JSON (--log-format json): one object per line, {"ts", "level",
+ * "vm", "pid", "event", "msg", fields...}. */
+void server_log_fields(struct pagein_server *srv, enum pagein_log_level lvl,
+		       const struct conn *c, const char *event,
+		       struct json_object *fields, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+#define server_log(srv, lvl, c, event, ...) \
+	server_log_fields(srv, lvl, c, event, NULL, __VA_ARGS__)
 
 /* Why a connection ends: decides the log line and, for failures, the
  * --on-failure policy. */

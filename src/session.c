@@ -301,8 +301,11 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 		goto fail;
 	if (cfg->mem_fd >= 0 && (r = map_hugetlb_mem(s, cfg, err)) < 0)
 		goto fail;
-	for (size_t i = 0; i < s->nregions; i++)
+	for (size_t i = 0; i < s->nregions; i++) {
 		s->pages_total += s->regions[i].pages.npages;
+		s->regions[i].pages.progress = &s->progress;
+	}
+	s->progress.total = s->pages_total;
 	s->source = pagein_source_ref(cfg->source);
 	s->on_corrupt = cfg->on_corrupt;
 	s->fa_base = cfg->fault_around;
@@ -314,6 +317,7 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	s->on_event = cfg->on_event;
 	s->event_opaque = cfg->event_opaque;
 	s->start_ns = now_ns();
+	s->progress.start_ns = s->start_ns;
 	s->uffd = cfg->uffd;
 	s->read_nowait = probe_read_nowait(cfg->uffd);
 	s->mem_fd = cfg->mem_fd;
@@ -515,7 +519,7 @@ void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o
 #undef LOAD
 	o->pages_total = s->pages_total;
 	o->elapsed_ns = now_ns() - s->start_ns;
-	o->complete_ns = atomic_load(&s->complete_ns);
+	o->complete_ns = atomic_load(&s->progress.complete_ns);
 }
 
 int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
@@ -523,10 +527,15 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 	double secs = (double)st->elapsed_ns / 1e9;
 	uint64_t filled = st->filled_fault + st->filled_fault_around +
 			  st->filled_prefetch + st->filled_background + st->filled_request;
-	char complete[48] = "not complete";
+	/* The throughput says what it is over: the time to complete, or the
+	 * time so far while not complete. */
+	char complete[96];
 	if (st->complete_ns)
-		snprintf(complete, sizeof(complete), "complete in %.3f s",
-			 (double)st->complete_ns / 1e9);
+		snprintf(complete, sizeof(complete), "complete in %.3f s at %.1f MB/s",
+			 (double)st->complete_ns / 1e9, pagein_stats_throughput(st));
+	else
+		snprintf(complete, sizeof(complete), "not complete, %.1f MB/s so far",
+			 pagein_stats_throughput(st));
 	int n = snprintf(buf, len,
 			 "faults %" PRIu64 " missing/%" PRIu64 " minor, requests %" PRIu64
 			 "; %" PRIu64 " fills for %" PRIu64 " pages (fault %" PRIu64
@@ -535,7 +544,7 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 "; ops copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
 			 " written %" PRIu64 " poisoned %" PRIu64 "; removes %" PRIu64
 			 " (%" PRIu64 " pages), wakes %" PRIu64 ", eexist %" PRIu64
-			 ", eagain %" PRIu64 "; read %.1f MiB from the snapshot, %.1f MB/s over %.3f s; %s",
+			 ", eagain %" PRIu64 "; read %.1f MiB from the snapshot over %.3f s; %s",
 			 st->faults_missing, st->faults_minor, st->requests, filled,
 			 st->pages_total, st->filled_fault, st->filled_fault_around,
 			 st->filled_prefetch, st->filled_background, st->filled_request,
@@ -543,9 +552,14 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 st->pages_copied, st->pages_zeroed, st->pages_continued,
 			 st->pages_written, st->pages_poisoned, st->removes,
 			 st->pages_removed, st->wakes, st->eexist, st->eagain,
-			 (double)st->bytes_read / (1 << 20),
-			 secs > 0 ? (double)st->bytes_read / 1e6 / secs : 0.0, secs, complete);
+			 (double)st->bytes_read / (1 << 20), secs, complete);
 	return n < 0 ? -EINVAL : 0;
+}
+
+double pagein_stats_throughput(const struct pagein_stats *st)
+{
+	uint64_t ns = st->complete_ns ? st->complete_ns : st->elapsed_ns;
+	return ns ? (double)st->bytes_read * 1e3 / (double)ns : 0.0;
 }
 
 int pagein_session_recorded(struct pagein_session *s, uint64_t **offsets,

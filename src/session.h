@@ -81,7 +81,8 @@ struct pagein_session {
 	void *event_opaque;
 	uint64_t pages_total;
 	uint64_t start_ns;
-	atomic_uint_fast64_t complete_ns;
+	/* Pages done, and when the last one was: "complete" (page_table.h). */
+	struct page_progress progress;
 
 	/* Fault-around: base window (pages) and the adaptive state, touched
 	 * only by the pump. */

@@ -3,6 +3,7 @@
 #include "guard.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +27,23 @@ int pagein_source_open(const char *path, struct pagein_source **out,
 		       struct pagein_error *err)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return pagein_fail(err, errno, "snapshot %s: cannot open: %s",
-				   path, strerror(errno));
+	if (fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return pagein_fail(err, e, "snapshot %s does not exist: check the path", path);
+		if (e == EACCES || e == EPERM)
+			return pagein_fail(err, e,
+					   "snapshot %s: permission denied: pagein needs read access to it "
+					   "(and search access to its directories)", path);
+		return pagein_fail(err, e, "snapshot %s: cannot open: %s", path, strerror(e));
+	}
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		bool dir = S_ISDIR(st.st_mode);
 		close(fd);
 		return pagein_fail(err, EINVAL,
-				   "snapshot %s: not a regular file", path);
+				   "snapshot %s: not a regular file%s: name the memory file itself",
+				   path, dir ? " but a directory" : "");
 	}
 	unsigned char head[64] = {0};
 	ssize_t n = pread(fd, head, sizeof(head), 0);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -392,6 +393,12 @@ int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 	int r = snapshot_meta_read(fd, path, &f->m, err);
 	if (r < 0) {
 		free(f);
+		/* The header or index is wrong: say what to do about it. */
+		if (err && (r == -EINVAL || r == -EBADMSG)) {
+			size_t n = strnlen(err->msg, sizeof(err->msg));
+			snprintf(err->msg + n, sizeof(err->msg) - n,
+				 ": the file is damaged; convert the raw memory file again (pagein snapshot convert)");
+		}
 		return r;
 	}
 	f->slots = calloc(f->m.h.chunk_count, sizeof(*f->slots));

@@ -161,7 +161,8 @@ int source_raw_open(int fd, const char *path, struct pagein_source **out,
 		return pagein_fail(err, errno, "snapshot %s: stat: %s", path,
 				   strerror(errno));
 	if (st.st_size == 0)
-		return pagein_fail(err, EINVAL, "snapshot %s: file is empty", path);
+		return pagein_fail(err, EINVAL,
+				   "snapshot %s: file is empty: name the memory file the VMM wrote", path);
 	struct raw_source *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;

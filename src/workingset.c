@@ -19,7 +19,7 @@ int workingset_parse(const void *buf, size_t len, struct workingset *ws,
 	const unsigned char *p = buf;
 	memset(ws, 0, sizeof(*ws));
 	if (len < WORKINGSET_HEADER_SIZE || memcmp(p, WORKINGSET_MAGIC, 8))
-		return pagein_fail(err, EINVAL, "working set: bad magic (not a pagein working-set file)");
+		return pagein_fail(err, EINVAL, "working set: bad magic (not a pagein working-set file): give one written by pagein serve --record");
 	uint32_t version = get32(p + 8);
 	if (version != WORKINGSET_VERSION)
 		return pagein_fail(err, EINVAL, "working set: version %u, this pagein reads %u",
@@ -56,8 +56,15 @@ int workingset_load(const char *path, struct workingset *ws,
 		    struct pagein_error *err)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return pagein_fail(err, errno, "working set %s: %s", path, strerror(errno));
+	if (fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return pagein_fail(err, e, "working set %s does not exist: check the path", path);
+		if (e == EACCES || e == EPERM)
+			return pagein_fail(err, e, "working set %s: permission denied: pagein needs read access to it",
+					   path);
+		return pagein_fail(err, e, "working set %s: %s", path, strerror(e));
+	}
 	struct stat st;
 	if (fstat(fd, &st) < 0 || st.st_size < 0 || st.st_size > (1ll << 34)) {
 		close(fd);

@@ -292,6 +292,49 @@ static int eager_fills_everything_first(enum tc_mem mem)
 	return TC_PASS;
 }
 
+/* With no filling ahead, the faults themselves complete the restore: the
+ * page that fills the last hole stamps complete_ns, and the throughput is
+ * over the time to complete, not diluted by the idle time after it. A
+ * discarded page needs nothing more: it counts as done. */
+static int faults_alone_complete(enum tc_mem mem)
+{
+	struct rig r;
+	struct rig_opts o = {.reg = TC_REG_MISSING, .populate = PAGEIN_POPULATE_NONE,
+			     .fault_around = 0};
+	int t = rig_start_opts(&r, mem, 256, &o);
+	if (t != TC_PASS)
+		return t;
+	int bad = 0;
+	for (uint64_t i = 0; i < r.npages - 1; i++)
+		bad += !rig_check_page(&r, i);
+	struct pagein_stats before;
+	pagein_session_stats(r.s, &before);
+	/* The last page is discarded, not faulted. */
+	madvise(r.g.base + (r.npages - 1) * PS, PS, mem == TC_MEMFD ? MADV_REMOVE : MADV_DONTNEED);
+	bool done = rig_wait_stats(&r, complete, NULL);
+	struct pagein_stats at;
+	pagein_session_stats(r.s, &at);
+	usleep(200 * 1000); /* idle: must change neither */
+	struct pagein_stats st;
+	rig_stop(&r, &st);
+	TC_CHECK(bad == 0 && done);
+	TC_CHECK(before.complete_ns == 0);
+	TC_CHECK(st.faults_missing == r.npages - 1 && st.filled_fault == r.npages - 1);
+	TC_CHECK(st.complete_ns == at.complete_ns && st.complete_ns <= at.elapsed_ns);
+	TC_CHECK(st.elapsed_ns >= st.complete_ns + 200 * 1000 * 1000ull);
+	/* MB/s = (bytes / 10^6) / (complete_ns / 10^9) */
+	double want = ((double)st.bytes_read / 1e6) / ((double)st.complete_ns / 1e9);
+	double got = pagein_stats_throughput(&st);
+	TC_CHECK(st.bytes_read > 0 && got > want * 0.999999 && got < want * 1.000001);
+	TC_CHECK(pagein_stats_throughput(&at) == pagein_stats_throughput(&st));
+	char line[1024];
+	pagein_stats_format(&st, line, sizeof(line));
+	TC_CHECK(strstr(line, "; complete in ") && strstr(line, " s at ") && strstr(line, " MB/s"));
+	pagein_stats_format(&before, line, sizeof(line));
+	TC_CHECK(strstr(line, "; not complete, ") && strstr(line, " MB/s so far"));
+	return TC_PASS;
+}
+
 static int recording_keeps_first_touch_order(enum tc_mem mem)
 {
 	struct rig r;
@@ -336,6 +379,7 @@ int main(void)
 		{"background_population_completes", background_population_completes, TC_ANON | TC_MEMFD},
 		{"background_respects_discards", background_respects_discards, TC_ANON | TC_MEMFD},
 		{"eager_fills_everything_first", eager_fills_everything_first, TC_ANON | TC_MEMFD},
+		{"faults_alone_complete", faults_alone_complete, TC_ANON | TC_MEMFD},
 		{"recording_keeps_first_touch_order", recording_keeps_first_touch_order, TC_ANON | TC_MEMFD},
 	};
 	return tc_run(cases, sizeof(cases) / sizeof(cases[0]));

@@ -211,7 +211,7 @@ static int missing_snapshot_is_named(enum tc_mem mem)
 	struct pagein_source *src;
 	struct pagein_error err = {{0}};
 	TC_CHECK(pagein_source_open("/nonexistent/snap", &src, &err) == -ENOENT);
-	TC_CHECK(strstr(err.msg, "snapshot /nonexistent/snap: cannot open") != NULL);
+	TC_CHECK(strstr(err.msg, "snapshot /nonexistent/snap does not exist: check the path") != NULL);
 	TC_CHECK(pagein_source_open("/tmp", &src, &err) == -EINVAL);
 	TC_CHECK(strstr(err.msg, "not a regular file") != NULL);
 	char empty[256];

@@ -137,6 +137,37 @@ static void concurrent_claims_win_once(void **state)
 	page_table_fini(&race_pt);
 }
 
+/* A page is done once it needs nothing from the snapshot; each counts
+ * once, whatever the path, and an abandoned fill does not count. */
+static void progress_counts_each_page_once(void **state)
+{
+	struct page_table pt;
+	struct page_progress pg = {.total = 4, .start_ns = 1};
+	assert_int_equal(page_table_init(&pt, 4), 0);
+	pt.progress = &pg;
+	enum page_state prev;
+	assert_true(page_claim(&pt, 0, &prev));
+	page_abandon(&pt, 0);                   /* back to ABSENT: not done */
+	assert_int_equal(atomic_load(&pg.done), 0);
+	assert_true(page_claim(&pt, 0, &prev));
+	page_finish(&pt, 0);                    /* PRESENT */
+	page_remove(&pt, 0);                    /* PRESENT -> REMOVED: already done */
+	assert_true(page_claim(&pt, 0, &prev)); /* refilled with zeros */
+	page_finish(&pt, 0);
+	assert_int_equal(atomic_load(&pg.done), 1);
+	page_remove(&pt, 1);                    /* ABSENT -> REMOVED */
+	assert_true(page_claim(&pt, 2, &prev));
+	page_remove(&pt, 2);                    /* discarded while FILLING */
+	page_abandon(&pt, 2);                   /* settles REMOVED */
+	assert_int_equal(atomic_load(&pg.done), 3);
+	assert_int_equal(atomic_load(&pg.complete_ns), 0);
+	assert_true(page_claim(&pt, 3, &prev));
+	page_poisoned(&pt, 3);
+	assert_int_equal(atomic_load(&pg.done), 4);
+	assert_true(atomic_load(&pg.complete_ns) != 0);
+	page_table_fini(&pt);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -148,6 +179,7 @@ int main(void)
 		cmocka_unit_test(present_then_removed),
 		cmocka_unit_test(claim_absent_leaves_removed_pages_out),
 		cmocka_unit_test(concurrent_claims_win_once),
+		cmocka_unit_test(progress_counts_each_page_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,9 +51,11 @@ static void serve_usage(FILE *f)
 		"\n"
 		"  --snapshot FILE     memory snapshot served to every VM (required)\n"
 		"  --socket PATH       Unix socket to create (required; a stale socket\n"
-		"                      file is replaced)\n"
+		"                      file is replaced, a live one is refused)\n"
 		"  --threads N         worker threads (default: one per CPU)\n"
 		"  --log-level L       error|warn|info|debug (default info)\n"
+		"  --log-format F      text|json (default text): json writes one object\n"
+		"                      per line: ts, level, vm, pid, event, msg, fields\n"
 		"  --on-corrupt MODE   fail|poison: when the snapshot cannot give a page,\n"
 		"                      end that session (fail, default) or poison that\n"
 		"                      page only (the guest sees a memory error there)\n"
@@ -85,12 +87,19 @@ static void serve_usage(FILE *f)
 		"  -h, --help          this text\n"
 		"\n"
 		"Log lines go to stderr, one per event, prefixed with the VM they are\n"
-		"about (vmN pid P). SIGUSR1 logs every open session's statistics.\n",
+		"about (vmN pid P), or as JSON objects with --log-format json. SIGUSR1\n"
+		"logs every open session's statistics.\n",
 		DEFAULT_FAULT_AROUND);
 }
 
+/* opaque: the server's enum pagein_log_format. A JSON line is a complete
+ * object with its own timestamp: written as it is. */
 static void log_line(void *opaque, enum pagein_log_level lvl, const char *line)
 {
+	if (*(const enum pagein_log_format *)opaque == PAGEIN_LOG_JSON) {
+		fprintf(stderr, "%s\n", line);
+		return;
+	}
 	static const char *names[] = {"error", "warn", "info", "debug"};
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -141,11 +150,14 @@ static int cmd_serve(int argc, char **argv)
 		.fault_around = DEFAULT_FAULT_AROUND,
 		.populate = PAGEIN_POPULATE_BACKGROUND,
 	};
+	static enum pagein_log_format log_format;
+	cfg.log_opaque = &log_format;
 	static const struct option opts[] = {
 		{"snapshot", required_argument, NULL, 's'},
 		{"socket", required_argument, NULL, 'S'},
 		{"threads", required_argument, NULL, 't'},
 		{"log-level", required_argument, NULL, 'l'},
+		{"log-format", required_argument, NULL, 'L'},
 		{"on-corrupt", required_argument, NULL, 'c'},
 		{"fault-around", required_argument, NULL, 'f'},
 		{"populate", required_argument, NULL, 'p'},
@@ -180,6 +192,16 @@ static int cmd_serve(int argc, char **argv)
 		case 'l':
 			if (parse_level(optarg, &cfg.log_level) < 0) {
 				fprintf(stderr, "pagein serve: --log-level %s: expected error, warn, info or debug\n", optarg);
+				return 2;
+			}
+			break;
+		case 'L':
+			if (!strcmp(optarg, "text"))
+				log_format = PAGEIN_LOG_TEXT;
+			else if (!strcmp(optarg, "json"))
+				log_format = PAGEIN_LOG_JSON;
+			else {
+				fprintf(stderr, "pagein serve: --log-format %s: expected text or json\n", optarg);
 				return 2;
 			}
 			break;
@@ -261,12 +283,14 @@ static int cmd_serve(int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "pagein serve: unexpected argument '%s'\n", argv[optind]);
+		fprintf(stderr, "pagein serve: unexpected argument '%s': every option is --name VALUE (see pagein serve --help)\n",
+			argv[optind]);
 		return 2;
 	}
 	if (!cfg.snapshot_path || !cfg.socket_path) {
-		fprintf(stderr, "pagein serve: %s is required (see pagein serve --help)\n",
-			cfg.snapshot_path ? "--socket" : "--snapshot");
+		fprintf(stderr, "pagein serve: %s\n",
+			cfg.snapshot_path ? "--socket PATH is required: name the Unix socket the VMMs connect to (see pagein serve --help)"
+					  : "--snapshot FILE is required: name the memory snapshot to serve (see pagein serve --help)");
 		return 2;
 	}
 	/* Signals go to one thread that asks the server to stop; workers
@@ -279,6 +303,7 @@ static int cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	cfg.log_format = log_format;
 	struct pagein_server *srv;
 	struct pagein_error err = {{0}};
 	int r = pagein_server_new(&cfg, &srv, &err);
@@ -314,12 +339,12 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 1, argv + 1);
 	if (!strcmp(cmd, "snapshot")) {
 		if (!cmd_snapshot) {
-			fprintf(stderr, "pagein: this build has no snapshot tools\n");
+			fprintf(stderr, "pagein: this build has no snapshot tools: build pagein with src/cli/snapshot_cmd.c\n");
 			return 2;
 		}
 		return cmd_snapshot(argc - 1, argv + 1);
 	}
-	fprintf(stderr, "pagein: unknown command '%s'\n", cmd);
+	fprintf(stderr, "pagein: unknown command '%s': use serve or snapshot\n", cmd);
 	usage(stderr);
 	return 2;
 }

@@ -67,7 +67,7 @@ for bad in /nonexistent/snap "$WORK" "$WORK/empty"; do
 	out=$("$PAGEIN" serve --snapshot "$bad" --socket "$WORK/x.sock" 2>&1)
 	rc=$?
 	[ $rc = 1 ] || fail "pagein serve --snapshot $bad exited $rc"
-	echo "$out" | grep -qE "snapshot $bad: (cannot open|not a regular file|file is empty)" ||
+	echo "$out" | grep -qE "snapshot $bad( does not exist: check the path|: not a regular file but a directory: name the memory file itself|: file is empty: name the memory file)" ||
 		fail "no clear error for $bad: $out"
 	note "refused snapshot: $out"
 done
