@@ -96,7 +96,8 @@ static const char *human(uint64_t v, char *buf, size_t len)
 
 /* On a terminal (stderr): one line redrawn in place. Otherwise, for the
  * writers that ask for it (convert, merge): a plain line every 2 s or every
- * 5% of the image, whichever comes first, so that a log shows it moving. */
+ * 5% of the image, whichever comes first (at most 4 a second), so that a
+ * log shows it moving. */
 struct progress {
 	bool on;           /* stderr is a terminal: draw the bar */
 	bool lines;        /* not a terminal: print periodic lines */
@@ -142,8 +143,10 @@ static void progress_cb(void *opaque, uint64_t done, uint64_t total)
 	int pct = total ? (int)(100.0 * (double)done / (double)total) : 100;
 	char e[64];
 	if (p->lines) {
-		if (done >= total || (t - p->last < 2.0 && (done - p->last_done) * 20 < total))
-			return; /* the summary says 100% */
+		/* The summary says 100%; a run shorter than a second prints none. */
+		if (done >= total || t - p->last < 0.25 ||
+		    (t - p->last < 2.0 && (done - p->last_done) * 20 < total))
+			return;
 		p->last = t;
 		p->last_done = done;
 		fprintf(stderr, "%s: %3d%% %.0f/%.0f MB, %.0f MB/s, %s\n", p->what, pct, mb,
@@ -550,9 +553,10 @@ static void write_usage(FILE *f, const char *cmd)
 		"  -h, --help              this text\n"
 		"\n"
 		"Progress goes to stderr: a bar redrawn in place when stderr is a terminal,\n"
-		"otherwise a line every 2 s or every 5%% (done/total MB, MB/s, ETA). When\n"
-		"done, a summary goes to stdout: sizes, ratio, zero pages, throughput, and\n"
-		"the time spent reading, compressing (summed over the threads) and writing.\n"
+		"otherwise a line every 2 s or every 5%% (done/total MB, MB/s, ETA; at most\n"
+		"4 a second). When done, a summary goes to stdout: sizes, ratio, zero\n"
+		"pages, throughput, and the time spent reading, compressing (summed over\n"
+		"the threads) and writing.\n"
 		"SIGINT/SIGTERM/SIGHUP remove OUT.tmp.PID, say so, and exit non-zero; a\n"
 		"OUT.tmp.PID left by a killed run is removed by the next run writing OUT\n"
 		"(reported on stderr), or reported if its process still runs.\n"
@@ -657,12 +661,12 @@ static int write_out(const char *cmd, const struct write_args *a, uint64_t size,
 		char b1[32], b2[32];
 		double el = now_s() - pg.start;
 		printf("%s: wrote %s: %s -> %s (ratio %.2f), %.1f%% zero pages, %" PRIu64 " chunks\n"
-		       "%s: %.2f s, %.0f MB/s; read %.2f s, compress %.2f s (summed over %u threads), write %.2f s + fsync %.2f s\n",
+		       "%s: %.2f s, %.0f MB/s; read %.2f s, compress %.2f s (summed over %u thread%s), write %.2f s + fsync %.2f s\n",
 		       cmd, a->out, human(size, b1, sizeof(b1)), human(st.file_size, b2, sizeof(b2)),
 		       (double)size / (double)st.file_size,
 		       st.pages ? 100.0 * (double)st.zero_pages / (double)st.pages : 0.0, st.chunks,
 		       cmd, el, el > 0 ? (double)size / 1e6 / el : 0.0, st.read_s, st.compress_s,
-		       st.threads, st.write_s, of.sync_s);
+		       st.threads, st.threads == 1 ? "" : "s", st.write_s, of.sync_s);
 	}
 	return 0;
 }
