@@ -544,11 +544,13 @@ def prepare_w1(b, snap, npages, prefix):
     run_trace = os.path.join(b.dir, prefix + "-w1-run.trace")
     write_trace(rec_trace, w1_trace(base, used, npages, jitter_seed=1))
     write_trace(run_trace, w1_trace(base, used, npages, jitter_seed=2))
-    ws = os.path.join(b.dir, prefix + "-w1.ws")
+    # --record needs %n (the VM's number); a fresh handler's one VM is vm1.
+    record = os.path.join(b.dir, prefix + "-w1-%n.ws")
+    ws = record.replace("%n", "1")
     if os.path.exists(ws):
         os.unlink(ws)
     wl = {"name": "w1-record", "args": ["--pattern", "trace:" + rec_trace, "--vcpus", "2"]}
-    b.measure(snap, wl, "pagein-record", "warm", 0, record=ws)
+    b.measure(snap, wl, "pagein-record", "warm", 0, record=record)
     b.runs.pop()  # the recording run is not a measurement
     if not os.path.exists(ws):
         raise RuntimeError("pagein wrote no working set to " + ws)
