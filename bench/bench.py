@@ -865,6 +865,8 @@ def markdown(res):
 COLOURS = {"file": "#E69F00", "ref": "#D55E00", "bulk": "#999999", "pagein-none": "#009E73",
            "pagein-fa": "#56B4E9", "pagein-ws": "#CC79A7", "pagein-bg": "#0072B2",
            "pagein-eager": "#F0E442"}
+# And one gnuplot dash type per configuration for the CDF lines.
+DASHES = {"file": 1, "ref": 2, "pagein-none": 3, "pagein-fa": 1, "pagein-bg": 2, "pagein-ws": 4}
 
 
 def plots(res, outdir, workdir, prefix):
@@ -921,8 +923,8 @@ def plots(res, outdir, workdir, prefix):
         cdfs = [p for p in [("w1", "warm"), ("w1", "cold"), ("w2", "warm"), ("w2", "cold"),
                             ("w3", "warm"), ("w3", "cold")]
                 if any(k.startswith("%s/%s/" % p) and v and v.get("cdf") for k, v in m.items())]
-        g.write("ncdf = %d\narray C[%d]\narray S[%d]\narray L[%d]\n" % (
-            len(cdfs), len(cdfs), len(cdfs), len(cdfs)))
+        g.write("ncdf = %d\narray C[%d]\narray S[%d]\narray L[%d]\narray D[%d]\n" % (
+            len(cdfs), len(cdfs), len(cdfs), len(cdfs), len(cdfs)))
         cdat = os.path.join(workdir, "plot-cdf-%d.dat")
         for i, (wl, cache) in enumerate(cdfs):
             g.write('C[%d] = "%s, %s cache"\n' % (i + 1, titles[wl], cache))
@@ -939,6 +941,7 @@ def plots(res, outdir, workdir, prefix):
             g.write("S[%d] = %d\n" % (i + 1, len(series)))
             g.write('L[%d] = "%s"\n' % (i + 1, " ".join(COLOURS.get(c, "#000000")
                                                         for c in series)))
+            g.write('D[%d] = "%s"\n' % (i + 1, " ".join(str(DASHES.get(c, 1)) for c in series)))
         g.write('datadir = "%s"\noutdir = "%s"\nprefix = "%s"\n' % (workdir, outdir, prefix))
     p = subprocess.run(["gnuplot", "-e", 'vars="%s"' % inc,
                         os.path.join(ROOT, "bench", "plot.gp")],

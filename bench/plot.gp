@@ -4,9 +4,11 @@
 # plot-vars.gp sets datadir, outdir, prefix; the time panels' titles T[]
 # (npanels of them, one per results table), nsweep and nformat (series in
 # plot-sweep.dat, bars in plot-format.dat); the CDF panels' titles C[], their
-# number of series S[] and the series' colours L[] (space-separated).
+# number of series S[], the series' colours L[] and dash types D[]
+# (space-separated).
 # Bar colours come with the data (third column, 0xRRGGBB), one per
-# configuration in every panel: the Okabe-Ito palette (bench.py COLOURS).
+# configuration in every panel: the Okabe-Ito palette (bench.py COLOURS;
+# DASHES for the CDF lines).
 load vars
 
 set terminal pngcairo size 1400,1150 font "sans,9"
@@ -61,6 +63,6 @@ set key bottom right font ",8"
 do for [i=1:ncdf] {
 	set title C[i]
 	plot for [j=0:S[i]-1] sprintf("%s/plot-cdf-%d.dat", datadir, i) index j using 1:2 \
-		with lines lw 2 dt 1+j%3 lc rgb word(L[i], j+1) title columnheader(1)
+		with lines lw 2 dt int(word(D[i], j+1)) lc rgb word(L[i], j+1) title columnheader(1)
 }
 unset multiplot
