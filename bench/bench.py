@@ -544,19 +544,14 @@ def prepare_w1(b, snap, npages, prefix):
     run_trace = os.path.join(b.dir, prefix + "-w1-run.trace")
     write_trace(rec_trace, w1_trace(base, used, npages, jitter_seed=1))
     write_trace(run_trace, w1_trace(base, used, npages, jitter_seed=2))
-    ws = os.path.join(b.dir, prefix + "-w1.ws")
+    # --record needs %n (the VM's number); a fresh handler's one VM is vm1.
+    record = os.path.join(b.dir, prefix + "-w1-%n.ws")
+    ws = record.replace("%n", "1")
     if os.path.exists(ws):
         os.unlink(ws)
     wl = {"name": "w1-record", "args": ["--pattern", "trace:" + rec_trace, "--vcpus", "2"]}
-    # The recording handler serves one VM: its file is the %n=1 one.
-    tpl = os.path.join(b.dir, prefix + "-w1-%n.ws")
-    rec = tpl.replace("%n", "1")
-    if os.path.exists(rec):
-        os.unlink(rec)
-    b.measure(snap, wl, "pagein-record", "warm", 0, record=tpl)
+    b.measure(snap, wl, "pagein-record", "warm", 0, record=record)
     b.runs.pop()  # the recording run is not a measurement
-    if os.path.exists(rec):
-        os.replace(rec, ws)
     if not os.path.exists(ws):
         raise RuntimeError("pagein wrote no working set to " + ws)
     return run_trace, ws, len(base)
@@ -607,8 +602,8 @@ def run_main(b, a, snap, size):
         m.pop("cdf", None)
         m["from"] = "w3"
         med["w4/warm/%s" % cfg] = m
-    for k, v in med.items():  # CDFs only for the plotted panels
-        if v and not k.startswith(("w1/cold/", "w2/warm/", "w3/warm/")):
+    for k, v in med.items():  # CDFs for every workload table (w4 has none)
+        if v and k.startswith("w4/"):
             v.pop("cdf", None)
     res["median"] = med
     sw = {}
@@ -864,28 +859,72 @@ def markdown(res):
     return "\n".join(L)
 
 
+# One colour per configuration, the same in every panel: the Okabe-Ito
+# palette, which stays distinct with the common colour-vision deficiencies
+# (yellow only for a bar, never for a line).
+COLOURS = {"file": "#E69F00", "ref": "#D55E00", "bulk": "#999999", "pagein-none": "#009E73",
+           "pagein-fa": "#56B4E9", "pagein-ws": "#CC79A7", "pagein-bg": "#0072B2",
+           "pagein-eager": "#F0E442"}
+# And one gnuplot dash type per configuration for the CDF lines.
+DASHES = {"file": 1, "ref": 2, "pagein-none": 3, "pagein-fa": 1, "pagein-bg": 2, "pagein-ws": 4}
+
+
 def plots(res, outdir, workdir, prefix):
-    """Data files + bench/plot.gp -> PNGs. Returns the PNG names."""
+    """Data files + bench/plot.gp -> PNGs. Returns the PNG names.
+
+    Time figure: one panel per results table (w1..w3 warm and cold, w4), the
+    fault-around sweep and the snapshot-format comparison. CDF figure: one
+    panel per table whose medians kept their latency samples."""
     m = res["median"]
-    panels = [("w1", "cold"), ("w1", "warm"), ("w2", "warm"), ("w3", "warm"), ("w4", "warm")]
+    panels = [("w1", "warm"), ("w1", "cold"), ("w2", "warm"), ("w2", "cold"), ("w3", "warm"),
+              ("w3", "cold"), ("w4", "warm")]
     titles = {"w1": "w1 function cold start", "w2": "w2 random 25%", "w3": "w3 sequential",
               "w4": "w4 restore complete"}
     short = {"file": "File", "ref": "ref", "bulk": "bulk", "pagein-none": "p:none",
              "pagein-fa": "p:fa%d" % DEFAULT_FA, "pagein-ws": "p:ws", "pagein-bg": "p:default",
              "pagein-eager": "p:eager"}
+    colour = lambda cfg: int(COLOURS.get(cfg, "#000000")[1:], 16)
     dat = os.path.join(workdir, "plot-time.dat")
     inc = os.path.join(workdir, "plot-vars.gp")
+    panels = [p for p in panels if any(k.startswith("%s/%s/" % p) and v and v.get("wall_s")
+                                       for k, v in m.items())]
     with open(dat, "w") as f, open(inc, "w") as g:
         g.write("npanels = %d\narray T[%d]\n" % (len(panels), len(panels)))
         for i, (wl, cache) in enumerate(panels):
-            g.write('T[%d] = "%s, %s cache (s)"\n' % (i + 1, titles[wl], cache))
+            g.write('T[%d] = "%s, %s cache"\n' % (i + 1, titles[wl], cache))
             for k, v in m.items():
                 w, c, cfg = k.split("/")
                 if (w, c) == (wl, cache) and v and v.get("wall_s"):
-                    f.write('"%s" %.4f\n' % (short.get(cfg, cfg), v["wall_s"]))
+                    f.write('"%s%s" %.4f %d\n' % (short.get(cfg, cfg),
+                                                  " (w3)" if v.get("from") == "w3" else "",
+                                                  v["wall_s"], colour(cfg)))
             f.write("\n\n")
-        cdfs = [("w1", "cold"), ("w2", "warm"), ("w3", "warm")]
-        g.write("ncdf = %d\narray C[%d]\narray S[%d]\n" % (len(cdfs), len(cdfs), len(cdfs)))
+        # The fault-around sweep: time against N, one line per workload.
+        sw = res.get("sweep") or {}
+        with open(os.path.join(workdir, "plot-sweep.dat"), "w") as f2:
+            for wl in ("w2", "w3"):
+                f2.write('"%s"\n' % titles.get(wl, wl))
+                for n in sorted(sw.get(wl, {}), key=int):
+                    f2.write("%s %.4f\n" % (n, sw[wl][n]["wall_s"]))
+                f2.write("\n\n")
+        g.write("nsweep = %d\n" % sum(1 for wl in ("w2", "w3") if sw.get(wl)))
+        # The snapshot format: raw file against pagein file, cold, per image.
+        nfmt = 0
+        with open(os.path.join(workdir, "plot-format.dat"), "w") as f3:
+            for e in res.get("format") or []:
+                for wl in ("w1", "w3"):
+                    for src, cfg in (("raw", "file"), ("pagein", "pagein-bg")):
+                        r = e.get("%s_%s" % (wl, src))
+                        if r and r.get("wall_s"):
+                            f3.write('"%s %s %s" %.4f %d\n' % (e["image"], wl, src, r["wall_s"],
+                                                              colour(cfg)))
+                            nfmt += 1
+        g.write("nformat = %d\n" % nfmt)
+        cdfs = [p for p in [("w1", "warm"), ("w1", "cold"), ("w2", "warm"), ("w2", "cold"),
+                            ("w3", "warm"), ("w3", "cold")]
+                if any(k.startswith("%s/%s/" % p) and v and v.get("cdf") for k, v in m.items())]
+        g.write("ncdf = %d\narray C[%d]\narray S[%d]\narray L[%d]\narray D[%d]\n" % (
+            len(cdfs), len(cdfs), len(cdfs), len(cdfs), len(cdfs)))
         cdat = os.path.join(workdir, "plot-cdf-%d.dat")
         for i, (wl, cache) in enumerate(cdfs):
             g.write('C[%d] = "%s, %s cache"\n' % (i + 1, titles[wl], cache))
@@ -900,6 +939,9 @@ def plots(res, outdir, workdir, prefix):
                         f2.write("\n\n")
                         series.append(cfg)
             g.write("S[%d] = %d\n" % (i + 1, len(series)))
+            g.write('L[%d] = "%s"\n' % (i + 1, " ".join(COLOURS.get(c, "#000000")
+                                                        for c in series)))
+            g.write('D[%d] = "%s"\n' % (i + 1, " ".join(str(DASHES.get(c, 1)) for c in series)))
         g.write('datadir = "%s"\noutdir = "%s"\nprefix = "%s"\n' % (workdir, outdir, prefix))
     p = subprocess.run(["gnuplot", "-e", 'vars="%s"' % inc,
                         os.path.join(ROOT, "bench", "plot.gp")],
@@ -1033,7 +1075,8 @@ def report(a, res, size):
     pngs = plots(res, a.out, a.dir, prefix)
     body = markdown(res)
     if pngs:
-        body += "\n![time to finish](%s)\n\n![first-touch latency CDF](%s)\n" % tuple(pngs)
+        body += ("\n![time to finish: every workload table, the sweep and the format table (lower is better)](%s)\n\n"
+                 "![first-touch latency CDF (further left is better)](%s)\n" % tuple(pngs))
     write_json(os.path.join(a.out, "benchmarks.json"), res)
     update_doc(a.doc, body)
     print(body)

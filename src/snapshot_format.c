@@ -478,6 +478,7 @@ struct wjob {
 	uint64_t *bitmap;    /* bitmap_words */
 	int r;
 	struct pagein_error err;
+	double read_s, compress_s; /* this job's time reading, compressing */
 };
 
 struct wctx {
@@ -490,6 +491,15 @@ struct wctx {
 	ZSTD_CCtx **cctx;    /* one per thread */
 };
 
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void job_pack(struct wctx *w, struct wjob *j, ZSTD_CCtx *cctx, size_t glen);
+
 static void job_run(struct wctx *w, struct wjob *j, ZSTD_CCtx *cctx)
 {
 	const struct snapshot_write_opts *o = w->o;
@@ -497,9 +507,21 @@ static void job_run(struct wctx *w, struct wjob *j, ZSTD_CCtx *cctx)
 	size_t glen = (size_t)(o->image_size - guest < w->chunk_size ? o->image_size - guest
 								      : w->chunk_size);
 	j->npages = (uint32_t)((glen + SNAPSHOT_PAGE_SIZE - 1) / SNAPSHOT_PAGE_SIZE);
+	double t0 = mono_s();
 	j->r = o->read(o->read_opaque, guest, j->buf, glen, &j->err);
+	double t1 = mono_s();
+	j->read_s = t1 - t0;
+	j->compress_s = 0;
 	if (j->r < 0)
 		return;
+	job_pack(w, j, cctx, glen);
+	j->compress_s = mono_s() - t1;
+}
+
+/* Drops the zero pages of a chunk just read, compresses and checksums it. */
+static void job_pack(struct wctx *w, struct wjob *j, ZSTD_CCtx *cctx, size_t glen)
+{
+	const struct snapshot_write_opts *o = w->o;
 	memset(j->buf + glen, 0, (size_t)j->npages * SNAPSHOT_PAGE_SIZE - glen);
 	memset(j->bitmap, 0, w->bitmap_words * 8);
 	uint32_t present = 0;
@@ -713,8 +735,12 @@ int snapshot_write(int fd, const struct snapshot_write_opts *o,
 				goto out;
 			}
 			unsigned char *e = index + j->chunk * entry_size;
+			st->read_s += j->read_s;
+			st->compress_s += j->compress_s;
 			if (j->present) {
+				double tw = mono_s();
 				r = pwrite_full(fd, j->out, j->out_len, pos);
+				st->write_s += mono_s() - tw;
 				if (r < 0) {
 					pagein_fail(err, -r, "writing chunk data at offset %llu: %s",
 						    ull(pos), strerror(-r));
@@ -745,6 +771,7 @@ int snapshot_write(int fd, const struct snapshot_write_opts *o,
 		}
 	}
 	st->chunks = count;
+	st->threads = nthreads;
 	st->ws_chunks = ws_chunks;
 	h.data_size = pos - h.data_offset;
 	h.index_checksum = XXH3_64bits(index, index_len);
@@ -761,6 +788,7 @@ int snapshot_write(int fd, const struct snapshot_write_opts *o,
 	unsigned char hb[SNAPSHOT_HEADER_SIZE];
 	header_encode(&h, hb);
 	/* An all-zero image has no data: the file still ends at data_offset. */
+	double tw = mono_s();
 	if (pos == h.data_offset && ftruncate(fd, (off_t)pos) < 0)
 		r = -errno;
 	if (!r)
@@ -769,6 +797,7 @@ int snapshot_write(int fd, const struct snapshot_write_opts *o,
 		r = pwrite_full(fd, wsbuf, h.ws_size, h.ws_offset);
 	if (!r)
 		r = pwrite_full(fd, hb, sizeof(hb), 0);
+	st->write_s += mono_s() - tw;
 	if (r < 0)
 		pagein_fail(err, -r, "writing the index and header: %s", strerror(-r));
 	st->file_size = pos;

@@ -166,6 +166,12 @@ struct snapshot_write_stats {
 	uint64_t pages, zero_pages;
 	uint64_t stored_bytes; /* chunk data bytes */
 	uint64_t file_size;
+	/* Where the time went, in seconds. read and compress are summed over
+	 * the compression threads (they run in parallel); compress includes
+	 * finding zero pages and the checksum. write is the calling thread's
+	 * pwrite time (chunk data, index, header). */
+	double read_s, compress_s, write_s;
+	unsigned threads;      /* compression threads used */
 };
 
 /* Writes a complete snapshot to fd (empty, opened for writing) with pwrite.

@@ -6,6 +6,7 @@
  * the whole new one. A progress bar is drawn only when stderr is a terminal. */
 #include "snapshot_cmd.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -91,28 +92,67 @@ static const char *human(uint64_t v, char *buf, size_t len)
 	return buf;
 }
 
-/* ---- progress bar ---------------------------------------------------------- */
+/* ---- progress ------------------------------------------------------------- */
 
+/* On a terminal (stderr): one line redrawn in place. Otherwise, for the
+ * writers that ask for it (convert, merge): a plain line every 2 s or every
+ * 5% of the image, whichever comes first (at most 4 a second), so that a
+ * log shows it moving. */
 struct progress {
-	bool on;           /* stderr is a terminal */
+	bool on;           /* stderr is a terminal: draw the bar */
+	bool lines;        /* not a terminal: print periodic lines */
 	const char *what;
 	double start, last;
+	uint64_t last_done;
 	bool drawn;
 };
 
-static void progress_init(struct progress *p, const char *what)
+static void progress_init(struct progress *p, const char *what, bool lines)
 {
 	p->on = isatty(STDERR_FILENO);
+	p->lines = lines && !p->on;
 	p->what = what;
 	p->start = now_s();
-	p->last = 0;
+	p->last = p->start;
+	p->last_done = 0;
 	p->drawn = false;
+}
+
+/* "ETA 12 s" / "ETA 3 min 05 s" into buf, from the rate so far. */
+static const char *eta(double el, uint64_t done, uint64_t total, char *buf, size_t len)
+{
+	if (done == 0 || el <= 0) {
+		snprintf(buf, len, "ETA ?");
+		return buf;
+	}
+	double left = el * (double)(total - done) / (double)done;
+	if (left < 10)
+		snprintf(buf, len, "ETA %.1f s", left);
+	else if (left < 60)
+		snprintf(buf, len, "ETA %.0f s", left);
+	else
+		snprintf(buf, len, "ETA %ld min %02ld s", (long)left / 60, (long)left % 60);
+	return buf;
 }
 
 static void progress_cb(void *opaque, uint64_t done, uint64_t total)
 {
 	struct progress *p = opaque;
-	double t = now_s();
+	double t = now_s(), el = t - p->start;
+	double mb = (double)done / 1e6, rate = el > 0 ? mb / el : 0.0;
+	int pct = total ? (int)(100.0 * (double)done / (double)total) : 100;
+	char e[64];
+	if (p->lines) {
+		/* The summary says 100%; a run shorter than a second prints none. */
+		if (done >= total || t - p->last < 0.25 ||
+		    (t - p->last < 2.0 && (done - p->last_done) * 20 < total))
+			return;
+		p->last = t;
+		p->last_done = done;
+		fprintf(stderr, "%s: %3d%% %.0f/%.0f MB, %.0f MB/s, %s\n", p->what, pct, mb,
+			(double)total / 1e6, rate, eta(el, done, total, e, sizeof(e)));
+		return;
+	}
 	if (!p->on || (done < total && t - p->last < 0.1))
 		return;
 	p->last = t;
@@ -121,10 +161,8 @@ static void progress_cb(void *opaque, uint64_t done, uint64_t total)
 	for (int i = 0; i < width; i++)
 		bar[i] = i < fill ? '#' : ' ';
 	bar[width] = 0;
-	double mb = (double)done / 1e6, el = t - p->start;
-	fprintf(stderr, "\r%s [%s] %3d%% %8.0f/%.0f MB %6.0f MB/s", p->what, bar,
-		total ? (int)(100.0 * (double)done / (double)total) : 100, mb,
-		(double)total / 1e6, el > 0 ? mb / el : 0.0);
+	fprintf(stderr, "\r%s [%s] %3d%% %8.0f/%.0f MB %6.0f MB/s %-16s", p->what, bar, pct, mb,
+		(double)total / 1e6, rate, done < total ? eta(el, done, total, e, sizeof(e)) : "");
 	p->drawn = true;
 }
 
@@ -136,15 +174,24 @@ static void progress_end(struct progress *p)
 
 /* ---- the temporary output file -------------------------------------------- */
 
-/* The signal handler needs the path: the one piece of process-wide state,
- * as a signal handler cannot be given a context. */
+/* The signal handler needs the path and its messages, made in advance (it
+ * may only call async-signal-safe functions): the one piece of
+ * process-wide state, as a signal handler cannot be given a context. */
 static char tmp_path[PATH_MAX];
+static char sig_removed[PATH_MAX + 128], sig_kept[PATH_MAX + 128];
+static size_t sig_removed_len, sig_kept_len;
 static volatile sig_atomic_t tmp_live;
 
 static void on_fatal_signal(int sig)
 {
-	if (tmp_live)
-		unlink(tmp_path);
+	if (tmp_live) {
+		int e = errno;
+		bool gone = unlink(tmp_path) == 0 || errno == ENOENT;
+		ssize_t n = gone ? write(STDERR_FILENO, sig_removed, sig_removed_len)
+				 : write(STDERR_FILENO, sig_kept, sig_kept_len);
+		(void)n;
+		errno = e;
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -154,8 +201,54 @@ static const int fatal_signals[] = {SIGINT, SIGTERM, SIGHUP};
 struct outfile {
 	const char *path;
 	int fd;
+	double sync_s; /* fsync of the file and of its directory */
 	struct sigaction old[3];
 };
+
+/* A convert killed without a chance to clean up (SIGKILL, a crash, a power
+ * cut) leaves PATH.tmp.PID behind. Removes those whose process is gone and
+ * reports those whose process still runs (another writer of PATH?). */
+static void outfile_clean_leftovers(const char *cmd, const char *path)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	const char *base = slash ? slash + 1 : path;
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = 0;
+	DIR *d = opendir(slash ? dir : ".");
+	if (!d)
+		return;
+	size_t blen = strlen(base);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		const char *n = de->d_name;
+		if (strncmp(n, base, blen) || strncmp(n + blen, ".tmp.", 5))
+			continue;
+		char *end;
+		errno = 0;
+		long pid = strtol(n + blen + 5, &end, 10);
+		if (errno || *end || end == n + blen + 5 || pid <= 0 || pid == (long)getpid())
+			continue;
+		char full[PATH_MAX];
+		int len = snprintf(full, sizeof(full), "%s%s%s", slash ? dir : "",
+				   slash && slash != dir ? "/" : "", n);
+		if (len < 0 || (size_t)len >= sizeof(full))
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno == EPERM) {
+			fprintf(stderr, "pagein snapshot %s: %s: left alone: process %ld, which is writing it, is still running (another %s of the same output?)\n",
+				cmd, full, pid, cmd);
+			continue;
+		}
+		if (unlink(full) == 0)
+			fprintf(stderr, "pagein snapshot %s: removed %s, the partial output of an earlier run (process %ld) that did not finish\n",
+				cmd, full, pid);
+		else
+			fprintf(stderr, "pagein snapshot %s: %s: partial output of an earlier run that did not finish; could not remove it: %s\n",
+				cmd, full, strerror(errno));
+	}
+	closedir(d);
+}
 
 static int outfile_open(struct outfile *of, const char *cmd, const char *path)
 {
@@ -165,6 +258,16 @@ static int outfile_open(struct outfile *of, const char *cmd, const char *path)
 		fprintf(stderr, "pagein snapshot %s: %s: path too long\n", cmd, path);
 		return -1;
 	}
+	outfile_clean_leftovers(cmd, path);
+	const char *nl = isatty(STDERR_FILENO) ? "\n" : "";
+	n = snprintf(sig_removed, sizeof(sig_removed),
+		     "%spagein snapshot %s: interrupted; removed the partial output %s (%s was not written)\n",
+		     nl, cmd, tmp_path, path);
+	sig_removed_len = n < 0 ? 0 : (size_t)n < sizeof(sig_removed) ? (size_t)n : sizeof(sig_removed) - 1;
+	n = snprintf(sig_kept, sizeof(sig_kept),
+		     "%spagein snapshot %s: interrupted; could not remove the partial output %s: remove it by hand\n",
+		     nl, cmd, tmp_path);
+	sig_kept_len = n < 0 ? 0 : (size_t)n < sizeof(sig_kept) ? (size_t)n : sizeof(sig_kept) - 1;
 	struct sigaction sa = {.sa_handler = on_fatal_signal};
 	sigemptyset(&sa.sa_mask);
 	for (int i = 0; i < 3; i++)
@@ -184,6 +287,7 @@ static int outfile_open(struct outfile *of, const char *cmd, const char *path)
 static int outfile_close(struct outfile *of, const char *cmd, bool ok)
 {
 	int r = 0;
+	double t0 = now_s();
 	if (ok && fsync(of->fd) < 0) {
 		fprintf(stderr, "pagein snapshot %s: %s: fsync: %s\n", cmd, tmp_path, strerror(errno));
 		ok = false;
@@ -212,6 +316,7 @@ static int outfile_close(struct outfile *of, const char *cmd, bool ok)
 			close(dfd);
 		}
 	}
+	of->sync_s = now_s() - t0;
 	tmp_live = 0;
 	for (int i = 0; i < 3; i++)
 		sigaction(fatal_signals[i], &of->old[i], NULL);
@@ -404,6 +509,7 @@ struct write_args {
 	long level;
 	long threads;
 	const char *ws_path;
+	bool quiet;
 };
 
 static const struct option write_opts[] = {
@@ -412,6 +518,7 @@ static const struct option write_opts[] = {
 	{"level", required_argument, NULL, 'l'},
 	{"working-set", required_argument, NULL, 'w'},
 	{"threads", required_argument, NULL, 't'},
+	{"quiet", no_argument, NULL, 'q'},
 	{"help", no_argument, NULL, 'h'},
 	{0},
 };
@@ -442,10 +549,18 @@ static void write_usage(FILE *f, const char *cmd)
 		"  --working-set FILE      store this recorded working set and place the\n"
 		"                          chunks it touches first, in first-touch order\n"
 		"  --threads N             compression threads (default: one per CPU, max 8)\n"
+		"  -q, --quiet             no progress, no summary (errors only)\n"
 		"  -h, --help              this text\n"
 		"\n"
-		"Exit: 0 written, 1 bad input or I/O error, 2 usage error. A progress bar\n"
-		"is drawn when stderr is a terminal; otherwise nothing is printed.\n",
+		"Progress goes to stderr: a bar redrawn in place when stderr is a terminal,\n"
+		"otherwise a line every 2 s or every 5%% (done/total MB, MB/s, ETA; at most\n"
+		"4 a second). When done, a summary goes to stdout: sizes, ratio, zero\n"
+		"pages, throughput, and the time spent reading, compressing (summed over\n"
+		"the threads) and writing.\n"
+		"SIGINT/SIGTERM/SIGHUP remove OUT.tmp.PID, say so, and exit non-zero; a\n"
+		"OUT.tmp.PID left by a killed run is removed by the next run writing OUT\n"
+		"(reported on stderr), or reported if its process still runs.\n"
+		"Exit: 0 written, 1 bad input or I/O error, 2 usage error.\n",
 		SNAPSHOT_CHUNK_DEFAULT >> 10, ZSTD_minCLevel(), ZSTD_maxCLevel(),
 		SNAPSHOT_LEVEL_DEFAULT);
 }
@@ -456,8 +571,11 @@ static int parse_write_args(int argc, char **argv, const char *cmd, struct write
 	*a = (struct write_args){.level = SNAPSHOT_LEVEL_DEFAULT};
 	optind = 0;
 	int o;
-	while ((o = getopt_long(argc, argv, "o:h", write_opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "o:qh", write_opts, NULL)) != -1) {
 		switch (o) {
+		case 'q':
+			a->quiet = true;
+			break;
 		case 'o':
 			a->out = optarg;
 			break;
@@ -518,7 +636,7 @@ static int write_out(const char *cmd, const struct write_args *a, uint64_t size,
 		return EXIT_BAD;
 	}
 	struct progress pg;
-	progress_init(&pg, cmd);
+	progress_init(&pg, cmd, !a->quiet);
 	struct snapshot_write_opts o = {
 		.image_size = size,
 		.chunk_size = a->chunk,
@@ -539,13 +657,16 @@ static int write_out(const char *cmd, const struct write_args *a, uint64_t size,
 			err.msg[0] ? err.msg : strerror(-r));
 	if (outfile_close(&of, cmd, r == 0) < 0 || r < 0)
 		return EXIT_BAD;
-	if (pg.on) {
+	if (!a->quiet) {
 		char b1[32], b2[32];
-		fprintf(stderr, "%s: %s -> %s (ratio %.2f), %.1f%% zero pages, %.1f s\n",
-			a->out, human(size, b1, sizeof(b1)), human(st.file_size, b2, sizeof(b2)),
-			(double)size / (double)st.file_size,
-			st.pages ? 100.0 * (double)st.zero_pages / (double)st.pages : 0.0,
-			now_s() - pg.start);
+		double el = now_s() - pg.start;
+		printf("%s: wrote %s: %s -> %s (ratio %.2f), %.1f%% zero pages, %" PRIu64 " chunks\n"
+		       "%s: %.2f s, %.0f MB/s; read %.2f s, compress %.2f s (summed over %u thread%s), write %.2f s + fsync %.2f s\n",
+		       cmd, a->out, human(size, b1, sizeof(b1)), human(st.file_size, b2, sizeof(b2)),
+		       (double)size / (double)st.file_size,
+		       st.pages ? 100.0 * (double)st.zero_pages / (double)st.pages : 0.0, st.chunks,
+		       cmd, el, el > 0 ? (double)size / 1e6 / el : 0.0, st.read_s, st.compress_s,
+		       st.threads, st.threads == 1 ? "" : "s", st.write_s, of.sync_s);
 	}
 	return 0;
 }
@@ -790,7 +911,7 @@ static int cmd_verify(int argc, char **argv)
 		order[c] = c;
 	qsort_r(order, h->chunk_count, sizeof(*order), by_offset, &m);
 	struct progress pg;
-	progress_init(&pg, "verify");
+	progress_init(&pg, "verify", false);
 	uint64_t nbad = 0, first = UINT64_MAX, checked = 0, done_bytes = 0;
 	for (uint64_t i = 0; i < h->chunk_count; i++) {
 		uint64_t c = order[i];
@@ -887,7 +1008,7 @@ static int cmd_extract(int argc, char **argv)
 		return EXIT_BAD;
 	}
 	struct progress pg;
-	progress_init(&pg, "extract");
+	progress_init(&pg, "extract", false);
 	uint64_t off = 0;
 	r = 0;
 	while (off < src->size && r == 0) {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # snapshot_cli.sh - `pagein snapshot` end to end through the built binary:
 # convert/inspect/verify/extract round trips (bytes compared), usage errors,
-# corruption named by chunk, merge of a base and two diffs, and an
-# interrupted convert that leaves nothing behind.
+# corruption named by chunk, merge of a base and two diffs, an
+# interrupted convert that leaves nothing behind and says so, progress
+# lines and the summary when stderr is not a terminal, and the cleanup of a
+# .tmp.PID left by a killed convert.
 # Env: PAGEIN (the pagein binary), TMPDIR. Exit 0 pass, 1 fail, 77 skip.
 set -u
 : "${PAGEIN:?set PAGEIN to the pagein binary}"
@@ -90,7 +92,10 @@ python3 -c 'import struct,sys; n=[700,3,350,3,0]; sys.stdout.buffer.write(b"PAGE
 for chunk in 64K 256K 1M; do
 	for ws in "" "--working-set $W/a.ws"; do
 		run 0 "$PAGEIN" snapshot convert "$W/a.raw" -o "$W/a.pgn" --chunk $chunk $ws
-		[ -z "$OUT" ] || fail "convert printed with stderr not a terminal: $OUT"
+		expect "convert: wrote $W/a.pgn: 3.04 MiB -> " "convert summary"
+		expect "zero pages, [0-9]* chunks" "convert summary"
+		echo "$OUT" | grep -Eq '^convert: [0-9.]+ s, [0-9]+ MB/s; read [0-9.]+ s, compress [0-9.]+ s \(summed over [0-9]+ threads?\), write [0-9.]+ s \+ fsync [0-9.]+ s$' ||
+			fail "convert summary lacks throughput and read/compress/write times: $OUT"
 		run 0 "$PAGEIN" snapshot inspect "$W/a.pgn"
 		expect "pagein snapshot, version 1"
 		expect "image size:    3182692 "
@@ -226,9 +231,23 @@ out = sys.stdout.buffer
 for _ in range(48 * 1024 * 1024 // 65536):
     out.write(b" ".join(r.choice(words) for _ in range(12000))[:65536].ljust(65536, b"."))
 ' >"$W/slow.raw"
+note "progress lines (stderr not a terminal), summary on stdout, -q"
+"$PAGEIN" snapshot convert "$W/slow.raw" -o "$W/fast.pgn" --level 9 --threads 1 \
+	>"$W/conv.out" 2>"$W/conv.err" || fail "convert of slow.raw: $(cat "$W/conv.err")"
+lines=$(grep -Ec '^convert: +[0-9]+% [0-9]+/50 MB, [0-9]+ MB/s, ETA [0-9.]+ (s|min)' "$W/conv.err")
+[ "$lines" -ge 2 ] || fail "expected progress lines every 5% or 2 s on stderr, got: $(cat "$W/conv.err")"
+grep -v '^convert: ' "$W/conv.err" && fail "stderr has more than progress lines"
+grep -q 'ETA' "$W/conv.out" && fail "progress went to stdout: $(cat "$W/conv.out")"
+grep -q "^convert: wrote $W/fast.pgn: 48.00 MiB -> " "$W/conv.out" || fail "no summary on stdout: $(cat "$W/conv.out")"
+grep -q "compress .* (summed over 1 thread), write " "$W/conv.out" || fail "summary lacks the time split: $(cat "$W/conv.out")"
+run 0 "$PAGEIN" snapshot convert "$W/slow.raw" -o "$W/fast.pgn" --level 1 -q
+[ -z "$OUT" ] || fail "convert -q printed: $OUT"
+
+note "interrupted convert: says what it removed"
 for sig in INT TERM; do
-	"$PAGEIN" snapshot convert "$W/slow.raw" -o "$W/slow.pgn" --level 19 --threads 1 &
+	"$PAGEIN" snapshot convert "$W/slow.raw" -o "$W/slow.pgn" --level 19 --threads 1 2>"$W/sig.err" &
 	BG=$!
+	pid=$BG
 	for _ in $(seq 1 200); do
 		ls "$W" | grep -q 'slow.pgn.tmp.' && break
 		sleep 0.05
@@ -241,7 +260,38 @@ for sig in INT TERM; do
 	BG=""
 	[ $rc != 0 ] || fail "convert finished before SIG$sig arrived (test input too small?)"
 	[ -e "$W/slow.pgn" ] && fail "SIG$sig left $W/slow.pgn"
+	grep -q "interrupted; removed the partial output $W/slow.pgn.tmp.$pid ($W/slow.pgn was not written)" "$W/sig.err" ||
+		fail "SIG$sig: no word of what was removed: $(cat "$W/sig.err")"
 	no_leftovers
 done
+
+note "a .tmp left by a killed convert: removed by the next one, or reported while its process lives"
+"$PAGEIN" snapshot convert "$W/slow.raw" -o "$W/slow.pgn" --level 19 --threads 1 2>/dev/null &
+BG=$!
+pid=$BG
+for _ in $(seq 1 200); do
+	[ -e "$W/slow.pgn.tmp.$pid" ] && break
+	sleep 0.05
+done
+kill -KILL $BG
+wait $BG 2>/dev/null
+BG=""
+[ -e "$W/slow.pgn.tmp.$pid" ] || fail "SIGKILL left no temporary file to clean up"
+run 0 "$PAGEIN" snapshot convert "$W/a.raw" -o "$W/slow.pgn"
+expect "removed $W/slow.pgn.tmp.$pid, the partial output of an earlier run (process $pid) that did not finish"
+no_leftovers
+# A live process's file is not touched (it may be another convert at work).
+sleep 30 &
+BG=$!
+: >"$W/slow.pgn.tmp.$BG"
+: >"$W/slow.pgnx.tmp.1" # another output's file: not ours
+run 0 "$PAGEIN" snapshot convert "$W/a.raw" -o "$W/slow.pgn"
+expect "$W/slow.pgn.tmp.$BG: left alone: process $BG, which is writing it, is still running"
+[ -e "$W/slow.pgn.tmp.$BG" ] || fail "removed the temporary file of a live process"
+[ -e "$W/slow.pgnx.tmp.1" ] || fail "removed another output's temporary file"
+kill $BG
+wait $BG 2>/dev/null
+BG=""
+rm -f "$W/slow.pgn.tmp."* "$W/slow.pgnx.tmp.1"
 echo "snapshot_cli: all passed"
 exit 0
