@@ -680,7 +680,7 @@ static bool wait_removes(struct mx *m, uint64_t removes, uint64_t pages)
 }
 
 /* Step 5: a balloon discards a range; it must read zeros from then on,
- * never snapshot data (../shared/protocols.md). On a private mapping whose
+ * never snapshot data (docs/protocols.md). On a private mapping whose
  * page cache holds the snapshot (PLAN_PREFILL) the kernel shows the cached
  * page again after MADV_DONTNEED and raises a MINOR fault for it: the
  * handler decides what the guest reads, and it must be zeros. */
