@@ -345,8 +345,15 @@ struct pagein_server_config {
 	/* Text (default) or JSON lines, given to log() as they are: a JSON
 	 * line is a complete object with its own timestamp. */
 	enum pagein_log_format log_format;
+	/* An inherited listening Unix stream socket to serve on instead of
+	 * creating socket_path (systemd socket activation: LISTEN_FDS); 0 =
+	 * none (fd 0 is stdin). socket_path may then be NULL, or must name
+	 * the socket's own path. The server closes the fd when freed and
+	 * never unlinks a socket file it did not create. Aligned to take
+	 * reserved[0] of earlier versions, so the size does not change. */
+	__attribute__((aligned(8))) int listen_fd;
 	/* Keep last: new fields go above, taking words from here. */
-	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zero it */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zero it */
 };
 
 struct pagein_server;
@@ -355,8 +362,19 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		      struct pagein_server **out, struct pagein_error *err);
 /* Serves until pagein_server_stop(); returns 0 then. */
 int pagein_server_run(struct pagein_server *srv);
-/* Async-signal-safe: asks run() to return. */
+/* Async-signal-safe: asks run() to return at once; sessions still open
+ * are ended by pagein_server_free() (cause server_stopping). */
 void pagein_server_stop(struct pagein_server *srv);
+/* Async-signal-safe: stops accepting (the listening socket is closed; its
+ * file stays until pagein_server_free()), lets open sessions end (their
+ * VMMs exit), and makes run() return once none is left, or after
+ * timeout_ms (0: at once); sessions still open then are ended by
+ * pagein_server_free() (cause server_stopping, no failure policy). Logs
+ * draining, then drained or drain_timeout. A later call does nothing;
+ * pagein_server_stop() still stops at once. */
+void pagein_server_drain(struct pagein_server *srv, unsigned timeout_ms);
+/* Connections open now (sessions, and handshakes in progress). */
+unsigned pagein_server_connections(struct pagein_server *srv);
 /* Logs one statistics line per open session (the daemon's SIGUSR1). */
 void pagein_server_report(struct pagein_server *srv);
 void pagein_server_free(struct pagein_server *srv);

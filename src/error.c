@@ -15,9 +15,9 @@ int pagein_fail(struct pagein_error *err, int errnum, const char *fmt, ...)
 	return -errnum;
 }
 
-int reserved_check(const uint64_t *w, const char *what, struct pagein_error *err)
+int reserved_check(const uint64_t *w, unsigned n, const char *what, struct pagein_error *err)
 {
-	for (unsigned i = 0; i < PAGEIN_RESERVED_WORDS; i++)
+	for (unsigned i = 0; i < n; i++)
 		if (w[i])
 			return pagein_fail(err, EINVAL, "%s.reserved[%u] is not zero (zero the whole structure before filling it)",
 					   what, i);

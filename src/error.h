@@ -9,7 +9,8 @@
 int pagein_fail(struct pagein_error *err, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* 0, or -EINVAL naming the first non-zero reserved word of `what`. */
-int reserved_check(const uint64_t *w, const char *what, struct pagein_error *err);
+/* The n reserved words at w are zero, or -EINVAL naming the first that is not. */
+int reserved_check(const uint64_t *w, unsigned n, const char *what, struct pagein_error *err);
+#define RESERVED_WORDS_OF(cfg) ((unsigned)(sizeof((cfg)->reserved) / sizeof((cfg)->reserved[0])))
 
 #endif

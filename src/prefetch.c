@@ -216,7 +216,7 @@ int pagein_session_prefetch(struct pagein_session *s,
 			    const struct pagein_prefetch *cfg,
 			    struct pagein_error *err)
 {
-	int rr = reserved_check(cfg->reserved, "pagein_prefetch", err);
+	int rr = reserved_check(cfg->reserved, RESERVED_WORDS_OF(cfg), "pagein_prefetch", err);
 	if (rr < 0)
 		return rr;
 	if (s->prefetch)

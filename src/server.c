@@ -14,7 +14,9 @@
  * by half-sent handshakes daemon-wide; accept() failing for lack of fds or
  * memory pauses accepting (no busy loop) while open sessions go on. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,6 +42,7 @@
 #define TAG_STOP UINT64_MAX
 #define TAG_LISTEN (UINT64_MAX - 1)
 #define TAG_TIMER (UINT64_MAX - 2)
+#define TAG_DRAIN (UINT64_MAX - 3)
 #define GEN_MASK 0x3fffffffu
 /* The housekeeping tick: handshake timeouts, resuming accept(). */
 #define TICK_NS (100ull * 1000 * 1000)
@@ -286,7 +289,7 @@ static bool accept_paused_for_fds(int e)
 	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 }
 
-static void accept_some(struct pagein_server *srv)
+static void accept_some_locked(struct pagein_server *srv)
 {
 	unsigned cap = srv->cfg.max_connections ? srv->cfg.max_connections
 						: DEFAULT_MAX_CONNECTIONS;
@@ -351,6 +354,78 @@ static void accept_some(struct pagein_server *srv)
 	watch(srv, EPOLL_CTL_MOD, srv->listen_fd, EPOLLIN, TAG_LISTEN);
 }
 
+/* Accepts unless a drain closed the listening socket meanwhile. */
+static void accept_some(struct pagein_server *srv)
+{
+	pthread_mutex_lock(&srv->listen_lock);
+	if (srv->listen_fd >= 0)
+		accept_some_locked(srv);
+	pthread_mutex_unlock(&srv->listen_lock);
+}
+
+static unsigned live_conns(struct pagein_server *srv)
+{
+	pthread_mutex_lock(&srv->conns.lock);
+	unsigned n = srv->conns.live;
+	pthread_mutex_unlock(&srv->conns.lock);
+	return n;
+}
+
+unsigned pagein_server_connections(struct pagein_server *srv)
+{
+	return live_conns(srv);
+}
+
+/* During a drain (each tick, and when it starts): stop once no connection
+ * is left, or at the deadline. Logged once. */
+static void drain_check(struct pagein_server *srv)
+{
+	if (!atomic_load(&srv->draining) || atomic_load(&srv->drain_over))
+		return;
+	unsigned n = live_conns(srv);
+	pthread_mutex_lock(&srv->accept_lock);
+	bool late = mono_ns() >= srv->drain_deadline_ns;
+	pthread_mutex_unlock(&srv->accept_lock);
+	if (n && !late)
+		return;
+	if (atomic_exchange(&srv->drain_over, true))
+		return;
+	if (n == 0)
+		server_log(srv, PAGEIN_LOG_INFO, NULL, "drained", "drained: every session has ended; stopping");
+	else
+		server_log(srv, PAGEIN_LOG_WARN, NULL, "drain_timeout",
+			   "drain timeout (%.1f s): ending the %u session%s still open (cause server_stopping)",
+			   atomic_load(&srv->drain_timeout_ms) / 1000.0, n, n == 1 ? "" : "s");
+	pagein_server_stop(srv);
+}
+
+/* pagein_server_drain(), on a worker: close the listening socket (its
+ * file stays until pagein_server_free()), then wait for the sessions. */
+static void on_drain(struct pagein_server *srv)
+{
+	uint64_t v;
+	ssize_t r = read(srv->drain_fd, &v, sizeof(v));
+	(void)r;
+	atomic_store(&srv->draining, true);
+	unsigned ms = atomic_load(&srv->drain_timeout_ms);
+	pthread_mutex_lock(&srv->listen_lock);
+	if (srv->listen_fd >= 0) {
+		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+		close(srv->listen_fd);
+		srv->listen_fd = -1;
+	}
+	pthread_mutex_unlock(&srv->listen_lock);
+	pthread_mutex_lock(&srv->accept_lock);
+	srv->accept_resume_ns = 0;
+	srv->drain_deadline_ns = mono_ns() + (uint64_t)ms * 1000000ull;
+	pthread_mutex_unlock(&srv->accept_lock);
+	unsigned n = live_conns(srv);
+	server_log(srv, PAGEIN_LOG_INFO, NULL, "draining",
+		   "draining: no longer accepting connections; %u session%s open, stopping when %s end%s or in %.1f s",
+		   n, n == 1 ? "" : "s", n == 1 ? "it" : "they", n == 1 ? "s" : "", ms / 1000.0);
+	drain_check(srv);
+}
+
 /* The housekeeping tick: connections that sent no complete handshake in
  * time are shut down (their worker then ends them), and accepting resumes
  * after a pause. */
@@ -376,8 +451,13 @@ static void on_tick(struct pagein_server *srv)
 	if (resume)
 		srv->accept_resume_ns = 0;
 	pthread_mutex_unlock(&srv->accept_lock);
-	if (resume)
-		watch(srv, EPOLL_CTL_MOD, srv->listen_fd, EPOLLIN, TAG_LISTEN);
+	if (resume) {
+		pthread_mutex_lock(&srv->listen_lock);
+		if (srv->listen_fd >= 0)
+			watch(srv, EPOLL_CTL_MOD, srv->listen_fd, EPOLLIN, TAG_LISTEN);
+		pthread_mutex_unlock(&srv->listen_lock);
+	}
+	drain_check(srv);
 	watch(srv, EPOLL_CTL_MOD, srv->timer_fd, EPOLLIN, TAG_TIMER);
 }
 
@@ -441,6 +521,8 @@ static void *worker(void *arg)
 				accept_some(srv);
 			else if (evs[i].data.u64 == TAG_TIMER)
 				on_tick(srv);
+			else if (evs[i].data.u64 == TAG_DRAIN)
+				on_drain(srv);
 			else
 				handle_event(srv, &evs[i]);
 		}
@@ -521,6 +603,40 @@ int server_listen_unix(const char *what, const char *path, struct pagein_error *
 	return fd;
 }
 
+/* An inherited listening socket (socket activation) must be a listening
+ * Unix stream socket, bound to a path (in path), which is socket_path if
+ * one is given. */
+static int check_inherited(int fd, const char *socket_path, char *path, size_t len,
+			   struct pagein_error *err)
+{
+	int type = 0, acc = 0;
+	socklen_t l = sizeof(type);
+	struct sockaddr_un a;
+	socklen_t al = sizeof(a);
+	memset(&a, 0, sizeof(a));
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0)
+		return pagein_fail(err, EBADF, "the inherited fd %d is not a socket (%s): pass a listening Unix socket (ListenStream=)",
+				   fd, strerror(errno));
+	l = sizeof(acc);
+	if (getsockname(fd, (struct sockaddr *)&a, &al) < 0 || a.sun_family != AF_UNIX || type != SOCK_STREAM ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l) < 0 || !acc)
+		return pagein_fail(err, EINVAL,
+				   "the inherited fd %d is not a listening Unix stream socket: pass one (ListenStream=/path in the .socket unit)",
+				   fd);
+	if (al <= offsetof(struct sockaddr_un, sun_path) || !a.sun_path[0])
+		return pagein_fail(err, EINVAL,
+				   "the inherited socket (fd %d) has no path (abstract or unnamed): pass one bound to a path", fd);
+	snprintf(path, len, "%.*s", (int)(al - offsetof(struct sockaddr_un, sun_path)), a.sun_path);
+	if (socket_path && strcmp(socket_path, path))
+		return pagein_fail(err, EINVAL,
+				   "--socket %s does not match the inherited socket %s: drop --socket, or make it the same path",
+				   socket_path, path);
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return pagein_fail(err, errno, "the inherited socket (fd %d): %s", fd, strerror(errno));
+	return 0;
+}
+
 /* --record must name one file per VM, in a directory that exists: said at
  * start, not when the first VM ends. */
 static int check_record_path(const char *path, struct pagein_error *err)
@@ -545,12 +661,18 @@ static int check_record_path(const char *path, struct pagein_error *err)
 int pagein_server_new(const struct pagein_server_config *cfg,
 		      struct pagein_server **out, struct pagein_error *err)
 {
-	int rr = reserved_check(cfg->reserved, "pagein_server_config", err);
+	int rr = reserved_check(cfg->reserved, RESERVED_WORDS_OF(cfg), "pagein_server_config", err);
 	if (rr < 0)
 		return rr;
-	if (!cfg->socket_path || !cfg->snapshot_path)
+	if ((!cfg->socket_path && cfg->listen_fd <= 0) || !cfg->snapshot_path)
 		return pagein_fail(err, EINVAL,
 				   "a socket path and a snapshot are required: set socket_path and snapshot_path (--socket and --snapshot)");
+	char inherited[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	if (cfg->listen_fd > 0) {
+		int e = check_inherited(cfg->listen_fd, cfg->socket_path, inherited, sizeof(inherited), err);
+		if (e < 0)
+			return e;
+	}
 	if (cfg->record_path) {
 		int e = check_record_path(cfg->record_path, err);
 		if (e < 0)
@@ -560,11 +682,14 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	if (!srv)
 		return -ENOMEM;
 	srv->cfg = *cfg;
-	srv->listen_fd = srv->epfd = srv->stop_fd = srv->timer_fd = -1;
+	srv->listen_fd = srv->epfd = srv->stop_fd = srv->timer_fd = srv->drain_fd = -1;
+	if (cfg->listen_fd > 0)
+		srv->listen_fd = cfg->listen_fd; /* ours from here on, closed by free() */
 	pthread_mutex_init(&srv->conns.lock, NULL);
+	pthread_mutex_init(&srv->listen_lock, NULL);
 	pthread_mutex_init(&srv->accept_lock, NULL);
 	metrics_init(&srv->metrics);
-	srv->socket_path = strdup(cfg->socket_path);
+	srv->socket_path = strdup(cfg->listen_fd > 0 ? inherited : cfg->socket_path);
 	srv->snapshot_path = strdup(cfg->snapshot_path);
 	int r = -ENOMEM;
 	if (!srv->socket_path || !srv->snapshot_path)
@@ -609,7 +734,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
 	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	srv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (srv->epfd < 0 || srv->stop_fd < 0 || srv->timer_fd < 0) {
+	srv->drain_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (srv->epfd < 0 || srv->stop_fd < 0 || srv->timer_fd < 0 || srv->drain_fd < 0) {
 		r = pagein_fail(err, errno, "cannot create the daemon's epoll/eventfd/timerfd: %s (raise the open-file limit if it is reached)",
 				strerror(errno));
 		goto fail;
@@ -619,10 +745,13 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		.it_value = {0, (long)TICK_NS},
 	};
 	timerfd_settime(srv->timer_fd, 0, &tick, NULL);
-	r = server_listen_unix("--socket ", cfg->socket_path, err);
-	if (r < 0)
-		goto fail;
-	srv->listen_fd = r;
+	if (srv->listen_fd < 0) {
+		r = server_listen_unix("--socket ", cfg->socket_path, err);
+		if (r < 0)
+			goto fail;
+		srv->listen_fd = r;
+		srv->own_socket = true;
+	}
 	if (cfg->metrics_addr && (r = metrics_start(srv, cfg->metrics_addr, err)) < 0)
 		goto fail;
 	srv->cfg.metrics_addr = NULL; /* not kept */
@@ -632,6 +761,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	r = watch(srv, EPOLL_CTL_ADD, srv->listen_fd, EPOLLIN, TAG_LISTEN);
 	if (r == 0)
 		r = watch(srv, EPOLL_CTL_ADD, srv->timer_fd, EPOLLIN, TAG_TIMER);
+	if (r == 0) /* one-shot, never re-armed: one worker handles the drain */
+		r = watch(srv, EPOLL_CTL_ADD, srv->drain_fd, EPOLLIN, TAG_DRAIN);
 	if (r < 0)
 		goto fail;
 	*out = srv;
@@ -669,6 +800,16 @@ void pagein_server_stop(struct pagein_server *srv)
 	(void)n;
 }
 
+void pagein_server_drain(struct pagein_server *srv, unsigned timeout_ms)
+{
+	if (atomic_exchange(&srv->drain_asked, true))
+		return; /* the first call's timeout stands */
+	atomic_store(&srv->drain_timeout_ms, timeout_ms);
+	uint64_t one = 1;
+	ssize_t n = write(srv->drain_fd, &one, sizeof(one));
+	(void)n;
+}
+
 void pagein_server_report(struct pagein_server *srv)
 {
 	struct conn_table *t = &srv->conns;
@@ -694,11 +835,16 @@ void pagein_server_free(struct pagein_server *srv)
 	free(srv->conns.gen);
 	pthread_mutex_destroy(&srv->conns.lock);
 	pthread_mutex_destroy(&srv->accept_lock);
+	pthread_mutex_destroy(&srv->listen_lock);
 	metrics_fini(&srv->metrics);
-	if (srv->listen_fd >= 0) {
+	if (srv->listen_fd >= 0)
 		close(srv->listen_fd);
+	/* A drain closed the fd but left the file until now; an inherited
+	 * socket's file belongs to whoever created it. */
+	if (srv->own_socket)
 		unlink(srv->socket_path);
-	}
+	if (srv->drain_fd >= 0)
+		close(srv->drain_fd);
 	if (srv->epfd >= 0)
 		close(srv->epfd);
 	if (srv->stop_fd >= 0)

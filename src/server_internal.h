@@ -66,7 +66,17 @@ struct pagein_server {
 	struct pagein_server_config cfg;
 	char *socket_path, *snapshot_path;
 	struct pagein_source *source;
-	int listen_fd, epfd, stop_fd, timer_fd;
+	int listen_fd, epfd, stop_fd, timer_fd, drain_fd;
+	/* listen_fd is closed by a drain while another worker may accept on
+	 * it: both hold this lock (accept_some for its whole loop). */
+	pthread_mutex_t listen_lock;
+	bool own_socket;       /* created socket_path (not inherited): unlink it */
+	/* pagein_server_drain(): the timeout asked for, and (under
+	 * accept_lock) when the drain gives up; drain_over once drained or
+	 * timed out (logged once). */
+	atomic_uint drain_timeout_ms;
+	atomic_bool drain_asked, draining, drain_over;
+	uint64_t drain_deadline_ns;
 	unsigned nworkers;
 	pthread_t *workers;
 	struct conn_table conns;

@@ -233,7 +233,7 @@ static int check_uffd_api(int uffd, struct pagein_error *err)
 int pagein_session_new(const struct pagein_session_config *cfg,
 		       struct pagein_session **out, struct pagein_error *err)
 {
-	int rr = reserved_check(cfg->reserved, "pagein_session_config", err);
+	int rr = reserved_check(cfg->reserved, RESERVED_WORDS_OF(cfg), "pagein_session_config", err);
 	if (rr < 0)
 		return rr;
 	if (!cfg->source)
