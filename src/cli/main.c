@@ -1,14 +1,23 @@
 /* main.c - the pagein command: `pagein serve` (the daemon) and
  * `pagein snapshot ...` (format tools). A thin front end over libpagein. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
 
 #include "pagein.h"
 
@@ -17,6 +26,10 @@
  * fast as any; 256 was faster still on random touches but quadrupled the
  * faulting vCPU's p99. */
 #define DEFAULT_FAULT_AROUND 64u
+/* SIGTERM lets open sessions end for this long before stopping. */
+#define DEFAULT_DRAIN_TIMEOUT_S 30.0
+/* How often STATUS= is sent to systemd while NOTIFY_SOCKET is set. */
+#define STATUS_INTERVAL_S 1
 
 /* Provided by snapshot_cmd.c when the snapshot format is built in. */
 int cmd_snapshot(int argc, char **argv) __attribute__((weak));
@@ -47,11 +60,11 @@ static void serve_usage(FILE *f)
 		"connection; a session ends when its VMM exits (learnt from a pidfd: a\n"
 		"closed socket only means \"no more messages\", as Firecracker < 1.12\n"
 		"closes it after the handshake) or when it cannot be served.\n"
-		"SIGINT/SIGTERM stop.\n"
 		"\n"
 		"  --snapshot FILE     memory snapshot served to every VM (required)\n"
-		"  --socket PATH       Unix socket to create (required; a stale socket\n"
-		"                      file is replaced, a live one is refused)\n"
+		"  --socket PATH       Unix socket to create (required unless a socket\n"
+		"                      is inherited, see below; a stale socket file is\n"
+		"                      replaced, a live one is refused)\n"
 		"  --threads N         worker threads (default: one per CPU)\n"
 		"  --log-level L       error|warn|info|debug (default info)\n"
 		"  --log-format F      text|json (default text): json writes one object\n"
@@ -84,31 +97,186 @@ static void serve_usage(FILE *f)
 		"                      accept (default 1024)\n"
 		"  --metrics ADDR      serve Prometheus metrics at GET /metrics on ADDR:\n"
 		"                      HOST:PORT (e.g. 127.0.0.1:9184) or unix:PATH\n"
+		"  --log-file PATH     append log lines (and anything else written to\n"
+		"                      stderr) to PATH instead of stderr; SIGHUP reopens\n"
+		"                      it (after logrotate has renamed it)\n"
+		"  --drain-timeout S   on SIGTERM, wait up to S seconds for open sessions\n"
+		"                      to end (default %.0f; 0 = stop at once)\n"
 		"  -h, --help          this text\n"
 		"\n"
-		"Log lines go to stderr, one per event, prefixed with the VM they are\n"
-		"about (vmN pid P), or as JSON objects with --log-format json. SIGUSR1\n"
-		"logs every open session's statistics.\n",
-		DEFAULT_FAULT_AROUND);
+		"Log lines go to stderr (or --log-file), one per event, prefixed with\n"
+		"the VM they are about (vmN pid P), or as JSON objects with --log-format\n"
+		"json.\n"
+		"\n"
+		"Signals: SIGTERM or SIGINT drains: the socket stops accepting (its file\n"
+		"stays until exit), open sessions go on until their VMMs exit or\n"
+		"--drain-timeout passes, then the daemon stops and exits 0; sessions\n"
+		"still open then are ended (cause server_stopping; their VMMs are not\n"
+		"killed). A second SIGTERM or SIGINT stops at once. SIGHUP reopens\n"
+		"--log-file (there is no configuration file to re-read). SIGUSR1 logs\n"
+		"every open session's statistics.\n"
+		"\n"
+		"systemd: with NOTIFY_SOCKET set (Type=notify) the daemon sends READY=1\n"
+		"once it listens, STATUS= lines (sessions open, draining) and STOPPING=1\n"
+		"when it drains or stops. With LISTEN_FDS/LISTEN_PID (socket activation,\n"
+		"one listening Unix stream socket) it serves the inherited socket instead\n"
+		"of creating one: --socket may then be left out, or must name the same\n"
+		"path; the daemon never unlinks a socket file it did not create.\n",
+		DEFAULT_FAULT_AROUND, DEFAULT_DRAIN_TIMEOUT_S);
+}
+
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+/* "2026-12-02T02:34:50.123Z" */
+static void utc_now(char *buf, size_t len)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
 }
 
 /* opaque: the server's enum pagein_log_format. A JSON line is a complete
- * object with its own timestamp: written as it is. */
+ * object with its own timestamp: written as it is. Lines go to stderr,
+ * which --log-file makes the log file (so that sanitizer reports and
+ * anything else written there land in it too). */
 static void log_line(void *opaque, enum pagein_log_level lvl, const char *line)
 {
 	if (*(const enum pagein_log_format *)opaque == PAGEIN_LOG_JSON) {
 		fprintf(stderr, "%s\n", line);
 		return;
 	}
-	static const char *names[] = {"error", "warn", "info", "debug"};
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	char when[32];
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ldZ pagein %s: %s\n", when, ts.tv_nsec / 1000000,
-		names[lvl], line);
+	char when[40];
+	utc_now(when, sizeof(when));
+	fprintf(stderr, "%s pagein %s: %s\n", when, level_names[lvl], line);
+}
+
+/* The daemon's own lines (signals, the log file), in the server's format:
+ * with --log-format json an object like the library's, without vm/pid. */
+static enum pagein_log_format log_format;
+static enum pagein_log_level log_level = PAGEIN_LOG_INFO;
+
+static void cli_log(enum pagein_log_level lvl, const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void cli_log(enum pagein_log_level lvl, const char *event, const char *fmt, ...)
+{
+	if (lvl > log_level)
+		return;
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (log_format != PAGEIN_LOG_JSON) {
+		log_line(&log_format, lvl, msg);
+		return;
+	}
+	char ts[40];
+	utc_now(ts, sizeof(ts));
+	struct json_object *o = json_object_new_object();
+	if (!o) {
+		log_line(&(enum pagein_log_format){PAGEIN_LOG_TEXT}, lvl, msg);
+		return;
+	}
+	json_object_object_add(o, "ts", json_object_new_string(ts));
+	json_object_object_add(o, "level", json_object_new_string(level_names[lvl]));
+	json_object_object_add(o, "event", json_object_new_string(event));
+	json_object_object_add(o, "msg", json_object_new_string(msg));
+	const char *line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	log_line(&log_format, lvl, line ? line : msg);
+	json_object_put(o);
+}
+
+/* ---- --log-file ------------------------------------------------------- */
+
+static const char *log_path;
+
+static int open_log(void)
+{
+	return open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+}
+
+/* SIGHUP: logrotate renamed the file; write to a new one at the same path.
+ * dup2() swaps stderr in one step: no line is lost or split. If the new
+ * file cannot be opened, the old one stays. */
+static void reopen_log(void)
+{
+	if (!log_path) {
+		cli_log(PAGEIN_LOG_INFO, "sighup", "SIGHUP: no --log-file to reopen and no configuration file to re-read");
+		return;
+	}
+	int fd = open_log();
+	if (fd < 0) {
+		cli_log(PAGEIN_LOG_ERROR, "log_reopen_failed", "SIGHUP: cannot reopen --log-file %s: %s (still writing to the old file)",
+			log_path, strerror(errno));
+		return;
+	}
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	cli_log(PAGEIN_LOG_INFO, "log_reopened", "SIGHUP: reopened --log-file %s", log_path);
+}
+
+/* ---- systemd: readiness and socket activation -------------------------- */
+
+/* sd_notify(3) by hand: the protocol is one datagram per message to the
+ * AF_UNIX socket in $NOTIFY_SOCKET (a path, or @name for an abstract
+ * one), documented and stable; a dependency on libsystemd for it is not
+ * worth its weight. Nothing is sent when NOTIFY_SOCKET is unset. */
+static int notify_fd = -1;
+static struct sockaddr_un notify_addr;
+static socklen_t notify_len;
+
+static void notify_init(void)
+{
+	const char *p = getenv("NOTIFY_SOCKET");
+	if (!p || (p[0] != '/' && p[0] != '@') || strlen(p) >= sizeof(notify_addr.sun_path))
+		return;
+	notify_addr.sun_family = AF_UNIX;
+	memcpy(notify_addr.sun_path, p, strlen(p));
+	if (p[0] == '@')
+		notify_addr.sun_path[0] = 0;
+	notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(p));
+	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
+static void notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void notify(const char *fmt, ...)
+{
+	if (notify_fd < 0)
+		return;
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n > 0 && sendto(notify_fd, msg, strlen(msg), MSG_NOSIGNAL,
+			    (struct sockaddr *)&notify_addr, notify_len) < 0)
+		cli_log(PAGEIN_LOG_DEBUG, "notify_failed", "sd_notify to $NOTIFY_SOCKET: %s", strerror(errno));
+}
+
+/* Socket activation (sd_listen_fds(3) by hand): the listening socket fd 3
+ * when LISTEN_PID names this process and LISTEN_FDS is 1; 0 if none was
+ * passed; -1 (said on stderr) if more were. The variables are removed so
+ * that nothing started later takes them for its own. */
+static int inherited_socket(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
+		return 0;
+	long n = strtol(fds, NULL, 10);
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (n == 0)
+		return 0;
+	if (n != 1) {
+		fprintf(stderr, "pagein serve: LISTEN_FDS=%ld: pagein serves one socket: pass exactly one (one ListenStream= in the .socket unit)\n",
+			n);
+		return -1;
+	}
+	return 3; /* SD_LISTEN_FDS_START */
 }
 
 static int parse_level(const char *s, enum pagein_log_level *out)
@@ -122,35 +290,84 @@ static int parse_level(const char *s, enum pagein_log_level *out)
 	return -1;
 }
 
+/* The signals the signal thread takes (blocked in every other thread). */
+static void serve_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+}
+
+struct sig_ctx {
+	struct pagein_server *srv;
+	unsigned drain_ms;
+	bool draining;
+};
+
+static void send_status(struct sig_ctx *x)
+{
+	unsigned n = pagein_server_connections(x->srv);
+	if (x->draining)
+		notify("STATUS=draining: %u session%s left", n, n == 1 ? "" : "s");
+	else
+		notify("STATUS=serving %u session%s", n, n == 1 ? "" : "s");
+}
+
+/* Signals, and (with NOTIFY_SOCKET) a STATUS= line every second. The
+ * thread is cancelled only while it waits. */
 static void *signal_thread(void *arg)
 {
-	struct pagein_server *srv = arg;
+	struct sig_ctx *x = arg;
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGUSR1);
-	int sig;
-	while (sigwait(&set, &sig) == 0) {
-		if (sig == SIGUSR1) {
-			pagein_server_report(srv);
+	serve_signals(&set);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	for (;;) {
+		struct timespec every = {STATUS_INTERVAL_S, 0};
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		int sig = notify_fd >= 0 ? sigtimedwait(&set, NULL, &every) : sigwaitinfo(&set, NULL);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		if (sig < 0) {
+			if (errno == EAGAIN)
+				send_status(x);
 			continue;
 		}
-		pagein_server_stop(srv);
-		break;
+		switch (sig) {
+		case SIGUSR1:
+			pagein_server_report(x->srv);
+			break;
+		case SIGHUP:
+			reopen_log();
+			break;
+		default: /* SIGTERM, SIGINT */
+			notify("STOPPING=1");
+			if (!x->draining) {
+				x->draining = true;
+				cli_log(PAGEIN_LOG_INFO, "signal", "%s: draining (send SIGTERM or SIGINT again to stop at once)",
+					sig == SIGTERM ? "SIGTERM" : "SIGINT");
+				pagein_server_drain(x->srv, x->drain_ms);
+			} else {
+				cli_log(PAGEIN_LOG_WARN, "signal", "%s during the drain: stopping at once",
+					sig == SIGTERM ? "SIGTERM" : "SIGINT");
+				pagein_server_stop(x->srv);
+			}
+			send_status(x);
+			break;
+		}
 	}
 	return NULL;
 }
 
 static int cmd_serve(int argc, char **argv)
 {
+	double drain_s = DEFAULT_DRAIN_TIMEOUT_S;
 	struct pagein_server_config cfg = {
 		.log_level = PAGEIN_LOG_INFO,
 		.log = log_line,
 		.fault_around = DEFAULT_FAULT_AROUND,
 		.populate = PAGEIN_POPULATE_BACKGROUND,
 	};
-	static enum pagein_log_format log_format;
 	cfg.log_opaque = &log_format;
 	static const struct option opts[] = {
 		{"snapshot", required_argument, NULL, 's'},
@@ -167,6 +384,8 @@ static int cmd_serve(int argc, char **argv)
 		{"handshake-timeout", required_argument, NULL, 'T'},
 		{"max-connections", required_argument, NULL, 'm'},
 		{"metrics", required_argument, NULL, 'M'},
+		{"log-file", required_argument, NULL, 'O'},
+		{"drain-timeout", required_argument, NULL, 'D'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -274,6 +493,16 @@ static int cmd_serve(int argc, char **argv)
 		case 'M':
 			cfg.metrics_addr = optarg;
 			break;
+		case 'O':
+			log_path = optarg;
+			break;
+		case 'D':
+			drain_s = strtod(optarg, &end);
+			if (*end || !(drain_s >= 0 && drain_s <= 86400)) {
+				fprintf(stderr, "pagein serve: --drain-timeout %s: expected seconds from 0 to 86400\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h':
 			serve_usage(stdout);
 			return 0;
@@ -287,35 +516,56 @@ static int cmd_serve(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
-	if (!cfg.snapshot_path || !cfg.socket_path) {
+	/* Before any thread exists: it edits the environment. */
+	cfg.listen_fd = inherited_socket();
+	if (cfg.listen_fd < 0)
+		return 2;
+	if (!cfg.snapshot_path || (!cfg.socket_path && !cfg.listen_fd)) {
 		fprintf(stderr, "pagein serve: %s\n",
 			cfg.snapshot_path ? "--socket PATH is required: name the Unix socket the VMMs connect to (see pagein serve --help)"
 					  : "--snapshot FILE is required: name the memory snapshot to serve (see pagein serve --help)");
 		return 2;
 	}
-	/* Signals go to one thread that asks the server to stop; workers
-	 * inherit the blocked mask. */
+	int log_fd = -1;
+	if (log_path && (log_fd = open_log()) < 0) {
+		fprintf(stderr, "pagein serve: --log-file %s: %s: create its directory, or give pagein write access to it\n",
+			log_path, strerror(errno));
+		return 2;
+	}
+	/* Signals go to one thread (drain, stop, reopen the log, report);
+	 * workers inherit the blocked mask. */
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGUSR1);
+	serve_signals(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	cfg.log_format = log_format;
+	log_level = cfg.log_level;
 	struct pagein_server *srv;
 	struct pagein_error err = {{0}};
 	int r = pagein_server_new(&cfg, &srv, &err);
 	if (r < 0) {
 		fprintf(stderr, "pagein serve: %s\n", err.msg[0] ? err.msg : strerror(-r));
+		if (log_fd >= 0)
+			close(log_fd);
 		return 1;
 	}
+	/* It listens: from here on, everything goes to the log file. Errors
+	 * at start went to the terminal (or the journal) instead. */
+	if (log_fd >= 0) {
+		dup2(log_fd, STDERR_FILENO);
+		close(log_fd);
+	}
+	notify_init();
+	struct sig_ctx x = {.srv = srv, .drain_ms = (unsigned)(drain_s * 1000)};
 	pthread_t sig;
-	pthread_create(&sig, NULL, signal_thread, srv);
+	pthread_create(&sig, NULL, signal_thread, &x);
+	/* Connections queue on the socket until the workers start. */
+	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)getpid());
 	r = pagein_server_run(srv);
 	pthread_cancel(sig);
 	pthread_join(sig, NULL);
+	notify("STOPPING=1");
 	pagein_server_free(srv);
 	return r < 0 ? 1 : 0;
 }
