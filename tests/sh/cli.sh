@@ -1,4 +1,5 @@
-# cli.sh - help texts, usage errors, clean stop on SIGTERM and SIGINT.
+# cli.sh - help texts, usage errors, clean stop (an immediate drain: no
+# session open) on SIGTERM and SIGINT.
 . "$(dirname "$0")/lib.sh"
 "$PAGEIN" --help | grep -q "serve" || fail "pagein --help"
 "$PAGEIN" serve --help | grep -q -- "--snapshot FILE" || fail "pagein serve --help"
@@ -22,6 +23,7 @@ check_usage "--on-corrupt maybe" serve --snapshot x --socket y --on-corrupt mayb
 check_usage "--on-failure sometimes: expected kill or keep" serve --snapshot x --socket y --on-failure sometimes
 check_usage "--handshake-timeout 0: expected seconds" serve --snapshot x --socket y --handshake-timeout 0
 check_usage "--max-connections 0: expected 1" serve --snapshot x --socket y --max-connections 0
+check_usage "--drain-timeout soon: expected seconds from 0" serve --snapshot x --socket y --drain-timeout soon
 : >"$WORK/notasocket"
 gen_snapshot "$WORK/snap" 4M
 # refused_at_start WANT ARGS...: pagein serve ARGS exits 1 with one line
@@ -104,4 +106,8 @@ for sig in TERM INT; do
 	[ $rc = 0 ] || fail "exit $rc on SIG$sig"
 	[ -e "$SOCK" ] && fail "socket left after SIG$sig"
 	grep -q "stopping" "$WORK/pagein.log" || fail "no stopping line"
+	# No session open: the drain ends at once.
+	grep -q "draining: no longer accepting connections; 0 sessions open" "$WORK/pagein.log" ||
+		fail "no draining line after SIG$sig"
+	grep -q "drained: every session has ended" "$WORK/pagein.log" || fail "no drained line after SIG$sig"
 done
