@@ -2,13 +2,14 @@
 # Installs the Debian packages pagein needs to build and test, when missing:
 # the toolchain and libraries, and what the tests start themselves (spin
 # for the model; qemu, a kernel image and busybox for the real-guest test;
-# prometheus for the metrics test), and scdoc for the man pages. debhelper
+# prometheus for the metrics test; systemd for systemd-socket-activate in
+# the lifecycle test), and scdoc for the man pages. debhelper
 # and dpkg-dev (the Debian package) are installed by
 # tests/sh/debian_package.sh itself.
 set -e
 need=""
 for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev libmicrohttpd-dev scdoc spin \
-	qemu-system-x86 linux-image-cloud-amd64 busybox-static prometheus; do
+	qemu-system-x86 linux-image-cloud-amd64 busybox-static prometheus systemd; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
