@@ -348,7 +348,8 @@ struct pagein_server_config {
 	/* An inherited listening Unix stream socket to serve on instead of
 	 * creating socket_path (systemd socket activation: LISTEN_FDS); 0 =
 	 * none (fd 0 is stdin). socket_path may then be NULL, or must name
-	 * the socket's own path. The server closes the fd when freed and
+	 * the socket's own path. pagein_server_free() closes the fd (if
+	 * pagein_server_new() fails, it is still the caller's); the server
 	 * never unlinks a socket file it did not create. Aligned to take
 	 * reserved[0] of earlier versions, so the size does not change. */
 	__attribute__((aligned(8))) int listen_fd;

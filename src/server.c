@@ -684,7 +684,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	srv->cfg = *cfg;
 	srv->listen_fd = srv->epfd = srv->stop_fd = srv->timer_fd = srv->drain_fd = -1;
 	if (cfg->listen_fd > 0)
-		srv->listen_fd = cfg->listen_fd; /* ours from here on, closed by free() */
+		srv->listen_fd = cfg->listen_fd; /* ours once new() succeeds (see fail:) */
 	pthread_mutex_init(&srv->conns.lock, NULL);
 	pthread_mutex_init(&srv->listen_lock, NULL);
 	pthread_mutex_init(&srv->accept_lock, NULL);
@@ -768,6 +768,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	*out = srv;
 	return 0;
 fail:
+	if (cfg->listen_fd > 0 && srv->listen_fd == cfg->listen_fd)
+		srv->listen_fd = -1; /* not taken: still the caller's */
 	pagein_server_free(srv);
 	return r;
 }
