@@ -376,6 +376,12 @@ void pagein_server_stop(struct pagein_server *srv);
 void pagein_server_drain(struct pagein_server *srv, unsigned timeout_ms);
 /* Connections open now (sessions, and handshakes in progress). */
 unsigned pagein_server_connections(struct pagein_server *srv);
+/* One line in the server's log, in its format (text, or JSON with this
+ * event name), at level lvl: for the embedder's own events (signals, its
+ * log file). */
+void pagein_server_log(struct pagein_server *srv, enum pagein_log_level lvl,
+		       const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* Logs one statistics line per open session (the daemon's SIGUSR1). */
 void pagein_server_report(struct pagein_server *srv);
 void pagein_server_free(struct pagein_server *srv);

@@ -812,6 +812,17 @@ void pagein_server_drain(struct pagein_server *srv, unsigned timeout_ms)
 	(void)n;
 }
 
+void pagein_server_log(struct pagein_server *srv, enum pagein_log_level lvl,
+		       const char *event, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	server_log(srv, lvl, NULL, event, "%s", msg);
+}
+
 void pagein_server_report(struct pagein_server *srv)
 {
 	struct conn_table *t = &srv->conns;

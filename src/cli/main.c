@@ -17,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <json-c/json.h>
 
 #include "pagein.h"
 
@@ -125,19 +124,6 @@ static void serve_usage(FILE *f)
 		DEFAULT_FAULT_AROUND, DEFAULT_DRAIN_TIMEOUT_S);
 }
 
-static const char *level_names[] = {"error", "warn", "info", "debug"};
-
-/* "2026-12-02T02:34:50.123Z" */
-static void utc_now(char *buf, size_t len)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
-}
-
 /* opaque: the server's enum pagein_log_format. A JSON line is a complete
  * object with its own timestamp: written as it is. Lines go to stderr,
  * which --log-file makes the log file (so that sanitizer reports and
@@ -148,46 +134,20 @@ static void log_line(void *opaque, enum pagein_log_level lvl, const char *line)
 		fprintf(stderr, "%s\n", line);
 		return;
 	}
-	char when[40];
-	utc_now(when, sizeof(when));
-	fprintf(stderr, "%s pagein %s: %s\n", when, level_names[lvl], line);
+	static const char *names[] = {"error", "warn", "info", "debug"};
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char when[32];
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ldZ pagein %s: %s\n", when, ts.tv_nsec / 1000000,
+		names[lvl], line);
 }
 
-/* The daemon's own lines (signals, the log file), in the server's format:
- * with --log-format json an object like the library's, without vm/pid. */
-static enum pagein_log_format log_format;
-static enum pagein_log_level log_level = PAGEIN_LOG_INFO;
-
-static void cli_log(enum pagein_log_level lvl, const char *event, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void cli_log(enum pagein_log_level lvl, const char *event, const char *fmt, ...)
-{
-	if (lvl > log_level)
-		return;
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (log_format != PAGEIN_LOG_JSON) {
-		log_line(&log_format, lvl, msg);
-		return;
-	}
-	char ts[40];
-	utc_now(ts, sizeof(ts));
-	struct json_object *o = json_object_new_object();
-	if (!o) {
-		log_line(&(enum pagein_log_format){PAGEIN_LOG_TEXT}, lvl, msg);
-		return;
-	}
-	json_object_object_add(o, "ts", json_object_new_string(ts));
-	json_object_object_add(o, "level", json_object_new_string(level_names[lvl]));
-	json_object_object_add(o, "event", json_object_new_string(event));
-	json_object_object_add(o, "msg", json_object_new_string(msg));
-	const char *line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	log_line(&log_format, lvl, line ? line : msg);
-	json_object_put(o);
-}
+/* The daemon's own lines (signals, the log file), in the server's format. */
+static struct pagein_server *server;
+#define cli_log(lvl, event, ...) pagein_server_log(server, lvl, event, __VA_ARGS__)
 
 /* ---- --log-file ------------------------------------------------------- */
 
@@ -368,6 +328,7 @@ static int cmd_serve(int argc, char **argv)
 		.fault_around = DEFAULT_FAULT_AROUND,
 		.populate = PAGEIN_POPULATE_BACKGROUND,
 	};
+	static enum pagein_log_format log_format;
 	cfg.log_opaque = &log_format;
 	static const struct option opts[] = {
 		{"snapshot", required_argument, NULL, 's'},
@@ -540,7 +501,6 @@ static int cmd_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	cfg.log_format = log_format;
-	log_level = cfg.log_level;
 	struct pagein_server *srv;
 	struct pagein_error err = {{0}};
 	int r = pagein_server_new(&cfg, &srv, &err);
@@ -556,6 +516,7 @@ static int cmd_serve(int argc, char **argv)
 		dup2(log_fd, STDERR_FILENO);
 		close(log_fd);
 	}
+	server = srv;
 	notify_init();
 	struct sig_ctx x = {.srv = srv, .drain_ms = (unsigned)(drain_s * 1000)};
 	pthread_t sig;
