@@ -144,6 +144,19 @@ grep -qE "vm1 pid [0-9]+: session ended \(server stopping\)" "$WORK/pagein.log" 
 kill "$VM_PID" 2>/dev/null
 wait "$VM_PID" 2>/dev/null
 
+note "SIGINT during a drain stops at once too"
+start_pagein "$SNAP"
+vm_bg sigint --pattern seq --touch 0.1 --hold 20
+expect_log "vm1 pid [0-9]+: session started" "(the VM)"
+kill -TERM "$PAGEIN_PID"
+expect_log "draining" "after SIGTERM"
+kill -INT "$PAGEIN_PID"
+wait_exit 3
+[ "$RC" = 0 ] || fail "pagein exited $RC on SIGINT during the drain"
+grep -q "SIGINT during the drain: stopping at once" "$WORK/pagein.log" || fail "no line for SIGINT during the drain"
+kill "$VM_PID" 2>/dev/null
+wait "$VM_PID" 2>/dev/null
+
 note "socket activation and readiness under systemd-socket-activate"
 command -v systemd-socket-activate >/dev/null ||
 	skip "systemd-socket-activate not found (Debian package systemd; scripts/install-deps.sh installs it)"
