@@ -130,32 +130,22 @@ grep -q "killed_vmm\|killed the VMM" "$WORK/pagein.log" && fail "the VMM was kil
 kill -0 "$VM_PID" 2>/dev/null || fail "the VMM died with the drain"
 vm_wait long
 
-note "a second SIGTERM stops at once"
-start_pagein "$SNAP"
-vm_bg second --pattern seq --touch 0.1 --hold 20
-expect_log "vm1 pid [0-9]+: session started" "(the VM)"
-kill -TERM "$PAGEIN_PID"
-expect_log "draining" "after the first SIGTERM"
-kill -TERM "$PAGEIN_PID"
-wait_exit 3
-[ "$RC" = 0 ] || fail "pagein exited $RC on the second SIGTERM"
-grep -q "SIGTERM during the drain: stopping at once" "$WORK/pagein.log" || fail "no line for the second SIGTERM"
-grep -qE "vm1 pid [0-9]+: session ended \(server stopping\)" "$WORK/pagein.log" || fail "the session was not ended as server stopping"
-kill "$VM_PID" 2>/dev/null
-wait "$VM_PID" 2>/dev/null
-
-note "SIGINT during a drain stops at once too"
-start_pagein "$SNAP"
-vm_bg sigint --pattern seq --touch 0.1 --hold 20
-expect_log "vm1 pid [0-9]+: session started" "(the VM)"
-kill -TERM "$PAGEIN_PID"
-expect_log "draining" "after SIGTERM"
-kill -INT "$PAGEIN_PID"
-wait_exit 3
-[ "$RC" = 0 ] || fail "pagein exited $RC on SIGINT during the drain"
-grep -q "SIGINT during the drain: stopping at once" "$WORK/pagein.log" || fail "no line for SIGINT during the drain"
-kill "$VM_PID" 2>/dev/null
-wait "$VM_PID" 2>/dev/null
+for second in TERM INT; do
+	note "SIG$second during a drain stops at once"
+	start_pagein "$SNAP"
+	vm_bg second --pattern seq --touch 0.1 --hold 20
+	expect_log "vm1 pid [0-9]+: session started" "(the VM)"
+	kill -TERM "$PAGEIN_PID"
+	expect_log "draining" "after the first SIGTERM"
+	kill -$second "$PAGEIN_PID"
+	wait_exit 3
+	[ "$RC" = 0 ] || fail "pagein exited $RC on SIG$second during the drain"
+	grep -q "SIG$second during the drain: stopping at once" "$WORK/pagein.log" || fail "no line for SIG$second during the drain"
+	grep -qE "vm1 pid [0-9]+: session ended \(server stopping\)" "$WORK/pagein.log" ||
+		fail "the session was not ended as server stopping"
+	kill "$VM_PID" 2>/dev/null
+	wait "$VM_PID" 2>/dev/null
+done
 
 note "socket activation and readiness under systemd-socket-activate"
 command -v systemd-socket-activate >/dev/null ||
