@@ -345,6 +345,23 @@ struct pagein_server_config {
 	/* Text (default) or JSON lines, given to log() as they are: a JSON
 	 * line is a complete object with its own timestamp. */
 	enum pagein_log_format log_format;
+	/* The socket's permissions, set right after bind and before listen,
+	 * so no VMM ever connects while it has the umask's mode: socket_mode
+	 * if not 0 (e.g. 0660), and the owner and group if their _set flag is
+	 * true. Otherwise access control is whatever the umask gives. */
+	unsigned socket_mode;
+	bool socket_owner_set, socket_group_set;
+	uint32_t socket_owner, socket_group; /* uid, gid */
+	/* Peer policy, checked with SO_PEERCRED right after accept, before a
+	 * byte or fd is read from the peer: it is served if its uid is in
+	 * allow_uids or its gid (or one of its supplementary groups) is in
+	 * allow_gids. Both empty: every process that can open the socket.
+	 * A refused peer is closed and logged (rate-limited), never killed:
+	 * it handed over nothing. Copied. */
+	const uint32_t *allow_uids;
+	size_t nallow_uids;
+	const uint32_t *allow_gids;
+	size_t nallow_gids;
 	/* Keep last: new fields go above, taking words from here. */
 	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zero it */
 };
