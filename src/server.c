@@ -714,7 +714,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 			goto fail;
 		if (ws.snapshot_size != pagein_source_size(srv->source))
 			server_log(srv, PAGEIN_LOG_WARN, NULL, "working_set_mismatch",
-				   "working set %s was recorded on a %llu-byte snapshot, this one has %llu bytes",
+				   "working set %s was recorded on a %llu-byte snapshot, this one has %llu bytes: "
+				   "it may be another template's; record one on this snapshot (--record) if restores are slow",
 				   cfg->prefetch_path, (unsigned long long)ws.snapshot_size,
 				   (unsigned long long)pagein_source_size(srv->source));
 		srv->working_set = ws.offsets;
