@@ -322,7 +322,9 @@ enum pagein_on_failure {
 
 struct pagein_server_config {
 	const char *socket_path;   /* created; a stale socket file is replaced,
-				    * one a server listens on is refused */
+				    * one a server listens on is refused;
+				    * removed at the end only if it is still
+				    * the file created (same inode) */
 	const char *snapshot_path; /* default snapshot for every VM */
 	unsigned threads;          /* worker threads; 0 = one per CPU */
 	enum pagein_log_level log_level;

@@ -684,13 +684,17 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		goto fail;
 	srv->cfg.socket_path = srv->socket_path;
 	srv->cfg.snapshot_path = srv->snapshot_path;
+	if ((cfg->nallow_uids && !cfg->allow_uids) || (cfg->nallow_gids && !cfg->allow_gids)) {
+		r = pagein_fail(err, EINVAL, "nallow_uids or nallow_gids is set but its list is NULL: give the list or a count of 0");
+		goto fail;
+	}
 	if (cfg->nallow_uids) {
-		if (!cfg->allow_uids || !(srv->allow_uids = malloc(cfg->nallow_uids * sizeof(uint32_t))))
+		if (!(srv->allow_uids = malloc(cfg->nallow_uids * sizeof(uint32_t))))
 			goto fail;
 		memcpy(srv->allow_uids, cfg->allow_uids, cfg->nallow_uids * sizeof(uint32_t));
 	}
 	if (cfg->nallow_gids) {
-		if (!cfg->allow_gids || !(srv->allow_gids = malloc(cfg->nallow_gids * sizeof(uint32_t))))
+		if (!(srv->allow_gids = malloc(cfg->nallow_gids * sizeof(uint32_t))))
 			goto fail;
 		memcpy(srv->allow_gids, cfg->allow_gids, cfg->nallow_gids * sizeof(uint32_t));
 	}
