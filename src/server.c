@@ -331,16 +331,25 @@ static bool peer_allowed(struct pagein_server *srv, int fd, struct ucred *cr)
 	return ok;
 }
 
+/* log_allowed() for a condition met at accept, under accept_lock; *supp
+ * gets the lines held back, reported with this one. */
+static bool accept_log_allowed(struct pagein_server *srv, uint64_t *last_ns,
+			       uint64_t *suppressed, uint64_t *supp)
+{
+	pthread_mutex_lock(&srv->accept_lock);
+	bool log = log_allowed(last_ns, suppressed);
+	*supp = *suppressed;
+	if (log)
+		*suppressed = 0;
+	pthread_mutex_unlock(&srv->accept_lock);
+	return log;
+}
+
 static void refuse_peer(struct pagein_server *srv, int fd, const struct ucred *cr)
 {
 	close(fd);
-	pthread_mutex_lock(&srv->accept_lock);
-	bool log = log_allowed(&srv->refused_logged_ns, &srv->refused_suppressed);
-	uint64_t supp = srv->refused_suppressed;
-	if (log)
-		srv->refused_suppressed = 0;
-	pthread_mutex_unlock(&srv->accept_lock);
-	if (!log)
+	uint64_t supp;
+	if (!accept_log_allowed(srv, &srv->refused_logged_ns, &srv->refused_suppressed, &supp))
 		return;
 	struct json_object *f = held_fields(supp);
 	if (f) {
@@ -393,13 +402,8 @@ static void accept_some(struct pagein_server *srv)
 		pthread_mutex_unlock(&srv->conns.lock);
 		if (full) {
 			close(fd);
-			pthread_mutex_lock(&srv->accept_lock);
-			bool log = log_allowed(&srv->cap_logged_ns, &srv->cap_suppressed);
-			uint64_t supp = srv->cap_suppressed;
-			if (log)
-				srv->cap_suppressed = 0;
-			pthread_mutex_unlock(&srv->accept_lock);
-			if (log)
+			uint64_t supp;
+			if (accept_log_allowed(srv, &srv->cap_logged_ns, &srv->cap_suppressed, &supp))
 				server_log_fields(srv, PAGEIN_LOG_WARN, NULL, "refused_connection", held_fields(supp),
 					   "refused a connection: %u connections open (--max-connections; %" PRIu64 " more since the last line)",
 					   cap, supp);
