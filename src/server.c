@@ -306,11 +306,11 @@ static bool id_in(const uint32_t *list, size_t n, uint32_t id)
  * its credentials when it connected), nothing it sent. */
 static bool peer_allowed(struct pagein_server *srv, int fd, struct ucred *cr)
 {
+	if (!srv->cfg.nallow_uids && !srv->cfg.nallow_gids)
+		return true; /* no policy: whoever can open the socket */
 	socklen_t len = sizeof(*cr);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &len) < 0)
 		return false; /* cannot tell who it is: not served */
-	if (!srv->cfg.nallow_uids && !srv->cfg.nallow_gids)
-		return true;
 	if (id_in(srv->allow_uids, srv->cfg.nallow_uids, cr->uid) ||
 	    id_in(srv->allow_gids, srv->cfg.nallow_gids, cr->gid))
 		return true;
