@@ -322,7 +322,9 @@ enum pagein_on_failure {
 
 struct pagein_server_config {
 	const char *socket_path;   /* created; a stale socket file is replaced,
-				    * one a server listens on is refused */
+				    * one a server listens on is refused;
+				    * removed at the end only if it is still
+				    * the file created (same inode) */
 	const char *snapshot_path; /* default snapshot for every VM */
 	unsigned threads;          /* worker threads; 0 = one per CPU */
 	enum pagein_log_level log_level;
@@ -350,9 +352,25 @@ struct pagein_server_config {
 	 * none (fd 0 is stdin). socket_path may then be NULL, or must name
 	 * the socket's own path. pagein_server_free() closes the fd (if
 	 * pagein_server_new() fails, it is still the caller's); the server
-	 * never unlinks a socket file it did not create. Aligned to take
-	 * reserved[0] of earlier versions, so the size does not change. */
-	__attribute__((aligned(8))) int listen_fd;
+	 * never unlinks a socket file it did not create. */
+	int listen_fd;
+	/* The socket's permissions, set right after bind and before listen,
+	 * so no VMM ever connects while it has the umask's mode: socket_mode
+	 * if not 0 (e.g. 0660), and the owner and group if their _set flag is
+	 * true. Otherwise access control is whatever the umask gives. */
+	unsigned socket_mode;
+	bool socket_owner_set, socket_group_set;
+	uint32_t socket_owner, socket_group; /* uid, gid */
+	/* Peer policy, checked with SO_PEERCRED right after accept, before a
+	 * byte or fd is read from the peer: it is served if its uid is in
+	 * allow_uids or its gid (or one of its supplementary groups) is in
+	 * allow_gids. Both empty: every process that can open the socket.
+	 * A refused peer is closed and logged (rate-limited), never killed:
+	 * it handed over nothing. Copied. */
+	const uint32_t *allow_uids;
+	size_t nallow_uids;
+	const uint32_t *allow_gids;
+	size_t nallow_gids;
 	/* Keep last: new fields go above, taking words from here. */
 	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zero it */
 };

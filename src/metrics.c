@@ -458,7 +458,8 @@ int metrics_start(struct pagein_server *srv, const char *addr,
 	if (!strncmp(addr, "unix:", 5)) {
 		if (!addr[5])
 			return bad_addr(err, addr);
-		fd = server_listen_unix("--metrics unix:", addr + 5, err);
+		fd = server_listen_unix("--metrics unix:", addr + 5, NULL, &m->unix_dev,
+				       &m->unix_ino, err);
 		if (fd >= 0 && !(m->unix_path = strdup(addr + 5))) {
 			close(fd);
 			return -ENOMEM;
@@ -478,7 +479,7 @@ int metrics_start(struct pagein_server *srv, const char *addr,
 	if (!m->httpd) {
 		close(fd);
 		if (m->unix_path)
-			unlink(m->unix_path);
+			server_unlink_socket(m->unix_path, m->unix_dev, m->unix_ino);
 		return pagein_fail(err, EIO, "--metrics %s: the HTTP server (libmicrohttpd) did not start",
 				   addr);
 	}
@@ -493,5 +494,5 @@ void metrics_stop(struct pagein_server *srv)
 		m->httpd = NULL;
 	}
 	if (m->unix_path)
-		unlink(m->unix_path);
+		server_unlink_socket(m->unix_path, m->unix_dev, m->unix_ino);
 }

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "pagein.h"
 
@@ -27,7 +28,9 @@ struct MHD_Daemon;
 
 struct metrics {
 	struct MHD_Daemon *httpd;
-	char *unix_path; /* unix:PATH, removed at the end */
+	char *unix_path; /* unix:PATH, removed at the end if still ours */
+	dev_t unix_dev;   /* that socket file, as created */
+	ino_t unix_ino;
 	/* Held briefly by a worker when a session starts or ends, and by a
 	 * scrape while it reads the live sessions' counters (relaxed atomic
 	 * loads): never across I/O. */

@@ -58,6 +58,13 @@
 #define HANDSHAKE_BUDGET (16ull << 20)
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 #define DEFAULT_MAX_CONNECTIONS 1024u
+/* The smallest snapshot the daemon serves. No VM boots in less: a
+ * Firecracker guest has at least a few MiB (its kernel alone is more), and
+ * the test scripts use 4 MiB and up. What is smaller is nearly always
+ * the wrong file: the VM state file (some KiB) given for the memory file.
+ * 64 KiB stays far below any real guest yet above every such mistake.
+ * The library (pagein_source_open, sessions) has no such floor. */
+#define MIN_GUEST_BYTES (64u << 10)
 /* Connections accepted per wake-up of the listening socket. */
 #define ACCEPTS_PER_WAKE 16
 
@@ -289,6 +296,76 @@ static bool accept_paused_for_fds(int e)
 	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 }
 
+static bool id_in(const uint32_t *list, size_t n, uint32_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (list[i] == id)
+			return true;
+	return false;
+}
+
+/* --allow-uid / --allow-gid: true if the peer on fd may be served. Only
+ * the kernel's record of the peer is read (SO_PEERCRED, SO_PEERGROUPS:
+ * its credentials when it connected), nothing it sent. */
+static bool peer_allowed(struct pagein_server *srv, int fd, struct ucred *cr)
+{
+	if (!srv->cfg.nallow_uids && !srv->cfg.nallow_gids)
+		return true; /* no policy: whoever can open the socket */
+	socklen_t len = sizeof(*cr);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &len) < 0)
+		return false; /* cannot tell who it is: not served */
+	if (id_in(srv->allow_uids, srv->cfg.nallow_uids, cr->uid) ||
+	    id_in(srv->allow_gids, srv->cfg.nallow_gids, cr->gid))
+		return true;
+	if (!srv->cfg.nallow_gids)
+		return false;
+	/* Supplementary groups, as they were at connect(). */
+	gid_t small[64], *groups = small;
+	len = sizeof(small);
+	int r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+	if (r < 0 && errno == ERANGE && (groups = malloc(len)))
+		r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+	bool ok = false;
+	for (size_t i = 0; r == 0 && groups && i < len / sizeof(gid_t); i++)
+		if (id_in(srv->allow_gids, srv->cfg.nallow_gids, groups[i]))
+			ok = true;
+	if (groups != small)
+		free(groups);
+	return ok;
+}
+
+/* log_allowed() for a condition met at accept, under accept_lock; *supp
+ * gets the lines held back, reported with this one. */
+static bool accept_log_allowed(struct pagein_server *srv, uint64_t *last_ns,
+			       uint64_t *suppressed, uint64_t *supp)
+{
+	pthread_mutex_lock(&srv->accept_lock);
+	bool log = log_allowed(last_ns, suppressed);
+	*supp = *suppressed;
+	if (log)
+		*suppressed = 0;
+	pthread_mutex_unlock(&srv->accept_lock);
+	return log;
+}
+
+static void refuse_peer(struct pagein_server *srv, int fd, const struct ucred *cr)
+{
+	close(fd);
+	uint64_t supp;
+	if (!accept_log_allowed(srv, &srv->refused_logged_ns, &srv->refused_suppressed, &supp))
+		return;
+	struct json_object *f = held_fields(supp);
+	if (f) {
+		json_object_object_add(f, "peer_pid", json_object_new_int64(cr->pid));
+		json_object_object_add(f, "peer_uid", json_object_new_uint64(cr->uid));
+		json_object_object_add(f, "peer_gid", json_object_new_uint64(cr->gid));
+	}
+	server_log_fields(srv, PAGEIN_LOG_WARN, NULL, "refused_peer", f,
+			  "refused a connection from pid %d uid %u gid %u: not in --allow-uid/--allow-gid "
+			  "(closed, not killed; %" PRIu64 " more since the last line)",
+			  (int)cr->pid, (unsigned)cr->uid, (unsigned)cr->gid, supp);
+}
+
 static void accept_some_locked(struct pagein_server *srv)
 {
 	unsigned cap = srv->cfg.max_connections ? srv->cfg.max_connections
@@ -318,18 +395,18 @@ static void accept_some_locked(struct pagein_server *srv)
 				return; /* the tick re-arms the listening socket */
 			break;
 		}
+		struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+		if (!peer_allowed(srv, fd, &cr)) {
+			refuse_peer(srv, fd, &cr);
+			continue;
+		}
 		pthread_mutex_lock(&srv->conns.lock);
 		bool full = srv->conns.live >= cap;
 		pthread_mutex_unlock(&srv->conns.lock);
 		if (full) {
 			close(fd);
-			pthread_mutex_lock(&srv->accept_lock);
-			bool log = log_allowed(&srv->cap_logged_ns, &srv->cap_suppressed);
-			uint64_t supp = srv->cap_suppressed;
-			if (log)
-				srv->cap_suppressed = 0;
-			pthread_mutex_unlock(&srv->accept_lock);
-			if (log)
+			uint64_t supp;
+			if (accept_log_allowed(srv, &srv->cap_logged_ns, &srv->cap_suppressed, &supp))
 				server_log_fields(srv, PAGEIN_LOG_WARN, NULL, "refused_connection", held_fields(supp),
 					   "refused a connection: %u connections open (--max-connections; %" PRIu64 " more since the last line)",
 					   cap, supp);
@@ -554,7 +631,9 @@ static bool socket_is_live(const struct sockaddr_un *a)
 
 /* Listens on a Unix socket at path; `what` names it in messages ("--socket "
  * or "--metrics unix:"). Every refusal says what is wrong and what to do. */
-int server_listen_unix(const char *what, const char *path, struct pagein_error *err)
+int server_listen_unix(const char *what, const char *path,
+		       const struct pagein_server_config *perm,
+		       dev_t *dev, ino_t *ino, struct pagein_error *err)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
@@ -584,7 +663,7 @@ int server_listen_unix(const char *what, const char *path, struct pagein_error *
 	if (fd < 0)
 		return pagein_fail(err, errno, "cannot create a Unix socket: %s (raise the open-file limit if it is reached)",
 				   strerror(errno));
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0) {
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		int e = errno;
 		close(fd);
 		if (e == EACCES || e == EPERM)
@@ -599,6 +678,37 @@ int server_listen_unix(const char *what, const char *path, struct pagein_error *
 			return pagein_fail(err, e,
 					   "%s%s: another process created it meanwhile: stop it, or choose another path", what, path);
 		return pagein_fail(err, e, "cannot listen on %s%s: %s", what, path, strerror(e));
+	}
+	/* Bound, not yet listening: a connect() now is refused, so the mode,
+	 * owner and group below hold before any VMM can get in. The file's
+	 * identity is kept so that exit removes this file and no other. */
+	if (lstat(path, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return pagein_fail(err, e, "%s%s vanished right after it was created: %s (is another program cleaning that directory?)",
+				   what, path, strerror(e));
+	}
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	const char *step = NULL;
+	if (perm && perm->socket_mode && chmod(path, perm->socket_mode) < 0)
+		step = "set the mode of";
+	else if (perm && (perm->socket_owner_set || perm->socket_group_set) &&
+		 lchown(path, perm->socket_owner_set ? perm->socket_owner : (uid_t)-1,
+			perm->socket_group_set ? perm->socket_group : (gid_t)-1) < 0)
+		step = "change the owner or group of";
+	else if (listen(fd, 128) < 0)
+		step = "listen on";
+	if (step) {
+		int e = errno;
+		close(fd);
+		server_unlink_socket(path, *dev, *ino);
+		if (e == EPERM)
+			return pagein_fail(err, e,
+					   "cannot %s %s%s: operation not permitted: only root (or CAP_CHOWN) may give a socket "
+					   "to another user or to a group it is not in: run pagein as root or drop --socket-owner/--socket-group",
+					   step, what, path);
+		return pagein_fail(err, e, "cannot %s %s%s: %s", step, what, path, strerror(e));
 	}
 	return fd;
 }
@@ -635,6 +745,13 @@ static int check_inherited(int fd, const char *socket_path, char *path, size_t l
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
 		return pagein_fail(err, errno, "the inherited socket (fd %d): %s", fd, strerror(errno));
 	return 0;
+}
+
+void server_unlink_socket(const char *path, dev_t dev, ino_t ino)
+{
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
+		unlink(path);
 }
 
 /* --record must name one file per VM, in a directory that exists: said at
@@ -696,9 +813,33 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		goto fail;
 	srv->cfg.socket_path = srv->socket_path;
 	srv->cfg.snapshot_path = srv->snapshot_path;
+	if ((cfg->nallow_uids && !cfg->allow_uids) || (cfg->nallow_gids && !cfg->allow_gids)) {
+		r = pagein_fail(err, EINVAL, "nallow_uids or nallow_gids is set but its list is NULL: give the list or a count of 0");
+		goto fail;
+	}
+	if (cfg->nallow_uids) {
+		if (!(srv->allow_uids = malloc(cfg->nallow_uids * sizeof(uint32_t))))
+			goto fail;
+		memcpy(srv->allow_uids, cfg->allow_uids, cfg->nallow_uids * sizeof(uint32_t));
+	}
+	if (cfg->nallow_gids) {
+		if (!(srv->allow_gids = malloc(cfg->nallow_gids * sizeof(uint32_t))))
+			goto fail;
+		memcpy(srv->allow_gids, cfg->allow_gids, cfg->nallow_gids * sizeof(uint32_t));
+	}
+	srv->cfg.allow_uids = srv->allow_uids;
+	srv->cfg.allow_gids = srv->allow_gids;
 	r = pagein_source_open(cfg->snapshot_path, &srv->source, err);
 	if (r < 0)
 		goto fail;
+	if (pagein_source_size(srv->source) < MIN_GUEST_BYTES) {
+		r = pagein_fail(err, EINVAL,
+				"--snapshot %s holds %llu bytes, too small to be a VM's guest memory (at least %u KiB): "
+				"give the memory file the VMM wrote (Firecracker's mem_file_path), not the VM state file",
+				cfg->snapshot_path, (unsigned long long)pagein_source_size(srv->source),
+				MIN_GUEST_BYTES >> 10);
+		goto fail;
+	}
 	if (cfg->prefetch_path) {
 		struct workingset ws;
 		r = workingset_load(cfg->prefetch_path, &ws, err);
@@ -706,7 +847,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 			goto fail;
 		if (ws.snapshot_size != pagein_source_size(srv->source))
 			server_log(srv, PAGEIN_LOG_WARN, NULL, "working_set_mismatch",
-				   "working set %s was recorded on a %llu-byte snapshot, this one has %llu bytes",
+				   "working set %s was recorded on a %llu-byte snapshot, this one has %llu bytes: "
+				   "it may be another template's; record one on this snapshot (--record) if restores are slow",
 				   cfg->prefetch_path, (unsigned long long)ws.snapshot_size,
 				   (unsigned long long)pagein_source_size(srv->source));
 		srv->working_set = ws.offsets;
@@ -746,7 +888,8 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	};
 	timerfd_settime(srv->timer_fd, 0, &tick, NULL);
 	if (srv->listen_fd < 0) {
-		r = server_listen_unix("--socket ", cfg->socket_path, err);
+		r = server_listen_unix("--socket ", cfg->socket_path, cfg, &srv->sock_dev,
+				       &srv->sock_ino, err);
 		if (r < 0)
 			goto fail;
 		srv->listen_fd = r;
@@ -853,9 +996,11 @@ void pagein_server_free(struct pagein_server *srv)
 	if (srv->listen_fd >= 0)
 		close(srv->listen_fd);
 	/* A drain closed the fd but left the file until now; an inherited
-	 * socket's file belongs to whoever created it. */
+	 * socket's file belongs to whoever created it, and a file that is no
+	 * longer the one we created (same device and inode) is someone
+	 * else's. */
 	if (srv->own_socket)
-		unlink(srv->socket_path);
+		server_unlink_socket(srv->socket_path, srv->sock_dev, srv->sock_ino);
 	if (srv->drain_fd >= 0)
 		close(srv->drain_fd);
 	if (srv->epfd >= 0)
@@ -869,6 +1014,8 @@ void pagein_server_free(struct pagein_server *srv)
 	free(srv->workers);
 	free(srv->working_set);
 	free(srv->record_path);
+	free(srv->allow_uids);
+	free(srv->allow_gids);
 	free(srv->socket_path);
 	free(srv->snapshot_path);
 	free(srv);

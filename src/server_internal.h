@@ -90,6 +90,10 @@ struct pagein_server {
 	uint64_t accept_resume_ns;
 	uint64_t accept_err_logged_ns, accept_err_suppressed;
 	uint64_t cap_logged_ns, cap_suppressed;
+	uint64_t refused_logged_ns, refused_suppressed; /* --allow-uid/gid */
+	uint32_t *allow_uids, *allow_gids; /* copies of the config's */
+	dev_t sock_dev; /* the socket file created, unlinked at exit if still it */
+	ino_t sock_ino;
 	struct metrics metrics; /* --metrics: totals kept whether served or not */
 };
 
@@ -146,9 +150,17 @@ void server_end_conn(struct pagein_server *srv, struct conn *c,
 /* Starts watching the session's uffd and event fd, and the pidfd. */
 int server_watch_session(struct pagein_server *srv, struct conn *c);
 /* A listening Unix socket (non-blocking) at path; a stale socket file is
- * replaced, any other file refused. what prefixes the path in refusals
- * ("socket path "). The fd, or -errno with err filled. */
-int server_listen_unix(const char *what, const char *path, struct pagein_error *err);
+ * replaced, a live one or any other file refused. what prefixes the path
+ * in refusals ("--socket "). perm (may be NULL): its socket_mode and
+ * owner/group are applied after bind, before listen. *dev and *ino get
+ * the socket file created, for server_unlink_socket. The fd, or -errno
+ * with err filled. */
+int server_listen_unix(const char *what, const char *path,
+		       const struct pagein_server_config *perm,
+		       dev_t *dev, ino_t *ino, struct pagein_error *err);
+/* Removes the socket file at path only if it is still the one created
+ * (dev, ino): a file someone put there since is left alone. */
+void server_unlink_socket(const char *path, dev_t dev, ino_t ino);
 /* Charges handshake bytes to the daemon-wide budget; false if over. */
 bool server_charge_handshake(struct pagein_server *srv, struct conn *c, size_t n);
 

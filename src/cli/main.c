@@ -3,11 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +66,8 @@ static void serve_usage(FILE *f)
 		"  --snapshot FILE     memory snapshot served to every VM (required)\n"
 		"  --socket PATH       Unix socket to create (required unless a socket\n"
 		"                      is inherited, see below; a stale socket file is\n"
-		"                      replaced, a live one is refused)\n"
+		"                      replaced, a live one is refused; removed at exit\n"
+		"                      only if it is still the file created)\n"
 		"  --threads N         worker threads (default: one per CPU)\n"
 		"  --log-level L       error|warn|info|debug (default info)\n"
 		"  --log-format F      text|json (default text): json writes one object\n"
@@ -101,6 +105,20 @@ static void serve_usage(FILE *f)
 		"                      it (after logrotate has renamed it)\n"
 		"  --drain-timeout S   on SIGTERM, wait up to S seconds for open sessions\n"
 		"                      to end (default %.0f; 0 = stop at once)\n"
+		"  --socket-mode MODE  octal mode of the socket (e.g. 0660), set before\n"
+		"                      it listens (default: what the umask gives)\n"
+		"  --socket-owner USER\n"
+		"                      user name or uid to give the socket to (root only)\n"
+		"  --socket-group GROUP\n"
+		"                      group name or gid to give the socket to\n"
+		"  --allow-uid LIST    serve only peers with one of these uids (comma-\n"
+		"                      separated numbers or user names), checked with\n"
+		"                      SO_PEERCRED before anything is read from them\n"
+		"  --allow-gid LIST    serve only peers with one of these groups (primary\n"
+		"                      or supplementary); with --allow-uid, either\n"
+		"                      matching allows; others are closed and logged\n"
+		"                      (refused_peer), never killed. Default: everyone\n"
+		"                      who can open the socket\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Log lines go to stderr (or --log-file), one per event, prefixed with\n"
@@ -277,6 +295,74 @@ static void send_status(struct sig_ctx *x)
 
 /* Signals, and (with NOTIFY_SOCKET) a STATUS= line every second. The
  * thread is cancelled only while it waits. */
+/* A user (group) as a name or a number: the id, or -1 with the error
+ * printed, naming the option. */
+static int parse_id(const char *opt, const char *s, bool group, uint32_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(s, &end, 10);
+	if (*s && !*end && *s != '-') {
+		if (errno || n >= UINT32_MAX) {
+			fprintf(stderr, "pagein serve: %s %s: that %s is out of range: give a %s name or a number below 4294967295\n",
+				opt, s, group ? "gid" : "uid", group ? "group" : "user");
+			return -1;
+		}
+		*out = (uint32_t)n;
+		return 0;
+	}
+	if (group) {
+		struct group *g = *s ? getgrnam(s) : NULL;
+		if (g) {
+			*out = g->gr_gid;
+			return 0;
+		}
+	} else {
+		struct passwd *pw = *s ? getpwnam(s) : NULL;
+		if (pw) {
+			*out = pw->pw_uid;
+			return 0;
+		}
+	}
+	fprintf(stderr, "pagein serve: %s %s: no such %s on this host: give an existing %s name (see %s) or a numeric %s\n",
+		opt, s, group ? "group" : "user", group ? "group" : "user",
+		group ? "getent group" : "getent passwd", group ? "gid" : "uid");
+	return -1;
+}
+
+/* "0,1000,alice": a comma-separated list of ids, appended to *list. */
+static int parse_id_list(const char *opt, const char *arg, bool group,
+			 uint32_t **list, size_t *n)
+{
+	char *copy = strdup(arg);
+	if (!copy)
+		return -1;
+	int r = 0;
+	char *save = NULL;
+	bool any = false;
+	for (char *tok = strtok_r(copy, ",", &save); tok && r == 0;
+	     tok = strtok_r(NULL, ",", &save)) {
+		uint32_t id;
+		uint32_t *l = NULL;
+		if ((r = parse_id(opt, tok, group, &id)) < 0)
+			break;
+		if (!(l = realloc(*list, (*n + 1) * sizeof(*l)))) {
+			r = -1;
+			break;
+		}
+		*list = l;
+		(*list)[(*n)++] = id;
+		any = true;
+	}
+	if (r == 0 && !any) {
+		fprintf(stderr, "pagein serve: %s '%s': the list is empty: give %s names or numbers separated by commas\n",
+			opt, arg, group ? "group" : "user");
+		r = -1;
+	}
+	free(copy);
+	return r;
+}
+
 static void *signal_thread(void *arg)
 {
 	struct sig_ctx *x = arg;
@@ -329,6 +415,8 @@ static int cmd_serve(int argc, char **argv)
 		.populate = PAGEIN_POPULATE_BACKGROUND,
 	};
 	static enum pagein_log_format log_format;
+	/* --allow-uid/--allow-gid; the server copies them. Freed at exit. */
+	static uint32_t *allow_uids, *allow_gids;
 	cfg.log_opaque = &log_format;
 	static const struct option opts[] = {
 		{"snapshot", required_argument, NULL, 's'},
@@ -345,8 +433,13 @@ static int cmd_serve(int argc, char **argv)
 		{"handshake-timeout", required_argument, NULL, 'T'},
 		{"max-connections", required_argument, NULL, 'm'},
 		{"metrics", required_argument, NULL, 'M'},
-		{"log-file", required_argument, NULL, 'O'},
+		{"log-file", required_argument, NULL, 'W'},
 		{"drain-timeout", required_argument, NULL, 'D'},
+		{"socket-mode", required_argument, NULL, 'o'},
+		{"socket-owner", required_argument, NULL, 'O'},
+		{"socket-group", required_argument, NULL, 'g'},
+		{"allow-uid", required_argument, NULL, 'u'},
+		{"allow-gid", required_argument, NULL, 'G'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -454,7 +547,7 @@ static int cmd_serve(int argc, char **argv)
 		case 'M':
 			cfg.metrics_addr = optarg;
 			break;
-		case 'O':
+		case 'W':
 			log_path = optarg;
 			break;
 		case 'D':
@@ -463,6 +556,35 @@ static int cmd_serve(int argc, char **argv)
 				fprintf(stderr, "pagein serve: --drain-timeout %s: expected seconds from 0 to 86400\n", optarg);
 				return 2;
 			}
+			break;
+		case 'o': {
+			long n = strtol(optarg, &end, 8);
+			if (!*optarg || *end || n < 1 || n > 0777) {
+				fprintf(stderr, "pagein serve: --socket-mode %s: expected an octal mode from 0001 to 0777, e.g. 0660\n", optarg);
+				return 2;
+			}
+			cfg.socket_mode = (unsigned)n;
+			break;
+		}
+		case 'O':
+			if (parse_id("--socket-owner", optarg, false, &cfg.socket_owner) < 0)
+				return 2;
+			cfg.socket_owner_set = true;
+			break;
+		case 'g':
+			if (parse_id("--socket-group", optarg, true, &cfg.socket_group) < 0)
+				return 2;
+			cfg.socket_group_set = true;
+			break;
+		case 'u':
+			if (parse_id_list("--allow-uid", optarg, false, &allow_uids, &cfg.nallow_uids) < 0)
+				return 2;
+			cfg.allow_uids = allow_uids;
+			break;
+		case 'G':
+			if (parse_id_list("--allow-gid", optarg, true, &allow_gids, &cfg.nallow_gids) < 0)
+				return 2;
+			cfg.allow_gids = allow_gids;
 			break;
 		case 'h':
 			serve_usage(stdout);
