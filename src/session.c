@@ -120,13 +120,9 @@ static bool is_memory_fd(int fd, bool allow_hugetlb)
 		return false;
 	if (fs.f_type == TMPFS_MAGIC || (allow_hugetlb && fs.f_type == HUGETLBFS_MAGIC))
 		return true;
-	char path[64], link[64];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return false;
-	link[n] = '\0';
-	return strstr(link, "anon_inode:") == link && strstr(link, "gmem");
+	char link[64];
+	return fd_link_name(fd, link, sizeof(link)) &&
+	       strstr(link, "anon_inode:") == link && strstr(link, "gmem");
 }
 
 static int check_mem_fd(const struct pagein_session_config *cfg,

@@ -70,15 +70,22 @@ int uffd_wake(int uffd, uint64_t start, uint64_t len)
 	return ioctl(uffd, UFFDIO_WAKE, &rg) < 0 ? -errno : 0;
 }
 
-bool uffd_fd_is_userfaultfd(int fd)
+bool fd_link_name(int fd, char *buf, size_t len)
 {
-	char path[64], link[64];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	ssize_t n = readlink(path, buf, len - 1);
 	if (n < 0)
 		return false;
-	link[n] = '\0';
-	return strcmp(link, "anon_inode:[userfaultfd]") == 0;
+	buf[n] = '\0';
+	return true;
+}
+
+bool uffd_fd_is_userfaultfd(int fd)
+{
+	char link[64];
+	return fd_link_name(fd, link, sizeof(link)) &&
+	       strcmp(link, "anon_inode:[userfaultfd]") == 0;
 }
 
 enum uffd_outcome uffd_classify(int ret)

@@ -7,6 +7,7 @@
 #define PAGEIN_UFFD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "uffd_compat.h"
@@ -20,6 +21,10 @@ int uffd_continue(int uffd, uint64_t dst, uint64_t len, bool wake,
 int uffd_poison(int uffd, uint64_t dst, uint64_t len, bool wake,
 		uint64_t *done);
 int uffd_wake(int uffd, uint64_t start, uint64_t len);
+
+/* What /proc/self/fd/N says fd is ("anon_inode:[userfaultfd]", a path...);
+ * false if it cannot be read. */
+bool fd_link_name(int fd, char *buf, size_t len);
 
 /* True if fd is a userfaultfd (its /proc/self/fd link says so). */
 bool uffd_fd_is_userfaultfd(int fd);
