@@ -99,8 +99,8 @@ static const char *human(uint64_t v, char *buf, size_t len)
  * 5% of the image, whichever comes first (at most 4 a second), so that a
  * log shows it moving. */
 struct progress {
-	bool on;           /* stderr is a terminal: draw the bar */
-	bool lines;        /* not a terminal: print periodic lines */
+	bool on;           /* stdout and stderr are terminals: draw the bar */
+	bool lines;        /* otherwise: print periodic lines (to stderr) */
 	const char *what;
 	double start, last;
 	uint64_t last_done;
@@ -109,7 +109,9 @@ struct progress {
 
 static void progress_init(struct progress *p, const char *what, bool lines)
 {
-	p->on = isatty(STDERR_FILENO);
+	/* Interactive only when both are terminals: with stdout going to a
+	 * file or a pipe (a script, CI) the run leaves periodic lines. */
+	p->on = isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
 	p->lines = lines && !p->on;
 	p->what = what;
 	p->start = now_s();
