@@ -26,7 +26,5 @@ int guarded_zero(void *dst, size_t len);
 int guarded_is_zero(const void *p, size_t len, bool *zero);
 /* Atomic AND (release), for a bit in a shared bitmap. */
 int guarded_and64(_Atomic uint64_t *word, uint64_t mask);
-/* Atomic load (acquire). */
-int guarded_load64(_Atomic uint64_t *word, uint64_t *out);
 
 #endif
