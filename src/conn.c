@@ -36,13 +36,6 @@
 /* Handshake reads per wake-up (16 KiB each). */
 #define READS_PER_WAKE 4
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* The VMM process, pinned now: its exit makes the pidfd readable, and a
  * kill through it can never hit a recycled pid. SO_PEERPIDFD (6.5+) names
  * the process that connected; pidfd_open of the SO_PEERCRED pid is the
@@ -79,7 +72,7 @@ struct conn *conn_new(struct pagein_server *srv, int sock)
 	socklen_t len = sizeof(cr);
 	c->pid = getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 ? cr.pid : 0;
 	c->pidfd = pin_peer(sock, c->pid);
-	c->accepted_ns = mono_ns();
+	c->accepted_ns = now_ns();
 	c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
 	snprintf(c->name, sizeof(c->name), "vm%u pid %d", c->id, (int)c->pid);
 	return c;
@@ -236,7 +229,7 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 	pagein_session_stop(c->session);
 	/* Lines the rate limit held back and no later line reported. */
 	pthread_mutex_lock(&c->event_lock);
-	uint64_t held[2] = {c->event_held[0], c->event_held[1]};
+	uint64_t held[2] = {c->event_log[0].held, c->event_log[1].held};
 	pthread_mutex_unlock(&c->event_lock);
 	if (held[0] || held[1]) {
 		struct json_object *h = json_object_new_object();
@@ -313,16 +306,9 @@ static void on_session_event(void *opaque, const struct pagein_event *ev)
 	unsigned k = ev->kind == PAGEIN_EVENT_POISONED ? 0 : 1;
 	if (ev->kind == PAGEIN_EVENT_CORRUPT_CHUNK)
 		metrics_corrupt_chunk(c->srv);
-	uint64_t now = mono_ns(), held;
+	uint64_t held;
 	pthread_mutex_lock(&c->event_lock);
-	bool log = !c->event_logged_ns[k] || now - c->event_logged_ns[k] >= EVENT_LOG_INTERVAL_NS;
-	held = c->event_held[k];
-	if (log) {
-		c->event_logged_ns[k] = now;
-		c->event_held[k] = 0;
-	} else {
-		c->event_held[k]++;
-	}
+	bool log = rate_limit_pass(&c->event_log[k], EVENT_LOG_INTERVAL_NS, &held);
 	pthread_mutex_unlock(&c->event_lock);
 	if (!log)
 		return;

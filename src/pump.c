@@ -359,8 +359,12 @@ void session_drain(struct pagein_session *s)
 	pump_read_events(s, true, &err);
 	s->test_after_read = hook;
 	struct fault_queue *q = &s->queue;
-	for (; q->head < q->tail; q->head++)
-		uffd_wake(s->uffd, q->msg[q->head].arg.pagefault.address & ~4095ull, 4096);
+	for (; q->head < q->tail; q->head++) {
+		uint64_t addr = q->msg[q->head].arg.pagefault.address;
+		struct region *rg = session_region_by_addr(s, addr);
+		uint64_t ps = rg ? rg->r.page_size : 4096; /* a whole huge page */
+		uffd_wake(s->uffd, addr & ~(ps - 1), ps);
+	}
 	q->head = q->tail = 0;
 	pump_release(s, true);
 }

@@ -73,13 +73,6 @@ static uint64_t tag_of(const struct conn *c, enum watch_kind k)
 	return ((uint64_t)c->slot << 32) | ((uint64_t)(c->gen & GEN_MASK) << 2) | k;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* "2026-12-02T02:34:50.123Z" */
 static void utc_now(char *buf, size_t len)
 {
@@ -159,16 +152,17 @@ static struct json_object *held_fields(uint64_t n)
 	return f;
 }
 
-/* True if a repeating condition may be logged now; *suppressed counts the
- * lines held back since (reported with the next one). Caller holds a lock. */
-static bool log_allowed(uint64_t *last_ns, uint64_t *suppressed)
+bool rate_limit_pass(struct rate_limit *r, uint64_t interval_ns, uint64_t *held)
 {
-	uint64_t now = mono_ns();
-	if (*last_ns && now - *last_ns < LOG_INTERVAL_NS) {
-		(*suppressed)++;
+	uint64_t now = now_ns();
+	if (r->last_ns && now - r->last_ns < interval_ns) {
+		r->held++;
+		*held = r->held;
 		return false;
 	}
-	*last_ns = now;
+	r->last_ns = now;
+	*held = r->held;
+	r->held = 0;
 	return true;
 }
 
@@ -334,16 +328,12 @@ static bool peer_allowed(struct pagein_server *srv, int fd, struct ucred *cr)
 	return ok;
 }
 
-/* log_allowed() for a condition met at accept, under accept_lock; *supp
- * gets the lines held back, reported with this one. */
-static bool accept_log_allowed(struct pagein_server *srv, uint64_t *last_ns,
-			       uint64_t *suppressed, uint64_t *supp)
+/* rate_limit_pass() for a condition met at accept, under accept_lock. */
+static bool accept_log_allowed(struct pagein_server *srv, struct rate_limit *r,
+			       uint64_t *supp)
 {
 	pthread_mutex_lock(&srv->accept_lock);
-	bool log = log_allowed(last_ns, suppressed);
-	*supp = *suppressed;
-	if (log)
-		*suppressed = 0;
+	bool log = rate_limit_pass(r, LOG_INTERVAL_NS, supp);
 	pthread_mutex_unlock(&srv->accept_lock);
 	return log;
 }
@@ -352,7 +342,7 @@ static void refuse_peer(struct pagein_server *srv, int fd, const struct ucred *c
 {
 	close(fd);
 	uint64_t supp;
-	if (!accept_log_allowed(srv, &srv->refused_logged_ns, &srv->refused_suppressed, &supp))
+	if (!accept_log_allowed(srv, &srv->refused_log, &supp))
 		return;
 	struct json_object *f = held_fields(supp);
 	if (f) {
@@ -379,12 +369,10 @@ static void accept_some_locked(struct pagein_server *srv)
 			if (e == EAGAIN)
 				break;
 			pthread_mutex_lock(&srv->accept_lock);
-			bool log = log_allowed(&srv->accept_err_logged_ns, &srv->accept_err_suppressed);
-			uint64_t supp = srv->accept_err_suppressed;
-			if (log)
-				srv->accept_err_suppressed = 0;
+			uint64_t supp;
+			bool log = rate_limit_pass(&srv->accept_err_log, LOG_INTERVAL_NS, &supp);
 			if (accept_paused_for_fds(e))
-				srv->accept_resume_ns = mono_ns() + ACCEPT_BACKOFF_NS;
+				srv->accept_resume_ns = now_ns() + ACCEPT_BACKOFF_NS;
 			pthread_mutex_unlock(&srv->accept_lock);
 			if (log)
 				server_log_fields(srv, PAGEIN_LOG_ERROR, NULL, "accept_error", held_fields(supp),
@@ -406,7 +394,7 @@ static void accept_some_locked(struct pagein_server *srv)
 		if (full) {
 			close(fd);
 			uint64_t supp;
-			if (accept_log_allowed(srv, &srv->cap_logged_ns, &srv->cap_suppressed, &supp))
+			if (accept_log_allowed(srv, &srv->cap_log, &supp))
 				server_log_fields(srv, PAGEIN_LOG_WARN, NULL, "refused_connection", held_fields(supp),
 					   "refused a connection: %u connections open (--max-connections; %" PRIu64 " more since the last line)",
 					   cap, supp);
@@ -461,7 +449,7 @@ static void drain_check(struct pagein_server *srv)
 		return;
 	unsigned n = live_conns(srv);
 	pthread_mutex_lock(&srv->accept_lock);
-	bool late = mono_ns() >= srv->drain_deadline_ns;
+	bool late = now_ns() >= srv->drain_deadline_ns;
 	pthread_mutex_unlock(&srv->accept_lock);
 	if (n && !late)
 		return;
@@ -494,7 +482,7 @@ static void on_drain(struct pagein_server *srv)
 	pthread_mutex_unlock(&srv->listen_lock);
 	pthread_mutex_lock(&srv->accept_lock);
 	srv->accept_resume_ns = 0;
-	srv->drain_deadline_ns = mono_ns() + (uint64_t)ms * 1000000ull;
+	srv->drain_deadline_ns = now_ns() + (uint64_t)ms * 1000000ull;
 	pthread_mutex_unlock(&srv->accept_lock);
 	unsigned n = live_conns(srv);
 	server_log(srv, PAGEIN_LOG_INFO, NULL, "draining",
@@ -511,7 +499,7 @@ static void on_tick(struct pagein_server *srv)
 	uint64_t expirations;
 	ssize_t n = read(srv->timer_fd, &expirations, sizeof(expirations));
 	(void)n;
-	uint64_t now = mono_ns();
+	uint64_t now = now_ns();
 	uint64_t limit = (uint64_t)(srv->cfg.handshake_timeout_ms ? srv->cfg.handshake_timeout_ms
 					       : DEFAULT_HANDSHAKE_TIMEOUT_MS) * 1000000ull;
 	struct conn_table *t = &srv->conns;

@@ -16,6 +16,18 @@ struct json_decoder;
 
 enum conn_state { CONN_HANDSHAKE, CONN_SESSION };
 
+/* A log line for a condition that repeats: at most one per interval, the
+ * next one saying how many were held back. The caller holds a lock. */
+struct rate_limit {
+	uint64_t last_ns; /* when the last line went out (0: never) */
+	uint64_t held;    /* lines held back since */
+};
+/* True if a line may go out now; *held gets the count it must report. */
+bool rate_limit_pass(struct rate_limit *r, uint64_t interval_ns, uint64_t *held);
+
+/* CLOCK_MONOTONIC in ns (session.c). */
+uint64_t now_ns(void);
+
 /* One VMM connection; becomes a session once its handshake is accepted.
  * Several workers may handle its fds at once (socket, uffd, pidfd, the
  * session's event fd); the session is thread-safe, the socket side is
@@ -50,7 +62,7 @@ struct conn {
 	/* Event lines, rate-limited per kind: when the last was logged and
 	 * how many were held back since. */
 	pthread_mutex_t event_lock;
-	uint64_t event_logged_ns[2], event_held[2];
+	struct rate_limit event_log[2];
 	_Atomic(struct pagein_session *) published; /* for reports from other threads */
 };
 
@@ -88,9 +100,8 @@ struct pagein_server {
 	 * is left out of epoll until this time (the timer puts it back). */
 	pthread_mutex_t accept_lock;
 	uint64_t accept_resume_ns;
-	uint64_t accept_err_logged_ns, accept_err_suppressed;
-	uint64_t cap_logged_ns, cap_suppressed;
-	uint64_t refused_logged_ns, refused_suppressed; /* --allow-uid/gid */
+	struct rate_limit accept_err_log, cap_log;
+	struct rate_limit refused_log; /* --allow-uid/gid */
 	uint32_t *allow_uids, *allow_gids; /* copies of the config's */
 	dev_t sock_dev; /* the socket file created, unlinked at exit if still it */
 	ino_t sock_ino;
