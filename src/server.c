@@ -471,8 +471,13 @@ static void on_drain(struct pagein_server *srv)
 	uint64_t v;
 	ssize_t r = read(srv->drain_fd, &v, sizeof(v));
 	(void)r;
-	atomic_store(&srv->draining, true);
 	unsigned ms = atomic_load(&srv->drain_timeout_ms);
+	/* The deadline before the flag: a tick or a session end on another
+	 * worker runs drain_check() as soon as it sees the flag. */
+	pthread_mutex_lock(&srv->accept_lock);
+	srv->drain_deadline_ns = now_ns() + (uint64_t)ms * 1000000ull;
+	pthread_mutex_unlock(&srv->accept_lock);
+	atomic_store(&srv->draining, true);
 	pthread_mutex_lock(&srv->listen_lock);
 	if (srv->listen_fd >= 0) {
 		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
@@ -482,7 +487,6 @@ static void on_drain(struct pagein_server *srv)
 	pthread_mutex_unlock(&srv->listen_lock);
 	pthread_mutex_lock(&srv->accept_lock);
 	srv->accept_resume_ns = 0;
-	srv->drain_deadline_ns = now_ns() + (uint64_t)ms * 1000000ull;
 	pthread_mutex_unlock(&srv->accept_lock);
 	unsigned n = live_conns(srv);
 	server_log(srv, PAGEIN_LOG_INFO, NULL, "draining",

@@ -1,0 +1,40 @@
+/* s3.h - s3://BUCKET/KEY sources: where the object is and how a GET of it
+ * is signed (AWS Signature Version 4). The remote source (source_http.c)
+ * calls these; it knows nothing about AWS beyond them. */
+#ifndef PAGEIN_S3_H
+#define PAGEIN_S3_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "pagein.h"
+
+struct s3_target;
+
+/* True when url starts with "s3://". */
+int s3_is_url(const char *url);
+
+/* Resolves s3://BUCKET/KEY into an https (or the endpoint's scheme) URL
+ * and loads credentials from the standard places (AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION,
+ * AWS_PROFILE and the shared credentials file). endpoint: NULL for AWS
+ * (virtual-hosted style), else a base URL such as http://127.0.0.1:4568
+ * (path-style addressing). Fails with a message naming what is missing. */
+int s3_target_open(const char *s3url, const char *endpoint,
+		   struct s3_target **out, struct pagein_error *err);
+void s3_target_free(struct s3_target *t);
+
+/* The plain URL to GET (no query string added). Owned by t. */
+const char *s3_target_url(const struct s3_target *t);
+
+/* Signed request headers for one GET of s3_target_url(t), with the given
+ * Range header value (NULL for none), at time `now`. Returns a
+ * NULL-terminated, malloc'ed array of malloc'ed "Name: value" strings
+ * (Authorization, x-amz-date, x-amz-content-sha256, x-amz-security-token
+ * when a session token is set, and Range) in *headers; free with
+ * s3_headers_free(). Returns 0 or -errno. */
+int s3_sign_get(const struct s3_target *t, const char *range, time_t now,
+		char ***headers);
+void s3_headers_free(char **headers);
+
+#endif
