@@ -371,11 +371,38 @@ struct pagein_server_config {
 	size_t nallow_uids;
 	const uint32_t *allow_gids;
 	size_t nallow_gids;
+	/* One Prometheus endpoint shared by several servers in one process
+	 * (pagein_metrics_new()): the server registers with it and its
+	 * series carry its socket as a label. Alternative to metrics_addr
+	 * (which gives this server an endpoint of its own); not both. */
+	struct pagein_metrics *metrics;
 	/* Keep last: new fields go above, taking words from here. */
 	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zero it */
 };
 
 struct pagein_server;
+
+/* A Prometheus endpoint (GET /metrics on "HOST:PORT" or "unix:PATH", on
+ * a thread of its own) for every server given it in their config. Free it
+ * after every server that uses it. */
+struct pagein_metrics;
+int pagein_metrics_new(const char *addr, struct pagein_metrics **out,
+		       struct pagein_error *err);
+void pagein_metrics_free(struct pagein_metrics *m);
+
+/* A server's totals: what its sessions did, ended and open. */
+struct pagein_server_totals {
+	uint64_t connections;      /* accepted */
+	uint64_t sessions_started, sessions_failed, sessions_open;
+	uint64_t pages_present, pages_total; /* of the open sessions */
+	struct pagein_stats all;   /* ended + open sessions, summed */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zeroed by the library */
+};
+void pagein_server_totals(struct pagein_server *srv, struct pagein_server_totals *out);
+/* The socket path the server listens on (NULL for an inherited socket
+ * given without a path) and the snapshot it serves. */
+const char *pagein_server_socket(const struct pagein_server *srv);
+const char *pagein_server_snapshot(const struct pagein_server *srv);
 
 int pagein_server_new(const struct pagein_server_config *cfg,
 		      struct pagein_server **out, struct pagein_error *err);

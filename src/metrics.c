@@ -48,9 +48,22 @@ void metrics_init(struct metrics *m)
 void metrics_fini(struct metrics *m)
 {
 	free(m->live);
-	free(m->unix_path);
 	pthread_mutex_destroy(&m->lock);
 }
+
+/* One endpoint, the servers registered with it. */
+struct pagein_metrics {
+	struct MHD_Daemon *httpd;
+	char *unix_path; /* unix:PATH, removed at the end if still ours */
+	dev_t unix_dev;  /* that socket file, as created */
+	ino_t unix_ino;
+	/* Held by a scrape for all of its work (in memory, no I/O) and by a
+	 * server registering or leaving: a server is never read after
+	 * metrics_stop() returns. */
+	pthread_mutex_t lock;
+	struct pagein_server **srv;
+	size_t n, cap;
+};
 
 /* ---- hooks ------------------------------------------------------------ */
 
@@ -145,6 +158,7 @@ void metrics_corrupt_chunk(struct pagein_server *srv)
 
 struct vm_series {
 	unsigned id;
+	const char *socket; /* its server's; valid while the scrape holds the lock */
 	struct pagein_stats st;
 };
 
@@ -156,6 +170,9 @@ struct snapshot {
 	uint64_t open_sessions, open_connections, present, total;
 	struct vm_series vm[METRICS_MAX_SESSION_SERIES];
 	size_t nvm, unlabelled;
+	uint64_t corrupt_chunks;
+	struct source_pagein_stats cache; /* summed over pagein-format sources */
+	bool any_pagein;
 };
 
 static uint64_t filled_of(const struct pagein_stats *st)
@@ -164,18 +181,20 @@ static uint64_t filled_of(const struct pagein_stats *st)
 	       st->filled_background + st->filled_request;
 }
 
+/* Adds one server's figures to s (zeroed by the caller). */
 static void take_snapshot(struct pagein_server *srv, struct snapshot *s)
 {
 	struct metrics *m = &srv->metrics;
-	memset(s, 0, sizeof(*s));
+	const char *sock = srv->socket_path ? srv->socket_path : "inherited";
 	pthread_mutex_lock(&m->lock);
-	s->connections = m->connections;
-	s->sessions_started = m->sessions_started;
-	s->sessions_failed = m->sessions_failed;
-	memcpy(s->ended, m->ended, sizeof(s->ended));
-	s->all = m->done;
-	s->latency = m->done_latency;
-	s->open_sessions = m->nlive;
+	s->connections += m->connections;
+	s->sessions_started += m->sessions_started;
+	s->sessions_failed += m->sessions_failed;
+	for (int i = 0; i < METRICS_END_CAUSES; i++)
+		s->ended[i] += m->ended[i];
+	add_stats(&s->all, &m->done);
+	add_latency(&s->latency, &m->done_latency);
+	s->open_sessions += m->nlive;
 	for (size_t i = 0; i < m->nlive; i++) {
 		struct conn *c = m->live[i];
 		struct pagein_stats st;
@@ -184,14 +203,63 @@ static void take_snapshot(struct pagein_server *srv, struct snapshot *s)
 		s->present += f < st.pages_total ? f : st.pages_total;
 		s->total += st.pages_total;
 		if (s->nvm < METRICS_MAX_SESSION_SERIES)
-			s->vm[s->nvm++] = (struct vm_series){.id = c->id, .st = st};
+			s->vm[s->nvm++] = (struct vm_series){.id = c->id, .socket = sock, .st = st};
 		else
 			s->unlabelled++;
 	}
 	pthread_mutex_unlock(&m->lock);
+	s->corrupt_chunks += atomic_load_explicit(&m->corrupt_chunks, memory_order_relaxed);
 	pthread_mutex_lock(&srv->conns.lock);
-	s->open_connections = srv->conns.live;
+	s->open_connections += srv->conns.live;
 	pthread_mutex_unlock(&srv->conns.lock);
+	if (source_is_pagein(srv->source)) {
+		struct source_pagein_stats cs;
+		source_pagein_stats(srv->source, &cs);
+		s->cache.hits += cs.hits;
+		s->cache.misses += cs.misses;
+		s->cache.evictions += cs.evictions;
+		s->cache.cached_bytes += cs.cached_bytes;
+		s->cache.cache_limit += cs.cache_limit;
+		s->any_pagein = true;
+	}
+}
+
+void pagein_server_totals(struct pagein_server *srv, struct pagein_server_totals *out)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+	memset(out, 0, sizeof(*out));
+	if (!s)
+		return;
+	take_snapshot(srv, s);
+	out->connections = s->connections;
+	out->sessions_started = s->sessions_started;
+	out->sessions_failed = s->sessions_failed;
+	out->sessions_open = s->open_sessions;
+	out->pages_present = s->present;
+	out->pages_total = s->total;
+	out->all = s->all;
+	free(s);
+}
+
+/* A label value: backslash, double quote and newline escaped. */
+static void label_value(FILE *f, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			fputc('\\', f);
+		if (*v == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*v, f);
+	}
+}
+
+/* name{vm="vmN",socket="PATH"} */
+static void vm_series_name(FILE *f, const char *name, const struct vm_series *v)
+{
+	fprintf(f, "%s{vm=\"vm%u\",socket=\"", name, v->id);
+	label_value(f, v->socket);
+	fputs("\"} ", f);
 }
 
 static void head(FILE *f, const char *name, const char *type, const char *help)
@@ -222,18 +290,22 @@ static void labelled(FILE *f, const char *name, const char *type, const char *he
 #define ROWS(a) (a), sizeof(a) / sizeof((a)[0])
 
 /* The exposition text (malloc'd), or NULL. */
-static char *render(struct pagein_server *srv, size_t *len)
+static char *render(struct pagein_metrics *pm, size_t *len)
 {
-	struct snapshot *s = malloc(sizeof(*s));
+	struct snapshot *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
-	take_snapshot(srv, s);
 	char *buf = NULL;
 	FILE *f = open_memstream(&buf, len);
 	if (!f) {
 		free(s);
 		return NULL;
 	}
+	/* The lock for the whole scrape: the per-VM series name their
+	 * server's socket, which lives until the server leaves. */
+	pthread_mutex_lock(&pm->lock);
+	for (size_t i = 0; i < pm->n; i++)
+		take_snapshot(pm->srv[i], s);
 	const struct pagein_stats *a = &s->all;
 	one(f, "pagein_connections_accepted_total", "counter",
 	    "VMM connections accepted.", s->connections);
@@ -288,7 +360,7 @@ static char *render(struct pagein_server *srv, size_t *len)
 	    "Pages the snapshot could not give (poisoned, --on-corrupt poison).", a->pages_poisoned);
 	one(f, "pagein_corrupt_chunks_total", "counter",
 	    "Times the snapshot could not give a chunk (checksum, decompression or read error).",
-	    atomic_load_explicit(&srv->metrics.corrupt_chunks, memory_order_relaxed));
+	    s->corrupt_chunks);
 
 	one(f, "pagein_pages_present", "gauge", "Pages filled in the open sessions.", s->present);
 	one(f, "pagein_pages", "gauge", "Guest pages of the open sessions.", s->total);
@@ -306,44 +378,49 @@ static char *render(struct pagein_server *srv, size_t *len)
 	fprintf(f, "pagein_fault_latency_seconds_sum %.9f\n", (double)s->latency.sum_ns / 1e9);
 	fprintf(f, "pagein_fault_latency_seconds_count %" PRIu64 "\n", cum);
 
-	if (source_is_pagein(srv->source)) {
-		struct source_pagein_stats cs;
-		source_pagein_stats(srv->source, &cs);
+	if (s->any_pagein) {
 		one(f, "pagein_chunk_cache_hits_total", "counter",
-		    "Chunk reads answered from the decompressed-chunk cache.", cs.hits);
+		    "Chunk reads answered from the decompressed-chunk cache.", s->cache.hits);
 		one(f, "pagein_chunk_cache_misses_total", "counter",
-		    "Chunk reads that decompressed the chunk.", cs.misses);
+		    "Chunk reads that decompressed the chunk.", s->cache.misses);
 		one(f, "pagein_chunk_cache_evictions_total", "counter",
-		    "Chunks evicted from the cache.", cs.evictions);
+		    "Chunks evicted from the cache.", s->cache.evictions);
 		one(f, "pagein_chunk_cache_bytes", "gauge",
-		    "Decompressed bytes held in the cache.", cs.cached_bytes);
+		    "Decompressed bytes held in the cache.", s->cache.cached_bytes);
 		one(f, "pagein_chunk_cache_limit_bytes", "gauge",
-		    "The cache's bound.", cs.cache_limit);
+		    "The cache's bound.", s->cache.cache_limit);
 	}
 
-	/* Per VM: the first METRICS_MAX_SESSION_SERIES open sessions. */
+	/* Per VM: the first METRICS_MAX_SESSION_SERIES open sessions, labelled
+	 * by VM and by the socket it came in on (VM numbers are per socket). */
 	head(f, "pagein_vm_faults_total", "counter", "Faults of one open VM (missing + minor + requests).");
-	for (size_t i = 0; i < s->nvm; i++)
-		fprintf(f, "pagein_vm_faults_total{vm=\"vm%u\"} %" PRIu64 "\n", s->vm[i].id,
+	for (size_t i = 0; i < s->nvm; i++) {
+		vm_series_name(f, "pagein_vm_faults_total", &s->vm[i]);
+		fprintf(f, "%" PRIu64 "\n",
 			s->vm[i].st.faults_missing + s->vm[i].st.faults_minor + s->vm[i].st.requests);
+	}
 	head(f, "pagein_vm_pages_present", "gauge", "Pages filled in one open VM.");
 	for (size_t i = 0; i < s->nvm; i++) {
 		uint64_t fl = filled_of(&s->vm[i].st), t = s->vm[i].st.pages_total;
-		fprintf(f, "pagein_vm_pages_present{vm=\"vm%u\"} %" PRIu64 "\n", s->vm[i].id,
-			fl < t ? fl : t);
+		vm_series_name(f, "pagein_vm_pages_present", &s->vm[i]);
+		fprintf(f, "%" PRIu64 "\n", fl < t ? fl : t);
 	}
 	head(f, "pagein_vm_pages", "gauge", "Guest pages of one open VM.");
-	for (size_t i = 0; i < s->nvm; i++)
-		fprintf(f, "pagein_vm_pages{vm=\"vm%u\"} %" PRIu64 "\n", s->vm[i].id,
-			s->vm[i].st.pages_total);
+	for (size_t i = 0; i < s->nvm; i++) {
+		vm_series_name(f, "pagein_vm_pages", &s->vm[i]);
+		fprintf(f, "%" PRIu64 "\n", s->vm[i].st.pages_total);
+	}
 	head(f, "pagein_vm_source_read_bytes_total", "counter", "Snapshot bytes read for one open VM.");
-	for (size_t i = 0; i < s->nvm; i++)
-		fprintf(f, "pagein_vm_source_read_bytes_total{vm=\"vm%u\"} %" PRIu64 "\n",
-			s->vm[i].id, s->vm[i].st.bytes_read);
+	for (size_t i = 0; i < s->nvm; i++) {
+		vm_series_name(f, "pagein_vm_source_read_bytes_total", &s->vm[i]);
+		fprintf(f, "%" PRIu64 "\n", s->vm[i].st.bytes_read);
+	}
 	head(f, "pagein_vm_complete", "gauge", "1 once every page of one open VM is in.");
-	for (size_t i = 0; i < s->nvm; i++)
-		fprintf(f, "pagein_vm_complete{vm=\"vm%u\"} %d\n", s->vm[i].id,
-			s->vm[i].st.complete_ns != 0);
+	for (size_t i = 0; i < s->nvm; i++) {
+		vm_series_name(f, "pagein_vm_complete", &s->vm[i]);
+		fprintf(f, "%d\n", s->vm[i].st.complete_ns != 0);
+	}
+	pthread_mutex_unlock(&pm->lock);
 	free(s);
 	if (fclose(f) != 0) {
 		free(buf);
@@ -356,7 +433,7 @@ static MHD_Result_t answer(void *cls, struct MHD_Connection *conn, const char *u
 			   const char *method, const char *version,
 			   const char *upload_data, size_t *upload_size, void **req)
 {
-	struct pagein_server *srv = cls;
+	struct pagein_metrics *pm = cls;
 	static const char not_found[] = "not found: pagein serves GET /metrics\n";
 	static const char bad_method[] = "method not allowed: GET /metrics\n";
 	struct MHD_Response *resp;
@@ -373,7 +450,7 @@ static MHD_Result_t answer(void *cls, struct MHD_Connection *conn, const char *u
 		code = MHD_HTTP_NOT_FOUND;
 	} else {
 		size_t len = 0;
-		char *body = render(srv, &len);
+		char *body = render(pm, &len);
 		if (!body)
 			return MHD_NO;
 		resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -450,49 +527,115 @@ static int bind_tcp(const char *addr, struct pagein_error *err)
 	return fd;
 }
 
-int metrics_start(struct pagein_server *srv, const char *addr,
-		  struct pagein_error *err)
+int pagein_metrics_new(const char *addr, struct pagein_metrics **out,
+		       struct pagein_error *err)
 {
-	struct metrics *m = &srv->metrics;
+	*out = NULL;
+	struct pagein_metrics *m = calloc(1, sizeof(*m));
+	if (!m)
+		return pagein_fail(err, ENOMEM, "--metrics %s: out of memory", addr);
+	pthread_mutex_init(&m->lock, NULL);
 	int fd;
 	if (!strncmp(addr, "unix:", 5)) {
-		if (!addr[5])
+		if (!addr[5]) {
+			pagein_metrics_free(m);
 			return bad_addr(err, addr);
+		}
 		fd = server_listen_unix("--metrics unix:", addr + 5, NULL, &m->unix_dev,
 				       &m->unix_ino, err);
 		if (fd >= 0 && !(m->unix_path = strdup(addr + 5))) {
 			close(fd);
-			return -ENOMEM;
+			fd = -ENOMEM;
 		}
 	} else {
 		fd = bind_tcp(addr, err);
 	}
-	if (fd < 0)
+	if (fd < 0) {
+		pagein_metrics_free(m);
 		return fd;
+	}
 	/* Its own polling thread: scrapes never run on a worker. */
 	m->httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,
-				    answer, srv,
+				    answer, m,
 				    MHD_OPTION_LISTEN_SOCKET, fd,
 				    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
 				    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 				    MHD_OPTION_END);
 	if (!m->httpd) {
 		close(fd);
-		if (m->unix_path)
-			server_unlink_socket(m->unix_path, m->unix_dev, m->unix_ino);
+		pagein_metrics_free(m);
 		return pagein_fail(err, EIO, "--metrics %s: the HTTP server (libmicrohttpd) did not start",
 				   addr);
 	}
+	*out = m;
+	return 0;
+}
+
+void pagein_metrics_free(struct pagein_metrics *m)
+{
+	if (!m)
+		return;
+	if (m->httpd)
+		MHD_stop_daemon(m->httpd); /* closes the listening socket */
+	if (m->unix_path)
+		server_unlink_socket(m->unix_path, m->unix_dev, m->unix_ino);
+	free(m->unix_path);
+	free(m->srv);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+int metrics_start(struct pagein_server *srv, const struct pagein_server_config *cfg,
+		  struct pagein_error *err)
+{
+	struct metrics *m = &srv->metrics;
+	if (cfg->metrics && cfg->metrics_addr)
+		return pagein_fail(err, EINVAL,
+				   "metrics and metrics_addr are both set: give the server one endpoint");
+	struct pagein_metrics *pm = cfg->metrics;
+	if (!pm && cfg->metrics_addr) {
+		int r = pagein_metrics_new(cfg->metrics_addr, &pm, err);
+		if (r < 0)
+			return r;
+		m->own_endpoint = true;
+	}
+	if (!pm)
+		return 0;
+	pthread_mutex_lock(&pm->lock);
+	if (pm->n == pm->cap) {
+		size_t cap = pm->cap ? pm->cap * 2 : 4;
+		struct pagein_server **v = realloc(pm->srv, cap * sizeof(*v));
+		if (!v) {
+			pthread_mutex_unlock(&pm->lock);
+			if (m->own_endpoint)
+				pagein_metrics_free(pm);
+			m->own_endpoint = false;
+			return pagein_fail(err, ENOMEM, "metrics: out of memory");
+		}
+		pm->srv = v;
+		pm->cap = cap;
+	}
+	pm->srv[pm->n++] = srv;
+	pthread_mutex_unlock(&pm->lock);
+	m->endpoint = pm;
 	return 0;
 }
 
 void metrics_stop(struct pagein_server *srv)
 {
 	struct metrics *m = &srv->metrics;
-	if (m->httpd) {
-		MHD_stop_daemon(m->httpd); /* closes the listening socket */
-		m->httpd = NULL;
-	}
-	if (m->unix_path)
-		server_unlink_socket(m->unix_path, m->unix_dev, m->unix_ino);
+	struct pagein_metrics *pm = m->endpoint;
+	if (!pm)
+		return;
+	pthread_mutex_lock(&pm->lock);
+	for (size_t i = 0; i < pm->n; i++)
+		if (pm->srv[i] == srv) {
+			pm->srv[i] = pm->srv[--pm->n];
+			break;
+		}
+	pthread_mutex_unlock(&pm->lock);
+	if (m->own_endpoint)
+		pagein_metrics_free(pm);
+	m->endpoint = NULL;
+	m->own_endpoint = false;
 }

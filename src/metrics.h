@@ -27,10 +27,10 @@ struct MHD_Daemon;
 #define METRICS_END_CAUSES 6 /* enum conn_end_why */
 
 struct metrics {
-	struct MHD_Daemon *httpd;
-	char *unix_path; /* unix:PATH, removed at the end if still ours */
-	dev_t unix_dev;   /* that socket file, as created */
-	ino_t unix_ino;
+	/* The endpoint this server is registered with (config.metrics, or
+	 * its own from config.metrics_addr), or NULL. */
+	struct pagein_metrics *endpoint;
+	bool own_endpoint;
 	/* Held briefly by a worker when a session starts or ends, and by a
 	 * scrape while it reads the live sessions' counters (relaxed atomic
 	 * loads): never across I/O. */
@@ -46,11 +46,13 @@ struct metrics {
 	atomic_uint_fast64_t corrupt_chunks;
 };
 
-/* Parses ADDR, binds it and starts the HTTP thread. 0, or -errno with a
- * sentence naming --metrics ADDR and what is wrong in err. */
-int metrics_start(struct pagein_server *srv, const char *addr,
+/* Registers srv with its endpoint: config.metrics, or a new one of its
+ * own on config.metrics_addr (0, or -errno with a sentence naming
+ * --metrics ADDR in err). */
+int metrics_start(struct pagein_server *srv, const struct pagein_server_config *cfg,
 		  struct pagein_error *err);
-/* Stops the HTTP thread (no scrape runs after it returns). */
+/* Unregisters srv (no scrape reads it after this returns) and stops an
+ * endpoint of its own. */
 void metrics_stop(struct pagein_server *srv);
 void metrics_init(struct metrics *m);
 void metrics_fini(struct metrics *m);

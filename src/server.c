@@ -887,9 +887,10 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		srv->listen_fd = r;
 		srv->own_socket = true;
 	}
-	if (cfg->metrics_addr && (r = metrics_start(srv, cfg->metrics_addr, err)) < 0)
+	if ((r = metrics_start(srv, cfg, err)) < 0)
 		goto fail;
 	srv->cfg.metrics_addr = NULL; /* not kept */
+	srv->cfg.metrics = NULL;
 	/* Level-triggered and not one-shot: every worker sees the stop. */
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP};
 	epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->stop_fd, &ev);
@@ -1011,4 +1012,14 @@ void pagein_server_free(struct pagein_server *srv)
 	free(srv->socket_path);
 	free(srv->snapshot_path);
 	free(srv);
+}
+
+const char *pagein_server_socket(const struct pagein_server *srv)
+{
+	return srv->socket_path;
+}
+
+const char *pagein_server_snapshot(const struct pagein_server *srv)
+{
+	return srv->snapshot_path;
 }
