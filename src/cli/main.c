@@ -21,20 +21,16 @@
 #include <unistd.h>
 
 
+#include "control.h"
 #include "pagein.h"
+#include "serve_opts.h"
 
-/* Fault-around window in pages. docs/benchmarks.md sweeps 0/4/16/64/256:
- * 64 (256 KiB) made random 25% touches 1.5x faster than 16 and scans as
- * fast as any; 256 was faster still on random touches but quadrupled the
- * faulting vCPU's p99. */
-#define DEFAULT_FAULT_AROUND 64u
-/* SIGTERM lets open sessions end for this long before stopping. */
-#define DEFAULT_DRAIN_TIMEOUT_S 30.0
 /* How often STATUS= is sent to systemd while NOTIFY_SOCKET is set. */
 #define STATUS_INTERVAL_S 1
 
 /* Provided by snapshot_cmd.c when the snapshot format is built in. */
 int cmd_snapshot(int argc, char **argv) __attribute__((weak));
+int cmd_ctl(int argc, char **argv); /* ctl_cmd.c */
 
 static void usage(FILE *f)
 {
@@ -46,6 +42,8 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  serve      serve Firecracker-style VMMs on a Unix socket\n"
 		"  snapshot   convert, merge, inspect and verify snapshot files\n"
+		"  ctl        add, remove, list and show the sockets of a daemon\n"
+		"             started with --control\n"
 		"\n"
 		"`pagein <command> --help` describes each; `pagein --version`.\n");
 }
@@ -54,6 +52,7 @@ static void serve_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: pagein serve --snapshot FILE --socket PATH [options]\n"
+		"       pagein serve --control PATH [--snapshot FILE --socket PATH] [options]\n"
 		"\n"
 		"Listens on PATH for VMMs speaking Firecracker's UFFD backend protocol\n"
 		"(mainline: JSON regions + uffd; secret hiding: + guest memory fd and\n"
@@ -119,6 +118,12 @@ static void serve_usage(FILE *f)
 		"                      matching allows; others are closed and logged\n"
 		"                      (refused_peer), never killed. Default: everyone\n"
 		"                      who can open the socket\n"
+		"  --control PATH      also listen for `pagein ctl` on this Unix socket\n"
+		"                      (mode 0600; root and the daemon's user only):\n"
+		"                      more snapshots, each on a socket of its own,\n"
+		"                      added and removed while the daemon runs; then\n"
+		"                      --snapshot/--socket are optional, and the daemon\n"
+		"                      runs until SIGTERM even with no socket left\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Log lines go to stderr (or --log-file), one per event, prefixed with\n"
@@ -163,9 +168,8 @@ static void log_line(void *opaque, enum pagein_log_level lvl, const char *line)
 		names[lvl], line);
 }
 
-/* The daemon's own lines (signals, the log file), in the server's format. */
-static struct pagein_server *server;
-#define cli_log(lvl, event, ...) pagein_server_log(server, lvl, event, __VA_ARGS__)
+/* The daemon's own lines (signals, the log file), in the servers' format. */
+#define cli_log(lvl, event, ...) daemon_log(lvl, event, __VA_ARGS__)
 
 /* ---- --log-file ------------------------------------------------------- */
 
@@ -257,17 +261,6 @@ static int inherited_socket(void)
 	return 3; /* SD_LISTEN_FDS_START */
 }
 
-static int parse_level(const char *s, enum pagein_log_level *out)
-{
-	static const char *names[] = {"error", "warn", "info", "debug"};
-	for (int i = 0; i < 4; i++)
-		if (!strcmp(s, names[i])) {
-			*out = (enum pagein_log_level)i;
-			return 0;
-		}
-	return -1;
-}
-
 /* The signals the signal thread takes (blocked in every other thread). */
 static void serve_signals(sigset_t *set)
 {
@@ -279,14 +272,13 @@ static void serve_signals(sigset_t *set)
 }
 
 struct sig_ctx {
-	struct pagein_server *srv;
 	unsigned drain_ms;
 	bool draining;
 };
 
 static void send_status(struct sig_ctx *x)
 {
-	unsigned n = pagein_server_connections(x->srv);
+	unsigned n = daemon_sessions();
 	if (x->draining)
 		notify("STATUS=draining: %u session%s left", n, n == 1 ? "" : "s");
 	else
@@ -295,74 +287,6 @@ static void send_status(struct sig_ctx *x)
 
 /* Signals, and (with NOTIFY_SOCKET) a STATUS= line every second. The
  * thread is cancelled only while it waits. */
-/* A user (group) as a name or a number: the id, or -1 with the error
- * printed, naming the option. */
-static int parse_id(const char *opt, const char *s, bool group, uint32_t *out)
-{
-	char *end;
-	errno = 0;
-	unsigned long n = strtoul(s, &end, 10);
-	if (*s && !*end && *s != '-') {
-		if (errno || n >= UINT32_MAX) {
-			fprintf(stderr, "pagein serve: %s %s: that %s is out of range: give a %s name or a number below 4294967295\n",
-				opt, s, group ? "gid" : "uid", group ? "group" : "user");
-			return -1;
-		}
-		*out = (uint32_t)n;
-		return 0;
-	}
-	if (group) {
-		struct group *g = *s ? getgrnam(s) : NULL;
-		if (g) {
-			*out = g->gr_gid;
-			return 0;
-		}
-	} else {
-		struct passwd *pw = *s ? getpwnam(s) : NULL;
-		if (pw) {
-			*out = pw->pw_uid;
-			return 0;
-		}
-	}
-	fprintf(stderr, "pagein serve: %s %s: no such %s on this host: give an existing %s name (see %s) or a numeric %s\n",
-		opt, s, group ? "group" : "user", group ? "group" : "user",
-		group ? "getent group" : "getent passwd", group ? "gid" : "uid");
-	return -1;
-}
-
-/* "0,1000,alice": a comma-separated list of ids, appended to *list. */
-static int parse_id_list(const char *opt, const char *arg, bool group,
-			 uint32_t **list, size_t *n)
-{
-	char *copy = strdup(arg);
-	if (!copy)
-		return -1;
-	int r = 0;
-	char *save = NULL;
-	bool any = false;
-	for (char *tok = strtok_r(copy, ",", &save); tok && r == 0;
-	     tok = strtok_r(NULL, ",", &save)) {
-		uint32_t id;
-		uint32_t *l = NULL;
-		if ((r = parse_id(opt, tok, group, &id)) < 0)
-			break;
-		if (!(l = realloc(*list, (*n + 1) * sizeof(*l)))) {
-			r = -1;
-			break;
-		}
-		*list = l;
-		(*list)[(*n)++] = id;
-		any = true;
-	}
-	if (r == 0 && !any) {
-		fprintf(stderr, "pagein serve: %s '%s': the list is empty: give %s names or numbers separated by commas\n",
-			opt, arg, group ? "group" : "user");
-		r = -1;
-	}
-	free(copy);
-	return r;
-}
-
 static void *signal_thread(void *arg)
 {
 	struct sig_ctx *x = arg;
@@ -381,7 +305,7 @@ static void *signal_thread(void *arg)
 		}
 		switch (sig) {
 		case SIGUSR1:
-			pagein_server_report(x->srv);
+			daemon_report_all();
 			break;
 		case SIGHUP:
 			reopen_log();
@@ -392,11 +316,11 @@ static void *signal_thread(void *arg)
 				x->draining = true;
 				cli_log(PAGEIN_LOG_INFO, "signal", "%s: draining (send SIGTERM or SIGINT again to stop at once)",
 					sig == SIGTERM ? "SIGTERM" : "SIGINT");
-				pagein_server_drain(x->srv, x->drain_ms);
+				daemon_drain_all(x->drain_ms);
 			} else {
 				cli_log(PAGEIN_LOG_WARN, "signal", "%s during the drain: stopping at once",
 					sig == SIGTERM ? "SIGTERM" : "SIGINT");
-				pagein_server_stop(x->srv);
+				daemon_stop_all();
 			}
 			send_status(x);
 			break;
@@ -407,212 +331,48 @@ static void *signal_thread(void *arg)
 
 static int cmd_serve(int argc, char **argv)
 {
-	double drain_s = DEFAULT_DRAIN_TIMEOUT_S;
-	struct pagein_server_config cfg = {
-		.log_level = PAGEIN_LOG_INFO,
-		.log = log_line,
-		.fault_around = DEFAULT_FAULT_AROUND,
-		.populate = PAGEIN_POPULATE_BACKGROUND,
-	};
 	static enum pagein_log_format log_format;
-	/* --allow-uid/--allow-gid; the server copies them. Freed at exit. */
-	static uint32_t *allow_uids, *allow_gids;
-	cfg.log_opaque = &log_format;
-	static const struct option opts[] = {
-		{"snapshot", required_argument, NULL, 's'},
-		{"socket", required_argument, NULL, 'S'},
-		{"threads", required_argument, NULL, 't'},
-		{"log-level", required_argument, NULL, 'l'},
-		{"log-format", required_argument, NULL, 'L'},
-		{"on-corrupt", required_argument, NULL, 'c'},
-		{"fault-around", required_argument, NULL, 'f'},
-		{"populate", required_argument, NULL, 'p'},
-		{"prefetch", required_argument, NULL, 'P'},
-		{"record", required_argument, NULL, 'r'},
-		{"on-failure", required_argument, NULL, 'F'},
-		{"handshake-timeout", required_argument, NULL, 'T'},
-		{"max-connections", required_argument, NULL, 'm'},
-		{"metrics", required_argument, NULL, 'M'},
-		{"log-file", required_argument, NULL, 'W'},
-		{"drain-timeout", required_argument, NULL, 'D'},
-		{"socket-mode", required_argument, NULL, 'o'},
-		{"socket-owner", required_argument, NULL, 'O'},
-		{"socket-group", required_argument, NULL, 'g'},
-		{"allow-uid", required_argument, NULL, 'u'},
-		{"allow-gid", required_argument, NULL, 'G'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	struct serve_opts o = {
+		.drain_s = DEFAULT_DRAIN_TIMEOUT_S,
+		.cfg = {
+			.log_level = PAGEIN_LOG_INFO,
+			.fault_around = DEFAULT_FAULT_AROUND,
+			.populate = PAGEIN_POPULATE_BACKGROUND,
+		},
 	};
-	int o;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		char *end;
-		switch (o) {
-		case 's':
-			cfg.snapshot_path = optarg;
-			break;
-		case 'S':
-			cfg.socket_path = optarg;
-			break;
-		case 't': {
-			long n = strtol(optarg, &end, 10);
-			if (*end || n < 1 || n > 256) {
-				fprintf(stderr, "pagein serve: --threads %s: expected 1 to 256\n", optarg);
-				return 2;
-			}
-			cfg.threads = (unsigned)n;
-			break;
-		}
-		case 'l':
-			if (parse_level(optarg, &cfg.log_level) < 0) {
-				fprintf(stderr, "pagein serve: --log-level %s: expected error, warn, info or debug\n", optarg);
-				return 2;
-			}
-			break;
-		case 'L':
-			if (!strcmp(optarg, "text"))
-				log_format = PAGEIN_LOG_TEXT;
-			else if (!strcmp(optarg, "json"))
-				log_format = PAGEIN_LOG_JSON;
-			else {
-				fprintf(stderr, "pagein serve: --log-format %s: expected text or json\n", optarg);
-				return 2;
-			}
-			break;
-		case 'c':
-			if (!strcmp(optarg, "fail"))
-				cfg.on_corrupt = PAGEIN_CORRUPT_FAIL;
-			else if (!strcmp(optarg, "poison"))
-				cfg.on_corrupt = PAGEIN_CORRUPT_POISON;
-			else {
-				fprintf(stderr, "pagein serve: --on-corrupt %s: expected fail or poison\n", optarg);
-				return 2;
-			}
-			break;
-		case 'f': {
-			long n = strtol(optarg, &end, 10);
-			if (*end || n < 0 || n > (long)PAGEIN_FAULT_AROUND_MAX || (n & (n - 1))) {
-				fprintf(stderr, "pagein serve: --fault-around %s: expected 0 or a power of two up to %u\n",
-					optarg, PAGEIN_FAULT_AROUND_MAX);
-				return 2;
-			}
-			cfg.fault_around = (unsigned)n;
-			break;
-		}
-		case 'p':
-			if (!strcmp(optarg, "none"))
-				cfg.populate = PAGEIN_POPULATE_NONE;
-			else if (!strcmp(optarg, "background"))
-				cfg.populate = PAGEIN_POPULATE_BACKGROUND;
-			else if (!strcmp(optarg, "eager"))
-				cfg.populate = PAGEIN_POPULATE_EAGER;
-			else {
-				fprintf(stderr, "pagein serve: --populate %s: expected none, background or eager\n", optarg);
-				return 2;
-			}
-			break;
-		case 'P':
-			cfg.prefetch_path = optarg;
-			break;
-		case 'r':
-			cfg.record_path = optarg;
-			break;
-		case 'F':
-			if (!strcmp(optarg, "kill"))
-				cfg.on_failure = PAGEIN_FAILURE_KILL;
-			else if (!strcmp(optarg, "keep"))
-				cfg.on_failure = PAGEIN_FAILURE_KEEP;
-			else {
-				fprintf(stderr, "pagein serve: --on-failure %s: expected kill or keep\n", optarg);
-				return 2;
-			}
-			break;
-		case 'T': {
-			double t = strtod(optarg, &end);
-			if (*end || !(t >= 0.1 && t <= 3600)) {
-				fprintf(stderr, "pagein serve: --handshake-timeout %s: expected seconds from 0.1 to 3600\n", optarg);
-				return 2;
-			}
-			cfg.handshake_timeout_ms = (unsigned)(t * 1000);
-			break;
-		}
-		case 'm': {
-			long n = strtol(optarg, &end, 10);
-			if (*end || n < 1 || n > 1000000) {
-				fprintf(stderr, "pagein serve: --max-connections %s: expected 1 to 1000000\n", optarg);
-				return 2;
-			}
-			cfg.max_connections = (unsigned)n;
-			break;
-		}
-		case 'M':
-			cfg.metrics_addr = optarg;
-			break;
-		case 'W':
-			log_path = optarg;
-			break;
-		case 'D':
-			drain_s = strtod(optarg, &end);
-			if (*end || !(drain_s >= 0 && drain_s <= 86400)) {
-				fprintf(stderr, "pagein serve: --drain-timeout %s: expected seconds from 0 to 86400\n", optarg);
-				return 2;
-			}
-			break;
-		case 'o': {
-			long n = strtol(optarg, &end, 8);
-			if (!*optarg || *end || n < 1 || n > 0777) {
-				fprintf(stderr, "pagein serve: --socket-mode %s: expected an octal mode from 0001 to 0777, e.g. 0660\n", optarg);
-				return 2;
-			}
-			cfg.socket_mode = (unsigned)n;
-			break;
-		}
-		case 'O':
-			if (parse_id("--socket-owner", optarg, false, &cfg.socket_owner) < 0)
-				return 2;
-			cfg.socket_owner_set = true;
-			break;
-		case 'g':
-			if (parse_id("--socket-group", optarg, true, &cfg.socket_group) < 0)
-				return 2;
-			cfg.socket_group_set = true;
-			break;
-		case 'u':
-			if (parse_id_list("--allow-uid", optarg, false, &allow_uids, &cfg.nallow_uids) < 0)
-				return 2;
-			cfg.allow_uids = allow_uids;
-			break;
-		case 'G':
-			if (parse_id_list("--allow-gid", optarg, true, &allow_gids, &cfg.nallow_gids) < 0)
-				return 2;
-			cfg.allow_gids = allow_gids;
-			break;
-		case 'h':
-			serve_usage(stdout);
-			return 0;
-		default:
-			serve_usage(stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "pagein serve: unexpected argument '%s': every option is --name VALUE (see pagein serve --help)\n",
-			argv[optind]);
+	struct opt_err e = {{0}};
+	if (serve_opts_parse(argc, argv, true, &o, &e) < 0) {
+		fprintf(stderr, "pagein serve: %s\n", e.msg);
+		serve_opts_free(&o);
 		return 2;
 	}
+	if (o.help) {
+		serve_usage(stdout);
+		serve_opts_free(&o);
+		return 0;
+	}
+	log_format = o.log_format;
+	log_path = o.log_path;
 	/* Before any thread exists: it edits the environment. */
-	cfg.listen_fd = inherited_socket();
-	if (cfg.listen_fd < 0)
+	o.cfg.listen_fd = inherited_socket();
+	if (o.cfg.listen_fd < 0)
 		return 2;
-	if (!cfg.snapshot_path || (!cfg.socket_path && !cfg.listen_fd)) {
+	/* One socket from the command line, and/or any number added later
+	 * through --control. */
+	bool one = o.cfg.snapshot_path || o.cfg.socket_path || o.cfg.listen_fd;
+	if ((one || !o.control_path) &&
+	    (!o.cfg.snapshot_path || (!o.cfg.socket_path && !o.cfg.listen_fd))) {
 		fprintf(stderr, "pagein serve: %s\n",
-			cfg.snapshot_path ? "--socket PATH is required: name the Unix socket the VMMs connect to (see pagein serve --help)"
-					  : "--snapshot FILE is required: name the memory snapshot to serve (see pagein serve --help)");
+			o.cfg.snapshot_path ? "--socket PATH is required: name the Unix socket the VMMs connect to (see pagein serve --help)"
+					    : "--snapshot FILE is required: name the memory snapshot to serve, or give --control PATH to add snapshots later (see pagein serve --help)");
+		serve_opts_free(&o);
 		return 2;
 	}
 	int log_fd = -1;
 	if (log_path && (log_fd = open_log()) < 0) {
 		fprintf(stderr, "pagein serve: --log-file %s: %s: create its directory, or give pagein write access to it\n",
 			log_path, strerror(errno));
+		serve_opts_free(&o);
 		return 2;
 	}
 	/* Signals go to one thread (drain, stop, reopen the log, report);
@@ -622,14 +382,29 @@ static int cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	cfg.log_format = log_format;
-	struct pagein_server *srv;
+	struct pagein_metrics *metrics = NULL;
 	struct pagein_error err = {{0}};
-	int r = pagein_server_new(&cfg, &srv, &err);
-	if (r < 0) {
-		fprintf(stderr, "pagein serve: %s\n", err.msg[0] ? err.msg : strerror(-r));
+	if (o.cfg.metrics_addr && pagein_metrics_new(o.cfg.metrics_addr, &metrics, &err) < 0) {
+		fprintf(stderr, "pagein serve: %s\n", err.msg);
 		if (log_fd >= 0)
 			close(log_fd);
+		serve_opts_free(&o);
+		return 1;
+	}
+	unsigned drain_ms = (unsigned)(o.drain_s * 1000);
+	daemon_init(&(struct daemon_cfg){
+		.log_level = o.cfg.log_level, .log_format = &log_format, .log = log_line,
+		.metrics = metrics, .drain_ms = drain_ms,
+	});
+	bool control = o.control_path != NULL;
+	if ((one && daemon_add_parsed(&o, &e) < 0) || (control && control_start(o.control_path, &e) < 0)) {
+		fprintf(stderr, "pagein serve: %s\n", e.msg);
+		daemon_stop_all();
+		daemon_wait(false);
+		pagein_metrics_free(metrics);
+		if (log_fd >= 0)
+			close(log_fd);
+		serve_opts_free(&o);
 		return 1;
 	}
 	/* It listens: from here on, everything goes to the log file. Errors
@@ -638,19 +413,21 @@ static int cmd_serve(int argc, char **argv)
 		dup2(log_fd, STDERR_FILENO);
 		close(log_fd);
 	}
-	server = srv;
+	daemon_launch();
 	notify_init();
-	struct sig_ctx x = {.srv = srv, .drain_ms = (unsigned)(drain_s * 1000)};
+	struct sig_ctx x = {.drain_ms = drain_ms};
 	pthread_t sig;
 	pthread_create(&sig, NULL, signal_thread, &x);
-	/* Connections queue on the socket until the workers start. */
+	/* Connections queue on the sockets until the workers start. */
 	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)getpid());
-	r = pagein_server_run(srv);
+	daemon_wait(control);
 	pthread_cancel(sig);
 	pthread_join(sig, NULL);
+	control_stop();
 	notify("STOPPING=1");
-	pagein_server_free(srv);
-	return r < 0 ? 1 : 0;
+	pagein_metrics_free(metrics);
+	serve_opts_free(&o);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -670,6 +447,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "serve"))
 		return cmd_serve(argc - 1, argv + 1);
+	if (!strcmp(cmd, "ctl"))
+		return cmd_ctl(argc - 1, argv + 1);
 	if (!strcmp(cmd, "snapshot")) {
 		if (!cmd_snapshot) {
 			fprintf(stderr, "pagein: this build has no snapshot tools: build pagein with src/cli/snapshot_cmd.c\n");
@@ -677,7 +456,7 @@ int main(int argc, char **argv)
 		}
 		return cmd_snapshot(argc - 1, argv + 1);
 	}
-	fprintf(stderr, "pagein: unknown command '%s': use serve or snapshot\n", cmd);
+	fprintf(stderr, "pagein: unknown command '%s': use serve, snapshot or ctl\n", cmd);
 	usage(stderr);
 	return 2;
 }
