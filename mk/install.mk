@@ -7,7 +7,7 @@
 #   make install   [PREFIX=/usr/local] [DESTDIR=] [SYSTEMDUNITDIR=...]
 #   make uninstall [same variables]
 # Installed: bin/pagein (vmmsim is a test tool, not installed), the library
-# (.so, .a), pagein.h, libpagein.pc, the man pages, pagein@.service and
+# (.so, .a), pagein.h, libpagein.pc, the man pages, pagein@.service, pagein@.socket and
 # the docs.
 
 PAGEIN_VERSION := $(shell sed -n 's/^\#define PAGEIN_VERSION "\(.*\)"/\1/p' include/pagein.h)
@@ -81,12 +81,13 @@ install: all man build/libpagein.pc build/pagein@.service
 	$(INSTALL) -m 644 build/libpagein.pc $(DESTDIR)$(PKGCONFIGDIR)/libpagein.pc
 	for m in $(MAN_OUT); do s=$${m##*.}; $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
 	$(INSTALL) -m 644 build/pagein@.service $(DESTDIR)$(SYSTEMDUNITDIR)/pagein@.service
+	$(INSTALL) -m 644 systemd/pagein@.socket $(DESTDIR)$(SYSTEMDUNITDIR)/pagein@.socket
 	$(INSTALL) -m 644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/pagein $(DESTDIR)$(LIBDIR)/$(SHLIB) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libpagein.so $(DESTDIR)$(LIBDIR)/libpagein.a \
 		$(DESTDIR)$(INCLUDEDIR)/pagein.h $(DESTDIR)$(PKGCONFIGDIR)/libpagein.pc \
-		$(DESTDIR)$(SYSTEMDUNITDIR)/pagein@.service
+		$(DESTDIR)$(SYSTEMDUNITDIR)/pagein@.service $(DESTDIR)$(SYSTEMDUNITDIR)/pagein@.socket
 	for m in $(MAN_SRC:man/%.scd=%); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$m; done
 	rm -rf $(DESTDIR)$(DOCDIR)
