@@ -208,4 +208,16 @@ wait "$SSA" || rc=$?
 grep -q -- "--socket $WORK/other.sock does not match the inherited socket $SOCK" "$WORK/mismatch.out" && [ $rc = 1 ] ||
 	fail "a mismatched --socket: exit $rc: $(cat "$WORK/mismatch.out")"
 [ -e "$WORK/other.sock" ] && fail "the mismatched --socket was created"
+note "the shipped units pass systemd-analyze verify"
+if command -v systemd-analyze >/dev/null; then
+	U=$WORK/units
+	mkdir -p "$U"
+	sed "s|@BINDIR@|$(dirname "$PAGEIN")|" systemd/pagein@.service.in >"$U/pagein@vm1.service"
+	cp systemd/pagein@.socket "$U/pagein@vm1.socket"
+	(cd "$U" && timeout 30 systemd-analyze verify --man=no ./pagein@vm1.socket ./pagein@vm1.service) \
+		>"$WORK/verify.out" 2>&1 || fail "systemd-analyze verify: $(cat "$WORK/verify.out")"
+	grep -q "ListenStream=/run/pagein/%i.sock" systemd/pagein@.socket &&
+		grep -q -- "--socket /run/pagein/%i.sock" systemd/pagein@.service.in ||
+		fail "pagein@.socket and pagein@.service name different sockets"
+fi
 echo "lifecycle: ok"
