@@ -8,7 +8,7 @@
 # tests/sh/debian_package.sh itself.
 set -e
 need=""
-for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev libmicrohttpd-dev scdoc spin \
+for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev libmicrohttpd-dev libssl-dev scdoc spin \
 	qemu-system-x86 linux-image-cloud-amd64 busybox-static prometheus systemd; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done

@@ -37,4 +37,29 @@ int s3_sign_get(const struct s3_target *t, const char *range, time_t now,
 		char ***headers);
 void s3_headers_free(char **headers);
 
+/* --- Added for tests, logs and tools (no secrets in any of them) --- */
+
+struct sigv4_result;
+
+/* Parts of a target: the Host header value signed (host[:port], the port
+ * only when it is not the scheme's default, as curl sends it), the region
+ * and the access key id used, and where the credentials came from
+ * ("environment", or the file and profile: "/root/.aws/credentials [default]"). */
+const char *s3_target_host(const struct s3_target *t);
+const char *s3_target_region(const struct s3_target *t);
+const char *s3_target_access_key_id(const struct s3_target *t);
+const char *s3_target_credentials_source(const struct s3_target *t);
+
+/* s3_sign_get, also handing back the canonical request, string to sign and
+ * signature (free with sigv4_result_free); sig may be NULL. */
+int s3_sign_get_ex(const struct s3_target *t, const char *range, time_t now,
+		   char ***headers, struct sigv4_result *sig);
+
+/* Reads key from [section] of an INI file such as ~/.aws/credentials
+ * (section "default", "prod") or ~/.aws/config (section "default",
+ * "profile prod"). Whitespace around names and values is ignored; lines
+ * starting with '#' or ';' are comments. 1 and *value malloc'ed when found,
+ * 0 when the file, section or key is missing, -errno on a read error. */
+int s3_ini_get(const char *path, const char *section, const char *key, char **value);
+
 #endif
