@@ -352,7 +352,7 @@ def markdown(res):
     r = res.get("remote")
     if not r:
         return ""
-    L = ["", "### Remote snapshots: w1 over HTTP (%s ms RTT, %s Mbit/s per connection)" % (
+    L = ["", "#### Remote snapshots: w1 over HTTP (%s ms RTT, %s Mbit/s per connection)" % (
         REMOTE_RTT_MS, REMOTE_MBIT), ""]
     if "skipped" in r:
         L.append("Not run: %s." % r["skipped"])
