@@ -424,6 +424,54 @@ fail:
 	return rc;
 }
 
+static const struct {
+	const char *code, *hint;
+} s3_hints[] = {
+	{ "SignatureDoesNotMatch", "the secret access key is not the key id's, or something between rewrote the path, Host or Range" },
+	{ "InvalidAccessKeyId", "the access key id is unknown to this service (AWS keys on another endpoint, or the reverse?)" },
+	{ "ExpiredToken", "the session token expired: restart pagein with fresh credentials" },
+	{ "TokenRefreshRequired", "the session token expired: restart pagein with fresh credentials" },
+	{ "InvalidToken", "AWS_SESSION_TOKEN (aws_session_token) is malformed or not for these keys" },
+	{ "AccessDenied", "the policy does not allow s3:GetObject (and kms:Decrypt for SSE-KMS) here, or the key does not exist and s3:ListBucket is not allowed" },
+	{ "RequestTimeTooSkewed", "this host's clock is more than 15 minutes off: run NTP" },
+	{ "AuthorizationHeaderMalformed", "the region is not the bucket's: set AWS_REGION" },
+	{ "PermanentRedirect", "the region is not the bucket's: set AWS_REGION" },
+	{ "NoSuchKey", "no object with this key (the key is taken literally, not URL-decoded)" },
+	{ "NoSuchBucket", "no such bucket" },
+	{ "InvalidRange", "the object is shorter than the snapshot's index says: was it replaced?" },
+	{ "SlowDown", "the service asks for fewer requests (--fetch-parallel)" },
+};
+
+const char *s3_describe_error(long status, const char *body, size_t len, char *buf, size_t size)
+{
+	char code[65] = "";
+	if (body) {
+		const char *end = body + len, *p = memmem(body, len, "<Code>", 6);
+		if (p) {
+			p += 6;
+			size_t n = 0;
+			while (p + n < end && n < sizeof(code) - 1 && isalnum((unsigned char)p[n]))
+				n++;
+			if (p + n + 7 <= end && memcmp(p + n, "</Code>", 7) == 0) {
+				memcpy(code, p, n);
+				code[n] = '\0';
+			}
+		}
+	}
+	const char *hint = NULL;
+	for (size_t i = 0; code[0] && i < sizeof(s3_hints) / sizeof(s3_hints[0]); i++)
+		if (strcmp(code, s3_hints[i].code) == 0)
+			hint = s3_hints[i].hint;
+	if (!hint && !code[0])
+		hint = status == 403 ? "check the credentials, the policy and the clock"
+		       : status == 404 ? "check the bucket and key"
+		       : status == 301 || status == 400 ? "check the region (AWS_REGION)"
+		       : NULL;
+	snprintf(buf, size, "HTTP %ld%s%s%s%s", status, code[0] ? " " : "", code, hint ? ": " : "",
+		 hint ? hint : "");
+	return buf;
+}
+
 void s3_headers_free(char **headers)
 {
 	if (!headers)

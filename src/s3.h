@@ -55,6 +55,14 @@ const char *s3_target_credentials_source(const struct s3_target *t);
 int s3_sign_get_ex(const struct s3_target *t, const char *range, time_t now,
 		   char ***headers, struct sigv4_result *sig);
 
+/* One sentence for an error answer of S3: the status, the <Code> of its
+ * XML body (body: len bytes, need not be NUL-terminated; may be NULL) and
+ * what to check, e.g. "HTTP 403 SignatureDoesNotMatch: the secret access key
+ * is not the key id's, or something between rewrote the path, Host or
+ * Range". Nothing else of the body is copied (S3 echoes request details
+ * there). Written into buf (size bytes); returns buf. */
+const char *s3_describe_error(long status, const char *body, size_t len, char *buf, size_t size);
+
 /* Reads key from [section] of an INI file such as ~/.aws/credentials
  * (section "default", "prod") or ~/.aws/config (section "default",
  * "profile prod"). Whitespace around names and values is ignored; lines

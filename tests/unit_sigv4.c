@@ -515,6 +515,28 @@ static void credentials_lookup(void **state)
 	rmdir(dir);
 }
 
+static void describe_errors(void **state)
+{
+	char buf[256];
+	static const char sig[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code>"
+				  "<Message>The request signature we calculated does not match</Message>"
+				  "<StringToSign>AWS4-HMAC-SHA256 secret-ish</StringToSign></Error>";
+	s3_describe_error(403, sig, sizeof(sig) - 1, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP 403 SignatureDoesNotMatch: the secret access key"));
+	assert_null(strstr(buf, "secret-ish"));
+	static const char skew[] = "<Error><Code>RequestTimeTooSkewed</Code></Error>";
+	s3_describe_error(403, skew, sizeof(skew) - 1, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "clock"));
+	static const char odd[] = "<Error><Code>SomethingNew</Code></Error>";
+	assert_string_equal(s3_describe_error(409, odd, sizeof(odd) - 1, buf, sizeof(buf)), "HTTP 409 SomethingNew");
+	assert_string_equal(s3_describe_error(404, NULL, 0, buf, sizeof(buf)), "HTTP 404: check the bucket and key");
+	/* a body cut inside the code, or not XML: no code read past its end */
+	static const char cut[] = "<Error><Code>NoSuchK";
+	assert_string_equal(s3_describe_error(500, cut, sizeof(cut) - 1, buf, sizeof(buf)), "HTTP 500");
+	assert_string_equal(s3_describe_error(403, "<Code>Access Denied</Code>", 26, buf, sizeof(buf)),
+			    "HTTP 403: check the credentials, the policy and the clock");
+}
+
 static int setup(void **state)
 {
 	return mkdtemp(tmpdir) ? 0 : -1;
@@ -536,6 +558,7 @@ int main(void)
 		cmocka_unit_test(bad_urls),
 		cmocka_unit_test(sign_get),
 		cmocka_unit_test(credentials_lookup),
+		cmocka_unit_test(describe_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
