@@ -212,10 +212,27 @@ int main(int argc, char **argv)
 		s = http_get(s3_target_url(t), NULL, &b);
 		refused("an unsigned GET", s, &b, 403, "AccessDenied");
 	}
+	/* temporary credentials without their session token */
+	char *akid = strdup(s3_target_access_key_id(t));
+	const char *token = getenv("AWS_SESSION_TOKEN");
+	if (token && *token && strcmp(s3_target_credentials_source(t), "environment") == 0) {
+		char *saved = strdup(token);
+		unsetenv("AWS_SESSION_TOKEN");
+		struct s3_target *nt = open_target(obj, endpoint);
+		s3_sign_get(nt, "bytes=0-9", time(NULL), &h);
+		s = http_get(s3_target_url(nt), h, &b);
+		s3_headers_free(h);
+		refused("temporary keys without their session token", s, &b, 403, "InvalidToken");
+		s3_target_free(nt);
+		setenv("AWS_SESSION_TOKEN", saved, 1);
+		free(saved);
+	}
 	s3_target_free(t);
 
 	/* the right key id with a wrong secret */
+	setenv("AWS_ACCESS_KEY_ID", akid, 1);
 	setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret", 1);
+	free(akid);
 	t = open_target(obj, endpoint);
 	s3_sign_get(t, "bytes=0-9", time(NULL), &h);
 	s = http_get(s3_target_url(t), h, &b);

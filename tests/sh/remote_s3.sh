@@ -13,6 +13,8 @@
 #   2. pagein's signer (src/s3.c, src/sigv4.c) against it: signed range GETs
 #      of an uploaded pagein snapshot, every byte compared (test_s3_get); a
 #      wrong secret, a Range changed after signing and an unsigned GET refused;
+#      again with credentials from a profile of ~/.aws/credentials, and with
+#      temporary credentials (a session token, refused without it);
 #   3. a VM restored with `pagein serve --snapshot s3://...` and every byte
 #      verified, once pagein serve has --s3-endpoint (the remote source);
 #      until then this part prints why it did not run, and the test passes on
@@ -89,6 +91,23 @@ fi
 note "2. pagein's signer against the checking server"
 "$TEST_S3_GET" --endpoint "$EP" --object "s3://snaps/$KEY" --file "$WORK/mem.pgn" \
 	--missing "s3://snaps/vms/no such key" --expect-anonymous-refused || fail "test_s3_get"
+
+note "2b. credentials from a profile of ~/.aws/credentials, and temporary ones (a session token)"
+mkdir -p "$WORK/.aws"
+printf '[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n[pagein]\naws_access_key_id = AKIDPAGEINTEST\naws_secret_access_key = pagein+Test/Secret0\n' \
+	>"$WORK/.aws/credentials"
+printf '[profile pagein]\nregion = us-east-1\n' >"$WORK/.aws/config"
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_REGION AWS_PROFILE=pagein \
+	"$TEST_S3_GET" --endpoint "$EP" --object "s3://snaps/$KEY" --file "$WORK/mem.pgn" >"$WORK/profile.out" ||
+	{ cat "$WORK/profile.out"; fail "test_s3_get with credentials from a profile"; }
+grep -q "credentials from $WORK/.aws/credentials \[pagein\]" "$WORK/profile.out" ||
+	fail "the profile's credentials were not the ones used: $(head -1 "$WORK/profile.out")"
+AWS_ACCESS_KEY_ID=AKIDPAGEINTOKEN AWS_SECRET_ACCESS_KEY=pagein/Token+Secret1 \
+	AWS_SESSION_TOKEN='pagein-test-session-token/+=' \
+	"$TEST_S3_GET" --endpoint "$EP" --object "s3://snaps/$KEY" --file "$WORK/mem.pgn" >"$WORK/token.out" ||
+	{ cat "$WORK/token.out"; fail "test_s3_get with a session token"; }
+grep -q "without their session token refused" "$WORK/token.out" || fail "no check of a missing token"
+note "$(grep -c '^ok:' "$WORK/profile.out") + $(grep -c '^ok:' "$WORK/token.out") checks passed"
 
 note "3. restore a VM from s3://"
 if ! "$PAGEIN" serve --help 2>&1 | grep -q -- '--s3-endpoint' ||

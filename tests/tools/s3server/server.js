@@ -34,9 +34,12 @@ const { HttpRequest } = require('@smithy/protocol-http');
 
 // s3rver's own pair, and one whose secret differs from its key id (so that a
 // test can look for the secret in logs).
-const KEYS = { S3RVER: 'S3RVER', AKIDPAGEINTEST: 'pagein+Test/Secret0' };
+// AKIDPAGEINTOKEN stands for temporary credentials: its requests must carry
+// (and sign) x-amz-security-token TOKENS[id].
+const KEYS = { S3RVER: 'S3RVER', AKIDPAGEINTEST: 'pagein+Test/Secret0', AKIDPAGEINTOKEN: 'pagein/Token+Secret1' };
+const TOKENS = { AKIDPAGEINTOKEN: 'pagein-test-session-token/+=' };
 const { DUMMY_ACCOUNT } = require('s3rver/lib/models/account');
-DUMMY_ACCOUNT.createKeyPair('AKIDPAGEINTEST', KEYS.AKIDPAGEINTEST);
+for (const id of ['AKIDPAGEINTEST', 'AKIDPAGEINTOKEN']) DUMMY_ACCOUNT.createKeyPair(id, KEYS[id]);
 const sha256 = Hash.bind(null, 'sha256');
 
 function args(argv) {
@@ -118,6 +121,8 @@ function verifier(requireAuth) {
     if (want !== signature)
       return deny(ctx, 'SignatureDoesNotMatch',
         'The request signature we calculated does not match the signature you provided. Check your key and signing method.');
+    if (akid in TOKENS && (!signed.includes('x-amz-security-token') || ctx.get('x-amz-security-token') !== TOKENS[akid]))
+      return deny(ctx, 'InvalidToken', 'The provided token is malformed or otherwise invalid.');
     ctx.state.sigv4Verified = true;
     return next();
   };
