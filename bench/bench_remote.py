@@ -258,11 +258,21 @@ def convert(b, raw, out, args):
 
 
 def run_remote(b, a, raw, trace, ws, handler):
-    """The section's results: {"skipped": why} or the runs and medians."""
+    """The section's results: {"skipped": why} or the runs and medians. A
+    failure here is reported in the section, not raised: the rest of a
+    long run keeps its results."""
     why = unsupported(b.pagein)
     if why:
         log("remote section not run: " + why)
         return {"skipped": why}
+    try:
+        return measure_remote(b, a, raw, trace, ws, handler)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        log("remote section failed: %s" % e)
+        return {"skipped": "it failed: %s" % str(e)[:500]}
+
+
+def measure_remote(b, a, raw, trace, ws, handler):
     ws_pf = os.path.join(b.dir, "remote-w1.pagein")
     big_pf = os.path.join(b.dir, "remote-4m.pagein")
     convert(b, raw, ws_pf, ["--working-set", ws])
