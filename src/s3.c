@@ -299,7 +299,7 @@ static int load_credentials(struct s3_target *t, const char *profile, struct pag
 
 /* Splits an endpoint base URL into scheme ("http"/"https"), the Host header
  * value and a base path without a trailing '/'. */
-static int parse_endpoint(const char *ep, char **scheme, char **host, char **base,
+static int parse_endpoint(const char *what, const char *ep, char **scheme, char **host, char **base,
 			  struct pagein_error *err)
 {
 	size_t sl;
@@ -308,15 +308,15 @@ static int parse_endpoint(const char *ep, char **scheme, char **host, char **bas
 	else if (strncmp(ep, "https://", 8) == 0)
 		sl = 5;
 	else
-		return pagein_fail(err, EINVAL, "--s3-endpoint %s: give a base URL starting with http:// or https://", ep);
+		return pagein_fail(err, EINVAL, "%s %s: give a base URL starting with http:// or https://", what, ep);
 	const char *a = ep + sl + 3;
 	size_t alen = strcspn(a, "/?#");
 	if (alen == 0)
-		return pagein_fail(err, EINVAL, "--s3-endpoint %s: no host", ep);
+		return pagein_fail(err, EINVAL, "%s %s: no host", what, ep);
 	if (memchr(a, '@', alen))
-		return pagein_fail(err, EINVAL, "--s3-endpoint %s: credentials do not go in the URL", ep);
+		return pagein_fail(err, EINVAL, "%s %s: credentials do not go in the URL", what, ep);
 	if (strpbrk(ep, "?# \t\r\n"))
-		return pagein_fail(err, EINVAL, "--s3-endpoint %s: a base URL has no query, fragment or spaces", ep);
+		return pagein_fail(err, EINVAL, "%s %s: a base URL has no query, fragment or spaces", what, ep);
 	const char *p = a + alen;
 	size_t plen = strlen(p);
 	while (plen && p[plen - 1] == '/')
@@ -366,9 +366,15 @@ int s3_target_open(const char *s3url, const char *endpoint,
 	if ((rc = load_region(t, profile, err)) < 0 || (rc = load_credentials(t, profile, err)) < 0)
 		goto fail;
 
+	/* no --s3-endpoint: the AWS SDKs' variables for one */
+	const char *ep_what = "--s3-endpoint";
+	if (!endpoint && (endpoint = env("AWS_ENDPOINT_URL_S3")))
+		ep_what = "AWS_ENDPOINT_URL_S3";
+	else if (!endpoint && (endpoint = env("AWS_ENDPOINT_URL")))
+		ep_what = "AWS_ENDPOINT_URL";
 	if (endpoint) {
 		/* path-style: ENDPOINT/BUCKET/KEY */
-		if ((rc = parse_endpoint(endpoint, &scheme, &host, &base, err)) < 0)
+		if ((rc = parse_endpoint(ep_what, endpoint, &scheme, &host, &base, err)) < 0)
 			goto fail;
 		if (asprintf(&t->path, "%s/%s/%s", base, bucket, ekey) < 0)
 			t->path = NULL;

@@ -19,7 +19,9 @@ int s3_is_url(const char *url);
  * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION,
  * AWS_PROFILE and the shared credentials file). endpoint: NULL for AWS
  * (virtual-hosted style), else a base URL such as http://127.0.0.1:4568
- * (path-style addressing). Fails with a message naming what is missing. */
+ * (path-style addressing). Fails with a message naming what is missing.
+ * (With endpoint NULL, AWS_ENDPOINT_URL_S3 or else AWS_ENDPOINT_URL, the
+ * AWS SDKs' variables, name the endpoint when set.) */
 int s3_target_open(const char *s3url, const char *endpoint,
 		   struct s3_target **out, struct pagein_error *err);
 void s3_target_free(struct s3_target *t);

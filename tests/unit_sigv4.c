@@ -215,7 +215,8 @@ static void clean_env(void)
 {
 	static const char *vars[] = { "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 				      "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
-				      "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE" };
+				      "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL",
+				      "AWS_ENDPOINT_URL_S3" };
 	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
 		unsetenv(vars[i]);
 	setenv("HOME", tmpdir, 1);
@@ -298,6 +299,20 @@ static void url_mapping(void **state)
 	assert_string_equal(s3_target_url(t), "http://minio:80/s3/snaps/mem");
 	assert_string_equal(s3_target_host(t), "minio");
 	s3_target_free(t);
+	/* the AWS SDKs' endpoint variables, when no endpoint is given */
+	setenv("AWS_ENDPOINT_URL", "http://generic:1", 1);
+	t = open_ok("s3://snaps/mem", NULL);
+	assert_string_equal(s3_target_url(t), "http://generic:1/snaps/mem");
+	s3_target_free(t);
+	setenv("AWS_ENDPOINT_URL_S3", "http://s3only:2", 1);
+	t = open_ok("s3://snaps/mem", NULL);
+	assert_string_equal(s3_target_url(t), "http://s3only:2/snaps/mem");
+	s3_target_free(t);
+	t = open_ok("s3://snaps/mem", "http://given:3");
+	assert_string_equal(s3_target_url(t), "http://given:3/snaps/mem");
+	s3_target_free(t);
+	unsetenv("AWS_ENDPOINT_URL_S3");
+	unsetenv("AWS_ENDPOINT_URL");
 	t = open_ok("s3://snaps/mem", "https://[::1]:9000");
 	assert_string_equal(s3_target_url(t), "https://[::1]:9000/snaps/mem");
 	assert_string_equal(s3_target_host(t), "[::1]:9000");

@@ -52,7 +52,7 @@ start_s3() {
 
 # Only these credentials, whatever the machine has in ~/.aws.
 export HOME=$WORK AWS_ACCESS_KEY_ID=AKIDPAGEINTEST AWS_SECRET_ACCESS_KEY=pagein+Test/Secret0 AWS_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_REGION AWS_SHARED_CREDENTIALS_FILE AWS_CONFIG_FILE
+unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_REGION AWS_SHARED_CREDENTIALS_FILE AWS_CONFIG_FILE AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3
 
 gen_snapshot "$WORK/mem.raw" 24M 5
 "$PAGEIN" snapshot convert "$WORK/mem.raw" -o "$WORK/mem.pgn" -q >/dev/null || fail "snapshot convert"
