@@ -299,8 +299,8 @@ static int load_credentials(struct s3_target *t, const char *profile, struct pag
 
 /* Splits an endpoint base URL into scheme ("http"/"https"), the Host header
  * value and a base path without a trailing '/'. */
-static int parse_endpoint(const char *what, const char *ep, char **scheme, char **host, char **base,
-			  struct pagein_error *err)
+static int parse_endpoint(const char *what, const char *ep, char **scheme, char **authority,
+			  char **host, char **base, struct pagein_error *err)
 {
 	size_t sl;
 	if (strncmp(ep, "http://", 7) == 0)
@@ -328,9 +328,10 @@ static int parse_endpoint(const char *what, const char *ep, char **scheme, char 
 	if (hlen > dl && strncmp(a + hlen - dl, dflt, dl) == 0 && a[hlen - dl - 1] != ':')
 		hlen -= dl;
 	*scheme = strndup(ep, sl);
+	*authority = strndup(a, alen); /* the URL keeps the port as given */
 	*host = strndup(a, hlen);
 	*base = strndup(p, plen);
-	if (!*scheme || !*host || !*base)
+	if (!*scheme || !*authority || !*host || !*base)
 		return pagein_fail(err, ENOMEM, "out of memory");
 	return 0;
 }
@@ -357,7 +358,7 @@ int s3_target_open(const char *s3url, const char *endpoint,
 		return pagein_fail(err, ENOMEM, "out of memory");
 	const char *profile = env("AWS_PROFILE") ? env("AWS_PROFILE") : "default";
 	char *bucket = strndup(b, blen), *ekey = sigv4_uri_encode(key, 1);
-	char *scheme = NULL, *host = NULL, *base = NULL;
+	char *scheme = NULL, *authority = NULL, *host = NULL, *base = NULL;
 	int rc;
 	if (!bucket || !ekey) {
 		rc = pagein_fail(err, ENOMEM, "out of memory");
@@ -374,7 +375,7 @@ int s3_target_open(const char *s3url, const char *endpoint,
 		ep_what = "AWS_ENDPOINT_URL";
 	if (endpoint) {
 		/* path-style: ENDPOINT/BUCKET/KEY */
-		if ((rc = parse_endpoint(ep_what, endpoint, &scheme, &host, &base, err)) < 0)
+		if ((rc = parse_endpoint(ep_what, endpoint, &scheme, &authority, &host, &base, err)) < 0)
 			goto fail;
 		if (asprintf(&t->path, "%s/%s/%s", base, bucket, ekey) < 0)
 			t->path = NULL;
@@ -398,25 +399,16 @@ int s3_target_open(const char *s3url, const char *endpoint,
 				t->path = NULL;
 		}
 	}
-	if (!scheme || !t->host || !t->path || asprintf(&t->url, "%s://%s%s", scheme, t->host, t->path) < 0) {
+	if (!scheme || !t->host || !t->path ||
+	    asprintf(&t->url, "%s://%s%s", scheme, authority ? authority : t->host, t->path) < 0) {
 		t->url = NULL;
 		rc = pagein_fail(err, ENOMEM, "out of memory");
 		goto fail;
 	}
-	if (endpoint) {
-		/* the URL keeps the port as given; only Host drops a default one */
-		free(t->url);
-		const char *a = strstr(endpoint, "://") + 3;
-		size_t alen = strcspn(a, "/?#");
-		if (asprintf(&t->url, "%s://%.*s%s", scheme, (int)alen, a, t->path) < 0) {
-			t->url = NULL;
-			rc = pagein_fail(err, ENOMEM, "out of memory");
-			goto fail;
-		}
-	}
 	free(bucket);
 	free(ekey);
 	free(scheme);
+	free(authority);
 	free(base);
 	*out = t;
 	return 0;
@@ -424,6 +416,7 @@ fail:
 	free(bucket);
 	free(ekey);
 	free(scheme);
+	free(authority);
 	free(host);
 	free(base);
 	s3_target_free(t);
