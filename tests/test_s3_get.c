@@ -1,7 +1,7 @@
 /* test_s3_get.c - the S3 signer against a real S3 server: signed range GETs
  * of an uploaded object (every byte compared with the local file), and the
  * requests a server that checks signatures must refuse (a wrong secret, a
- * Range changed after signing, no signature at all).
+ * Range changed after signing, a stale date, no signature at all).
  *
  *   test_s3_get --endpoint URL --object s3://BUCKET/KEY --file LOCAL
  *               [--missing s3://BUCKET/NOKEY] [--expect-anonymous-refused]
@@ -196,6 +196,12 @@ int main(int argc, char **argv)
 	long s = http_get(s3_target_url(t), h, &b);
 	s3_headers_free(h);
 	refused("a Range changed after signing", s, &b, 403, "SignatureDoesNotMatch");
+
+	/* signed 20 minutes ago: x-amz-date is UTC and checked against the clock */
+	s3_sign_get(t, "bytes=0-9", time(NULL) - 20 * 60, &h);
+	s = http_get(s3_target_url(t), h, &b);
+	s3_headers_free(h);
+	refused("a request signed 20 minutes ago", s, &b, 403, "RequestTimeTooSkewed");
 
 	/* an object that is not there: a signed request gets to the store */
 	if (missing) {

@@ -84,6 +84,10 @@ function verifier(requireAuth) {
     const d = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
     if (!d || amzDate.slice(0, 8) !== day) return deny(ctx, 'AccessDenied', 'x-amz-date missing or not the scope date');
     const signingDate = new Date(Date.UTC(+d[1], +d[2] - 1, +d[3], +d[4], +d[5], +d[6]));
+    // as S3: a request more than 15 minutes from the server's clock is refused
+    // (so a signer that puts local time, not UTC, in x-amz-date is caught)
+    if (Math.abs(signingDate.getTime() - Date.now()) > 15 * 60 * 1000)
+      return deny(ctx, 'RequestTimeTooSkewed', 'The difference between the request time and the current time is too large.');
     const signed = signedList.split(';');
     if (!signed.includes('host') || !signed.includes('x-amz-date'))
       return deny(ctx, 'AccessDenied', 'host and x-amz-date must be signed');
