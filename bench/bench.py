@@ -18,6 +18,11 @@ Configurations
               (+ --prefetch WS on w1)
   pagein-eager pagein --populate eager (w4 only)
 
+Remote section (bench/bench_remote.py): w1 from a snapshot on HTTP (nginx
+behind tests/tools/faultproxy.py: 2 ms per response, 1 Gbit/s per
+connection): download-then-File, pagein cold and warm cache, and 4 MiB
+chunks fetched on fault; skipped, saying why, without the http(s) source.
+
 Workloads (vmmsim run, every byte verified against a tmpfs copy of the image)
   w1  function cold start: trace of a clustered ~15% working set in a fixed
       order, ~10% jitter, ~2% new pages; WS recorded on a run with another
@@ -41,6 +46,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import bench_remote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # pagein serve's default --fault-around (DEFAULT_FAULT_AROUND in src/cli/main.c).
@@ -561,6 +568,7 @@ def run_main(b, a, snap, size):
     npages = size // PAGE
     res = {}
     run_trace, ws, wsn = prepare_w1(b, snap, npages, "synthetic")
+    b.w1_files = (run_trace, ws)  # for the remote section
     res["w1_working_set_pages"] = wsn
     wls = workloads(run_trace)
     reps = a.reps
@@ -1054,6 +1062,7 @@ def run_all(b, a, snap, res):
         images.append(("guest", gi))
     res["format"] = run_format(b, a, images)
     res["skipped"] = skipped
+    res["remote"] = bench_remote.run_remote(b, a, snap, b.w1_files[0], b.w1_files[1], Handler)
 
 
 def finish(b, a, res):
@@ -1073,7 +1082,7 @@ def report(a, res, size):
     res["targets"] = targets(res, size)
     prefix = "bench"
     pngs = plots(res, a.out, a.dir, prefix)
-    body = markdown(res)
+    body = markdown(res) + bench_remote.markdown(res)
     if pngs:
         body += ("\n![time to finish: every workload table, the sweep and the format table (lower is better)](%s)\n\n"
                  "![first-touch latency CDF (further left is better)](%s)\n" % tuple(pngs))

@@ -30,7 +30,7 @@ done
 
 # Build dependencies (debian/control) and the tools to build packages.
 need=""
-for p in dpkg-dev debhelper pkg-config gcc make libjson-c-dev libzstd-dev libxxhash-dev scdoc; do
+for p in dpkg-dev debhelper pkg-config gcc make libjson-c-dev libzstd-dev libxxhash-dev libmicrohttpd-dev libssl-dev scdoc; do
 	installed "$p" || need="$need $p"
 done
 if [ -n "$need" ]; then
