@@ -371,6 +371,11 @@ int guest_open(struct guest *g, const struct guest_config *c)
 				}
 				done += (uint64_t)n;
 			}
+			/* One load per page too: the kernel's writes above do not
+			 * map the pages for user access everywhere (a shadow-paging
+			 * hypervisor builds that on the first user access). */
+			for (uint64_t o = 0; !rc && o < r->size; o += 4096)
+				(void)*(volatile uint8_t *)(r->base + o);
 		}
 		close(fd);
 		if (rc)
