@@ -64,6 +64,7 @@ struct slot {
 
 /* Spare chunk buffers kept for reuse (see buf_alloc). */
 #define POOL_MAX 16
+#define POOL_BYTES (8u << 20)
 
 /* Decompress-ahead (see the top of this file). */
 #define AHEAD_THREADS 2
@@ -157,7 +158,9 @@ static void buf_free(struct pagein_file *f, void *p)
 	if (!p)
 		return;
 	pthread_mutex_lock(&f->pool_lock);
-	bool kept = f->npool < POOL_MAX;
+	/* At most POOL_BYTES of spares (2 MiB chunks: 4, not 16). */
+	size_t max = POOL_BYTES / f->m.h.chunk_size;
+	bool kept = f->npool < (max < 2 ? 2 : max > POOL_MAX ? POOL_MAX : max);
 	if (kept)
 		f->pool[f->npool++] = p;
 	pthread_mutex_unlock(&f->pool_lock);
