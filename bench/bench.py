@@ -974,14 +974,21 @@ def huge_plan(a):
 
 
 class HugePages:
-    """with HugePages(n): n more 2 MiB pages reserved, restored on exit."""
+    """with HugePages(n): n more 2 MiB pages reserved, restored on exit,
+    also on SIGTERM/SIGINT/SIGHUP (turned into SystemExit)."""
 
     PATH = "/proc/sys/vm/nr_hugepages"
 
     def __init__(self, n):
         self.n, self.before = n, None
+        self.old_handlers = {}
+
+    def _signal(self, sig, frame):
+        raise SystemExit("bench: signal %d during the huge-page section" % sig)
 
     def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.old_handlers[sig] = signal.signal(sig, self._signal)
         try:
             with open(self.PATH) as f:
                 self.before = int(f.read())
@@ -1003,6 +1010,9 @@ class HugePages:
             except OSError as e:
                 log("hugetlb: could not give back huge pages: %s" % e)
             self.before = None
+        for sig, h in self.old_handlers.items():
+            signal.signal(sig, h)
+        self.old_handlers = {}
         return False
 
 
