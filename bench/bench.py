@@ -9,6 +9,9 @@ of each figure is reported. Ratios are computed within this run only.
 Configurations
   file        the File backend: vmmsim maps the snapshot MAP_PRIVATE, no uffd
               (what Firecracker does without a UFFD backend)
+  floor       the touch floor: vmmsim --backend populated, the workload over
+              anonymous memory already holding the snapshot (no faults at all);
+              every table also gives each configuration as a multiple of it
   ref         bench/ref_handler: one thread, one 4 KiB UFFDIO_COPY per fault
   bulk        bench/bulk_ceiling: 2 MiB UFFDIO_COPYs, no faults (w4 only)
   pagein-none pagein --populate none --fault-around 0 (the on-demand path)
@@ -313,7 +316,8 @@ class Bench:
         Returns the busy fraction seen last (kept with the run)."""
         busy = cpu_busy()
         waited = 0
-        while busy > 0.3 and waited < 20 and self.quiet_waited < QUIET_BUDGET_S:
+        budget = 0 if self.a.smoke else QUIET_BUDGET_S  # smoke: under a minute
+        while busy > 0.3 and waited < 20 and self.quiet_waited < budget:
             time.sleep(1)
             waited += 1
             self.quiet_waited += 1
@@ -348,13 +352,15 @@ class Bench:
         os.unlink(rep)
         return r, load_latencies(latf), p
 
-    def measure(self, snap, wl, cfg, cache, rep, ws=None, expect=None, record=None):
+    def measure(self, snap, wl, cfg, cache, rep, ws=None, expect=None, record=None,
+                vm_extra=()):
         """Runs workload wl under configuration cfg once, serving snap
         (whose bytes are those of the raw file expect, default snap);
-        returns the record. Cold: both files are evicted."""
+        returns the record. Cold (and throttled): both files are evicted.
+        vm_extra: more vmmsim options (hugetlb: --page-size 2m)."""
         tag = "%s-%s-%s-%d" % (wl["name"], cfg, cache, rep)
         ev = []
-        if cache == "cold":
+        if cache in ("cold", "throttled"):
             for f in sorted({snap, expect or snap}):
                 ev += ["--evict", f]
         busy = self.wait_quiet()
@@ -364,16 +370,18 @@ class Bench:
         load0 = os.getloadavg()[0]
         rec = {"workload": wl["name"], "config": cfg, "cache": cache, "rep": rep,
                "snapshot": os.path.basename(snap)}
-        if cfg == "file":
-            r, lat, _ = self.vmmsim_run(snap, wl, ["--backend", "file"] + ev, tag)
+        if cfg in ("file", "floor"):
+            backend = "file" if cfg == "file" else "populated"
+            r, lat, _ = self.vmmsim_run(snap, wl, ["--backend", backend] + ev + list(vm_extra),
+                                        tag)
             rec.update(faults=r["workload_minflt"] + r["workload_majflt"],
                        major_faults=r["workload_majflt"], cpu_s=None, rss_anon_kib=None,
                        read_bytes=None)
         else:
             h = self.start_handler(cfg, snap, ws, tag, record)
             try:
-                r, lat, _ = self.vmmsim_run(snap, wl, ["--socket", self.sock] + ev, tag,
-                                            expect)
+                r, lat, _ = self.vmmsim_run(snap, wl, ["--socket", self.sock] + ev +
+                                            list(vm_extra), tag, expect)
                 end = h.wait_for(r"session ended[^\n]*")
             finally:
                 cpu, rss, rb = h.stop()
@@ -516,6 +524,7 @@ class Bench:
 # ---------------------------------------------------------------- the run
 
 CONFIG_NAMES = {
+    "floor": "touch floor (memory already populated, no faults)",
     "file": "File backend (MAP_PRIVATE)",
     "ref": "reference handler (4 KiB COPY per fault)",
     "bulk": "bulk ceiling (2 MiB COPYs)",
@@ -574,11 +583,11 @@ def run_main(b, a, snap, size):
     reps = a.reps
     uffd_cfgs = ["ref", "pagein-none", "pagein-fa", "pagein-bg"]
     # (workload, cache, configurations)
-    plan = [("w1", "warm", ["file"] + uffd_cfgs + ["pagein-ws"]),
+    plan = [("w1", "warm", ["floor", "file"] + uffd_cfgs + ["pagein-ws"]),
             ("w1", "cold", ["file"] + uffd_cfgs + ["pagein-ws"]),
-            ("w2", "warm", ["file"] + uffd_cfgs),
+            ("w2", "warm", ["floor", "file"] + uffd_cfgs),
             ("w2", "cold", ["file", "pagein-fa", "pagein-bg"]),
-            ("w3", "warm", ["file"] + uffd_cfgs),
+            ("w3", "warm", ["floor", "file"] + uffd_cfgs),
             ("w3", "cold", ["file", "pagein-fa", "pagein-bg"])]
     sweep = ["pagein-fa%d" % n for n in (4, 16, 64, 256) if n != DEFAULT_FA]
     for rep in range(1, reps + 1):
@@ -605,11 +614,12 @@ def run_main(b, a, snap, size):
         med["w4/warm/%s" % cfg] = b.median("w4", cfg, "warm")
     # w4 for configurations without population: a sequential touch of every
     # page, i.e. their w3 (1 vCPU, all memory).
-    for cfg in ("file", "ref", "pagein-none", "pagein-fa"):
+    for cfg in ("floor", "file", "ref", "pagein-none", "pagein-fa"):
         m = dict(med["w3/warm/%s" % cfg])
         m.pop("cdf", None)
         m["from"] = "w3"
         med["w4/warm/%s" % cfg] = m
+    add_floor_rows(med)
     for k, v in med.items():  # CDFs for every workload table (w4 has none)
         if v and k.startswith("w4/"):
             v.pop("cdf", None)
@@ -664,6 +674,439 @@ def run_format(b, a, images):
     return out
 
 
+# ---------------------------------------------------------------- floors
+#
+# Two baselines every table is read against (issue 11, item 1): the touch
+# floor (the workload over memory already populated: what the guest itself
+# costs, no fault at all) and the bulk-copy ceiling (w4's 2 MiB COPY loop:
+# the fastest a handler can put all memory in place). The floor is measured
+# warm once per workload and stands for the cold and throttled tables too
+# (populated memory reads no snapshot); the bulk ceiling is w4's.
+
+def floor_source(wl, cache, cfg):
+    """Where a baseline row of table (wl, cache) was measured."""
+    if cfg == "floor" and cache != "warm":
+        return wl, "warm"
+    if cfg == "bulk":
+        return "w4", "warm"
+    return wl, cache
+
+
+def add_floor_rows(med):
+    """Puts the floor first in every table of med (a cold table gets the
+    warm floor, marked), and the bulk ceiling into the w3 warm table (w3
+    touches every page: the ceiling is filling all of it)."""
+    out, seen = {}, set()
+    for k in list(med):
+        wl, cache, cfg = k.split("/")
+        if (wl, cache) not in seen:
+            seen.add((wl, cache))
+            fk = "%s/%s/floor" % (wl, cache)
+            src = "%s/warm/floor" % wl
+            if fk not in med and cache != "warm" and med.get(src):
+                m = dict(med[src])
+                m.pop("cdf", None)
+                m["from"] = "%s warm" % wl
+                out[fk] = m
+            elif fk in med:
+                out[fk] = med[fk]
+        if k not in out:
+            out[k] = med[k]
+    if med.get("w4/warm/bulk") and "w3/warm/file" in out:
+        m = dict(med["w4/warm/bulk"])
+        m["from"] = "w4"
+        out["w3/warm/bulk"] = m
+    med.clear()
+    med.update(out)
+
+
+def x_floor(res, key):
+    """key's time as a multiple of its table's touch floor (median of the
+    per-repetition ratios)."""
+    wl, cache, cfg = key.split("/")
+    if cfg == "floor":
+        return 1.0
+    return rep_ratio(res, key, "%s/%s/floor" % (wl, cache))
+
+
+# ---------------------------------------------------------------- throttled volume
+#
+# Issue 11, item 2: cold runs also on a volume like a general-purpose cloud
+# disk. A cgroup v1 blkio group throttles reads of the whole disk behind
+# the snapshot to THR_BPS and THR_IOPS; the driver moves itself into it for
+# the section, so every process of a run (pagein, ref_handler, vmmsim, the
+# File backend's vmmsim) is in it; the disk's read_ahead_kb is THR_RA_KB
+# meanwhile. Both are undone on the way out, also on an error or a signal.
+
+THR_BPS = 250 * 1000 * 1000
+THR_IOPS = 3000
+THR_RA_KB = 128
+BLKIO = "/sys/fs/cgroup/blkio"
+
+
+class SkipSection(Exception):
+    pass
+
+
+def disk_of(path):
+    """(MAJ:MIN, name) of the whole disk holding path (a partition's disk:
+    blkio throttles whole devices)."""
+    st = os.stat(path)
+    sysd = os.path.realpath("/sys/dev/block/%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev)))
+    if not os.path.isdir(sysd):
+        raise SkipSection("%s is not on a block device" % path)
+    if os.path.exists(os.path.join(sysd, "partition")):
+        sysd = os.path.dirname(sysd)
+    with open(os.path.join(sysd, "dev")) as f:
+        return f.read().strip(), os.path.basename(sysd)
+
+
+def write_file(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+class Throttled:
+    """with Throttled(path): the calling process (and so every child it
+    starts) in a blkio cgroup throttling the disk of path, read_ahead_kb
+    THR_RA_KB; everything restored on exit, also on SIGTERM/SIGINT/SIGHUP
+    (turned into SystemExit so that the finally blocks run)."""
+
+    def __init__(self, path):
+        self.dev, self.disk = disk_of(path)
+        self.cg = os.path.join(BLKIO, "pagein-bench-%d" % os.getpid())
+        self.ra_path = "/sys/block/%s/queue/read_ahead_kb" % self.disk
+        self.ra_old = self.home = None
+        self.old_handlers = {}
+
+    def __enter__(self):
+        if not os.path.exists(os.path.join(BLKIO, "blkio.throttle.read_bps_device")):
+            os.makedirs(BLKIO, exist_ok=True)
+            p = subprocess.run(["mount", "-t", "cgroup", "-o", "blkio", "cgroup", BLKIO],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if p.returncode or not os.path.exists(
+                    os.path.join(BLKIO, "blkio.throttle.read_bps_device")):
+                raise SkipSection("cgroup v1 blkio is not mounted and mounting it failed: %s"
+                                  % p.stdout.strip())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.old_handlers[sig] = signal.signal(sig, self._signal)
+        try:
+            with open("/proc/self/cgroup") as f:
+                for line in f:
+                    _, ctl, path = line.rstrip("\n").split(":", 2)
+                    if "blkio" in ctl.split(","):
+                        self.home = os.path.join(BLKIO, path.lstrip("/"))
+            self.home = self.home or BLKIO
+            os.mkdir(self.cg)
+            write_file(os.path.join(self.cg, "blkio.throttle.read_bps_device"),
+                       "%s %d" % (self.dev, THR_BPS))
+            write_file(os.path.join(self.cg, "blkio.throttle.read_iops_device"),
+                       "%s %d" % (self.dev, THR_IOPS))
+            with open(self.ra_path) as f:
+                self.ra_old = f.read().strip()
+            write_file(self.ra_path, str(THR_RA_KB))
+            write_file(os.path.join(self.cg, "cgroup.procs"), str(os.getpid()))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _signal(self, sig, frame):
+        raise SystemExit("bench: signal %d during the throttled section" % sig)
+
+    def __exit__(self, *exc):
+        try:
+            write_file(os.path.join(self.home or BLKIO, "cgroup.procs"), str(os.getpid()))
+        except OSError as e:
+            log("throttled: could not leave %s: %s" % (self.cg, e))
+        if self.ra_old is not None:
+            write_file(self.ra_path, self.ra_old)
+            self.ra_old = None
+        for _ in range(50):  # children that just exited may linger a moment
+            try:
+                if os.path.isdir(self.cg):
+                    os.rmdir(self.cg)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            log("throttled: could not remove %s" % self.cg)
+        for sig, h in self.old_handlers.items():
+            signal.signal(sig, h)
+        self.old_handlers = {}
+        return False
+
+
+def evict(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def throttle_check(snap, size, smoke=False):
+    """Inside the group: a buffered dd of the evicted snapshot (MB/s) and
+    4 KiB direct reads (IOPS), to show that the throttle applies."""
+    n = min(size, 512 * MIB) // MIB
+    evict(snap)
+    t = time.time()
+    subprocess.run(["dd", "if=" + snap, "of=/dev/null", "bs=1M", "count=%d" % n],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    mb_s = n * MIB / 1e6 / (time.time() - t)
+    k = 300 if smoke else 3000
+    evict(snap)
+    t = time.time()
+    subprocess.run(["dd", "if=" + snap, "of=/dev/null", "bs=4k", "count=%d" % k,
+                    "iflag=direct", "skip=%d" % (size // 8192)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    iops = k / (time.time() - t)
+    return {"dd_mb_s": round(mb_s, 1), "dd_mib": n, "direct_4k_iops": round(iops),
+            "direct_4k_reads": k}
+
+
+THR_PLAN = [("w1", ["file", "ref", "pagein-ws", "pagein-bg"]),
+            ("w2", ["file", "pagein-fa", "pagein-bg"]),
+            ("w3", ["file", "pagein-fa", "pagein-bg"])]
+
+
+def thr_plan(a):
+    """The smoke run keeps a tiny version of the section."""
+    if a.smoke:
+        return [("w1", ["file", "pagein-ws"])]
+    return THR_PLAN
+
+
+def run_throttled(b, a, snap, wls, ws, pagein_file):
+    """Cold runs under the throttle; returns the section's results (or
+    {"skipped": reason})."""
+    try:
+        thr = Throttled(snap)
+        with thr:
+            out = {"device": thr.dev, "disk": thr.disk, "read_bps": THR_BPS,
+                   "read_iops": THR_IOPS, "read_ahead_kb": THR_RA_KB,
+                   "read_ahead_kb_before": thr.ra_old, "cgroup": thr.cg}
+            out["check"] = throttle_check(snap, a.size, a.smoke)
+            log("throttled: dd %.0f MB/s, %d direct 4 KiB reads/s (limits %d MB/s, %d IOPS)"
+                % (out["check"]["dd_mb_s"], out["check"]["direct_4k_iops"], THR_BPS // 10**6,
+                   THR_IOPS))
+            for rep in range(1, a.reps + 1):
+                order = random.Random(100 + rep)
+                for wl, cfgs in thr_plan(a):
+                    for cfg in order.sample(cfgs, len(cfgs)):
+                        b.measure(snap, wls[wl], cfg, "throttled", rep,
+                                  ws=ws if wl == "w1" and cfg in ("pagein-ws", "pagein-bg")
+                                  else None)
+                    if pagein_file and wl in ("w1", "w3"):
+                        cfg = "pagein-ws" if wl == "w1" else "pagein-fa"
+                        r = b.measure(pagein_file, wls[wl], cfg, "throttled", rep,
+                                      ws=ws if wl == "w1" else None, expect=snap)
+                        r["format_image"] = "synthetic"
+                        r["format_source"] = "pagein"
+    except SkipSection as e:
+        log("throttled: skipped: %s" % e)
+        return {"skipped": str(e)}
+    med = {}
+    for wl, cfgs in thr_plan(a):
+        for cfg in cfgs:
+            med["%s/throttled/%s" % (wl, cfg)] = b.median(wl, cfg, "throttled",
+                                                          os.path.basename(snap))
+        if pagein_file and wl in ("w1", "w3"):
+            cfg = "pagein-ws" if wl == "w1" else "pagein-fa"
+            med["%s/throttled/%s.pagein" % (wl, cfg)] = b.median(
+                wl, cfg, "throttled", os.path.basename(pagein_file))
+    for v in med.values():
+        if v:
+            v.pop("cdf", None)
+    out["median"] = med
+    return out
+
+
+def markdown_throttled(res):
+    t = res.get("throttled")
+    if not t:
+        return []
+    L = ["#### Cold page cache on a throttled volume (cloud-disk-like)", ""]
+    if t.get("skipped"):
+        return L + ["Skipped: " + t["skipped"], ""]
+    c = t["check"]
+    L.append("cgroup v1 blkio on %s (disk %s): read_bps_device %d MB/s, read_iops_device %d; "
+             "read_ahead_kb %d during the section (%s before, restored after); the snapshot "
+             "evicted before every run. Check under the throttle: dd of %d MiB of the evicted "
+             "snapshot %.0f MB/s, %d direct 4 KiB reads at %d/s." % (
+                 t["device"], t["disk"], t["read_bps"] // 10**6, t["read_iops"],
+                 t["read_ahead_kb"], t["read_ahead_kb_before"], c["dd_mib"], c["dd_mb_s"],
+                 c["direct_4k_reads"], c["direct_4k_iops"]))
+    L.append("")
+    L.append("| workload | configuration | time s | x floor | speedup vs File | faults "
+             "| read MiB | GB/s |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for k, v in t["median"].items():
+        if not v:
+            continue
+        wl, _, cfg = k.split("/")
+        fmt_file = cfg.endswith(".pagein")
+        base = cfg[:-len(".pagein")] if fmt_file else cfg
+        name = CONFIG_NAMES.get(base, base) + (", pagein-format file" if fmt_file else "")
+        fl = res["median"].get("%s/warm/floor" % wl) or {}
+        xf = v["wall_s"] / fl["wall_s"] if fl.get("wall_s") else None
+        fv = t["median"].get("%s/throttled/file" % wl) or {}
+        sp = (fv["wall_s"] / v["wall_s"]) if fv.get("wall_s") and cfg != "file" else None
+        rb = v.get("read_bytes")
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            wl, name, fmt(v.get("wall_s")), fmt(xf), fmt(sp), fmt(v.get("faults")),
+            fmt(rb / MIB if rb else None), fmt(v.get("gb_s"))))
+    L.append("")
+    L.append("x floor: against the warm touch floor of the workload (ratio of medians); "
+             "speedup vs File: File's throttled median time / this one's; read MiB: the "
+             "handler's /proc/PID/io read_bytes (File: -).")
+    L.append("")
+    return L
+
+
+# ---------------------------------------------------------------- hugetlbfs
+#
+# Issue 11, item 7: guests in 2 MiB huge pages (Firecracker huge_pages "2M")
+# can only be restored through a UFFD handler. The competitor is the
+# reference handler copying one 2 MiB page per fault. The section reserves
+# its huge pages itself and gives them back.
+
+HUGE = 2 * MIB
+HUGE_PLAN = [("h2", ["floor", "ref", "pagein-fa", "pagein-bg"]),
+             ("h3", ["floor", "ref", "pagein-fa", "pagein-bg"])]
+
+
+def huge_plan(a):
+    """The smoke run keeps a tiny version of the section."""
+    return [("h3", ["floor", "ref", "pagein-fa"])] if a.smoke else HUGE_PLAN
+
+
+class HugePages:
+    """with HugePages(n): n more 2 MiB pages reserved, restored on exit,
+    also on SIGTERM/SIGINT/SIGHUP (turned into SystemExit)."""
+
+    PATH = "/proc/sys/vm/nr_hugepages"
+
+    def __init__(self, n):
+        self.n, self.before = n, None
+        self.old_handlers = {}
+
+    def _signal(self, sig, frame):
+        raise SystemExit("bench: signal %d during the huge-page section" % sig)
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.old_handlers[sig] = signal.signal(sig, self._signal)
+        try:
+            with open(self.PATH) as f:
+                self.before = int(f.read())
+            write_file(self.PATH, str(self.before + self.n))
+            with open(self.PATH) as f:
+                got = int(f.read()) - self.before
+        except OSError as e:
+            self.__exit__()
+            raise SkipSection("cannot reserve huge pages: %s" % e)
+        if got < self.n:
+            self.__exit__()
+            raise SkipSection("reserved %d of the %d 2 MiB huge pages needed" % (got, self.n))
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            try:
+                write_file(self.PATH, str(self.before))
+            except OSError as e:
+                log("hugetlb: could not give back huge pages: %s" % e)
+            self.before = None
+        for sig, h in self.old_handlers.items():
+            signal.signal(sig, h)
+        self.old_handlers = {}
+        return False
+
+
+def run_hugetlb(b, a):
+    size = min(a.size, 1 << 30)
+    snap = os.path.join(b.dir, "synthetic-%dM.raw" % (size >> 20))
+    ensure_snapshot(b, snap, size)
+    pf = os.path.join(b.dir, "synthetic-%dM-huge.pagein" % (size >> 20))
+    if not os.path.exists(pf) or os.path.getmtime(pf) < os.path.getmtime(snap):
+        subprocess.run([b.pagein, "snapshot", "convert", snap, "-o", pf, "--huge"],
+                       check=True, stdout=subprocess.DEVNULL)
+    wls = {"h2": {"name": "h2", "args": ["--pattern", "random", "--touch", "0.25",
+                                         "--vcpus", "2", "--seed", "2"]},
+           "h3": {"name": "h3", "args": ["--pattern", "seq", "--vcpus", "1"]}}
+    extra = ["--page-size", "2m"]
+    out = {"guest_bytes": size, "snapshot": os.path.basename(snap),
+           "pagein_file": os.path.basename(pf), "pagein_file_bytes": os.path.getsize(pf)}
+    try:
+        with HugePages(size // HUGE + 4) as hp:
+            out["nr_hugepages_before"] = hp.before
+            out["reserved"] = hp.n
+            for rep in range(1, a.reps + 1):
+                order = random.Random(200 + rep)
+                for wl, cfgs in huge_plan(a):
+                    for cfg in order.sample(cfgs, len(cfgs)):
+                        b.measure(snap, wls[wl], cfg, "warm", rep, vm_extra=extra)
+                    b.warm(pf)
+                    r = b.measure(pf, wls[wl], "pagein-fa", "warm", rep, expect=snap,
+                                  vm_extra=extra)
+                    r["format_image"] = "huge"
+                    r["format_source"] = "pagein"
+    except SkipSection as e:
+        log("hugetlb: skipped: %s" % e)
+        return {"skipped": str(e)}
+    med = {}
+    for wl, cfgs in huge_plan(a):
+        for cfg in cfgs:
+            med["%s/warm/%s" % (wl, cfg)] = b.median(wl, cfg, "warm", os.path.basename(snap))
+        med["%s/warm/pagein-fa.pagein" % wl] = b.median(wl, "pagein-fa", "warm",
+                                                        os.path.basename(pf))
+    for v in med.values():
+        if v:
+            v.pop("cdf", None)
+    out["median"] = med
+    return out
+
+
+def markdown_hugetlb(res):
+    h = res.get("hugetlb")
+    if not h:
+        return []
+    L = ["#### Guest memory in 2 MiB huge pages (hugetlbfs), warm page cache", ""]
+    if h.get("skipped"):
+        return L + ["Skipped: " + h["skipped"], ""]
+    L.append("vmmsim --page-size 2m (anonymous MAP_HUGETLB guest memory, %d MiB, %d huge "
+             "pages reserved by the driver and given back). h2: random 25%% of the 2 MiB pages, "
+             "2 vCPUs; h3: sequential, 1 vCPU. The pagein-format file was converted with "
+             "`--huge` (2 MiB chunks, %.0f MiB)." % (h["guest_bytes"] >> 20, h["reserved"],
+                                                     h["pagein_file_bytes"] / MIB))
+    L.append("")
+    L.append("| workload | configuration | time s | x floor | speedup vs ref | faults | p50 us "
+             "| p99 us | handler CPU s |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for k, v in h["median"].items():
+        if not v:
+            continue
+        wl, _, cfg = k.split("/")
+        fmt_file = cfg.endswith(".pagein")
+        base = cfg[:-len(".pagein")] if fmt_file else cfg
+        name = CONFIG_NAMES.get(base, base) + (", pagein-format file" if fmt_file else "")
+        if base == "ref":
+            name = "reference handler (one 2 MiB COPY per fault)"
+        fl = h["median"].get("%s/warm/floor" % wl) or {}
+        rf = h["median"].get("%s/warm/ref" % wl) or {}
+        xf = v["wall_s"] / fl["wall_s"] if fl.get("wall_s") else None
+        sp = rf["wall_s"] / v["wall_s"] if rf.get("wall_s") and base.startswith("pagein") \
+            else None
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            wl, name, fmt(v.get("wall_s")), fmt(xf), fmt(sp), fmt(v.get("faults")),
+            fmt(v.get("p50_us")), fmt(v.get("p99_us")), fmt(v.get("cpu_s"))))
+    L.append("")
+    L.append("x floor and speedup vs ref are ratios of medians.")
+    L.append("")
+    return L
+
+
 # ---------------------------------------------------------------- report
 
 def rep_ratio(res, num, den, field="wall_s"):
@@ -674,8 +1117,9 @@ def rep_ratio(res, num, den, field="wall_s"):
     population is its w3."""
     def by_rep(key):
         wl, cache, cfg = key.split("/")
-        if wl == "w4" and cfg in ("file", "ref", "pagein-none", "pagein-fa"):
+        if wl == "w4" and cfg in ("floor", "file", "ref", "pagein-none", "pagein-fa"):
             wl = "w3"
+        wl, cache = floor_source(wl, cache, cfg)
         out = {}
         for r in res["runs"]:
             if (r["workload"], r["cache"], r["config"]) == (wl, cache, cfg) \
@@ -774,18 +1218,19 @@ def markdown(res):
             continue
         L.append("#### %s" % title)
         L.append("")
-        L.append("| configuration | time s | faults | p50 us | p99 us | GB/s | handler CPU s "
-                 "| handler peak RssAnon MiB |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| configuration | time s | x floor | faults | p50 us | p99 us | GB/s "
+                 "| handler CPU s | handler peak RssAnon MiB |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for k in keys:
             v = m[k]
             cfg = k.split("/")[2]
-            name = CONFIG_NAMES.get(cfg, cfg) + (" (its w3)" if v.get("from") else "")
+            name = CONFIG_NAMES.get(cfg, cfg) + (" (its %s)" % v["from"] if v.get("from")
+                                                 else "")
             rss = v.get("rss_anon_kib")
-            L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                name, fmt(v.get("wall_s")), fmt(v.get("faults")), fmt(v.get("p50_us")),
-                fmt(v.get("p99_us")), fmt(v.get("gb_s")), fmt(v.get("cpu_s")),
-                fmt(rss / 1024 if rss else None)))
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                name, fmt(v.get("wall_s")), fmt(x_floor(res, k)), fmt(v.get("faults")),
+                fmt(v.get("p50_us")), fmt(v.get("p99_us")), fmt(v.get("gb_s")),
+                fmt(v.get("cpu_s")), fmt(rss / 1024 if rss else None)))
         L.append("")
         # ratios of every pagein configuration to every baseline, same table
         bases = [c for c in ("file", "ref", "bulk") if "%s/%s/%s" % (wl, cache, c) in m]
@@ -861,6 +1306,8 @@ def markdown(res):
             if e.get("note"):
                 L.append(e["note"])
                 L.append("")
+    L += markdown_throttled(res)
+    L += markdown_hugetlb(res)
     for s in res.get("skipped", []):
         L.append("Skipped: " + s)
         L.append("")
@@ -870,7 +1317,7 @@ def markdown(res):
 # One colour per configuration, the same in every panel: the Okabe-Ito
 # palette, which stays distinct with the common colour-vision deficiencies
 # (yellow only for a bar, never for a line).
-COLOURS = {"file": "#E69F00", "ref": "#D55E00", "bulk": "#999999", "pagein-none": "#009E73",
+COLOURS = {"floor": "#000000", "file": "#E69F00", "ref": "#D55E00", "bulk": "#999999", "pagein-none": "#009E73",
            "pagein-fa": "#56B4E9", "pagein-ws": "#CC79A7", "pagein-bg": "#0072B2",
            "pagein-eager": "#F0E442"}
 # And one gnuplot dash type per configuration for the CDF lines.
@@ -888,7 +1335,7 @@ def plots(res, outdir, workdir, prefix):
               ("w3", "cold"), ("w4", "warm")]
     titles = {"w1": "w1 function cold start", "w2": "w2 random 25%", "w3": "w3 sequential",
               "w4": "w4 restore complete"}
-    short = {"file": "File", "ref": "ref", "bulk": "bulk", "pagein-none": "p:none",
+    short = {"floor": "floor", "file": "File", "ref": "ref", "bulk": "bulk", "pagein-none": "p:none",
              "pagein-fa": "p:fa%d" % DEFAULT_FA, "pagein-ws": "p:ws", "pagein-bg": "p:default",
              "pagein-eager": "p:eager"}
     colour = lambda cfg: int(COLOURS.get(cfg, "#000000")[1:], 16)
@@ -904,7 +1351,7 @@ def plots(res, outdir, workdir, prefix):
                 w, c, cfg = k.split("/")
                 if (w, c) == (wl, cache) and v and v.get("wall_s"):
                     f.write('"%s%s" %.4f %d\n' % (short.get(cfg, cfg),
-                                                  " (w3)" if v.get("from") == "w3" else "",
+                                                  " (%s)" % v["from"] if v.get("from") else "",
                                                   v["wall_s"], colour(cfg)))
             f.write("\n\n")
         # The fault-around sweep: time against N, one line per workload.
@@ -1048,6 +1495,17 @@ def main():
 
 def run_all(b, a, snap, res):
     res.update(run_main(b, a, snap, a.size))
+    run_all_formats(b, a, snap, res)
+    if True:  # issue 11: the throttled volume and hugetlbfs sections
+        run_trace = os.path.join(b.dir, "synthetic-w1-run.trace")
+        ws = os.path.join(b.dir, "synthetic-w1-1.ws")
+        pf = os.path.join(b.dir, "synthetic.pagein")
+        res["throttled"] = run_throttled(b, a, snap, workloads(run_trace), ws,
+                                         pf if os.path.exists(pf) else None)
+        res["hugetlb"] = run_hugetlb(b, a)
+
+
+def run_all_formats(b, a, snap, res):
     images, skipped = [("synthetic", snap)], []
     gi = a.guest_image
     if gi == "auto":

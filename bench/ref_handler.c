@@ -1,7 +1,8 @@
 /* ref_handler.c - the reference on-demand handler of the benchmark: what
  * Firecracker's examples/uffd/on_demand_handler does, in C. One thread; the
  * snapshot mmap'd MAP_PRIVATE; for every page fault one 4 KiB UFFDIO_COPY
- * of the page from that mapping. No fault-around, no zero-page detection,
+ * of the page from that mapping (one 2 MiB UFFDIO_COPY when the handshake
+ * says the guest's pages are 2 MiB: hugetlbfs). No fault-around, no zero-page detection,
  * no prefetch: the baseline pagein's engine is measured against.
  *
  *   ref_handler --snapshot FILE --socket PATH
@@ -30,7 +31,7 @@
 #define MAX_REGIONS 64
 
 struct region {
-	uint64_t base, size, offset;
+	uint64_t base, size, offset, page;
 };
 
 static void die(const char *what)
@@ -86,6 +87,12 @@ static int handshake(int conn, struct region *r, int *nr)
 		if (!end || field(p, end, "base_host_virt_addr", &g->base) ||
 		    field(p, end, "size", &g->size) || field(p, end, "offset", &g->offset))
 			return -1;
+		/* "page_size" (bytes) from v1.12, "page_size_kib" before (whose
+		 * value vmmsim and Firecracker also give in bytes). */
+		if (field(p, end, "page_size", &g->page) && field(p, end, "page_size_kib", &g->page))
+			g->page = PAGE;
+		if (g->page != PAGE && g->page != (2ULL << 20))
+			g->page = PAGE;
 		(*nr)++;
 	}
 	return uffd;
@@ -109,14 +116,15 @@ static unsigned long serve(int conn, const uint8_t *snap, uint64_t snap_size)
 			continue;	/* EAGAIN: another read took it */
 		if (m.event != UFFD_EVENT_PAGEFAULT)
 			continue;	/* the benchmark makes no discards */
-		uint64_t addr = m.arg.pagefault.address & ~(PAGE - 1);
+		uint64_t fault = m.arg.pagefault.address;
 		for (int i = 0; i < nr; i++) {
-			if (addr < r[i].base || addr >= r[i].base + r[i].size)
+			if (fault < r[i].base || fault >= r[i].base + r[i].size)
 				continue;
+			uint64_t ps = r[i].page, addr = fault & ~(ps - 1);
 			uint64_t off = r[i].offset + (addr - r[i].base);
 			struct uffdio_copy cp = { .dst = addr, .src = (uintptr_t)(snap + off),
-						  .len = PAGE };
-			if (off + PAGE > snap_size)
+						  .len = ps };
+			if (off + ps > snap_size)
 				break;
 			int rc;
 			faults++;
@@ -124,7 +132,7 @@ static unsigned long serve(int conn, const uint8_t *snap, uint64_t snap_size)
 				cp.copy = 0;
 			/* EEXIST: another fault filled it; COPY then woke nobody. */
 			if (rc && errno == EEXIST) {
-				struct uffdio_range w = { addr, PAGE };
+				struct uffdio_range w = { addr, ps };
 				ioctl(uffd, UFFDIO_WAKE, &w);
 			}
 			break;

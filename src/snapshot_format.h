@@ -188,6 +188,7 @@ struct source_pagein_stats {
 	uint64_t hits;       /* get() found the chunk decompressed */
 	uint64_t misses;     /* get() decompressed it (once per miss) */
 	uint64_t waits;      /* get() waited for another thread's decompression */
+	uint64_t ahead;      /* chunks decompressed ahead by the pool */
 	uint64_t zero_gets;  /* get() answered from the bitmap, no read */
 	uint64_t evictions;
 	uint64_t cached_bytes; /* decompressed bytes held now */

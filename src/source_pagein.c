@@ -13,7 +13,21 @@
  * zstd failure, the chunk named in ext->bad_chunk), never SIGBUS and never
  * bytes that did not pass their checksum. A chunk that failed stays failed
  * (remembered per chunk): a second fault on it costs nothing, and the
- * whole chunk is reported bad at once (ext->len covers it). */
+ * whole chunk is reported bad at once (ext->len covers it).
+ *
+ * Decompress-ahead: a small pool of threads per source (AHEAD_THREADS)
+ * decompresses the chunks that will be wanted next into the same cache,
+ * so that fills find them ready instead of decompressing on the fault
+ * path, one chunk at a time. What comes next is known two ways: advise()
+ * (the working-set replay names its next batches) and a run of misses on
+ * consecutive chunks (a sequential scan, background population), which
+ * queues the following chunks. A chunk being decompressed ahead is a slot
+ * in LOADING like any other: a get() that wants it waits for it
+ * (single-flight), and a failure is remembered per chunk exactly as when
+ * a get() decompressed it, so only a real fault on it decides what it
+ * costs. The queue is bounded (a quarter of the cache at most), and there
+ * is no decompress-ahead when the cache holds fewer than AHEAD_MIN_CHUNKS
+ * chunks: what is decompressed ahead must still be cached when used. */
 #include "source.h"
 
 #include <errno.h>
@@ -50,6 +64,12 @@ struct slot {
 
 /* Spare chunk buffers kept for reuse (see buf_alloc). */
 #define POOL_MAX 16
+#define POOL_BYTES (8u << 20)
+
+/* Decompress-ahead (see the top of this file). */
+#define AHEAD_THREADS 2
+#define AHEAD_MAX 8        /* chunks queued ahead at most */
+#define AHEAD_MIN_CHUNKS 8 /* cache size, in chunks, below which none */
 
 struct pagein_file {
 	struct pagein_source base;
@@ -69,6 +89,15 @@ struct pagein_file {
 	pthread_mutex_t pool_lock; /* guards the buffer pool */
 	void *pool[POOL_MAX];
 	size_t npool;
+
+	/* Decompress-ahead, under lock: a ring of chunk numbers. */
+	pthread_cond_t ahead_cond;     /* work queued, or stopping */
+	pthread_t ahead_th[AHEAD_THREADS];
+	unsigned nahead_th;            /* threads started */
+	bool ahead_stop;
+	uint64_t ahead_q[AHEAD_MAX];
+	unsigned ahead_head, ahead_len;
+	uint64_t last_miss;            /* chunk of the last miss + 1 (0: none) */
 };
 
 static const struct source_ops pagein_ops;
@@ -118,8 +147,9 @@ static void *buf_alloc(struct pagein_file *f)
 	pthread_mutex_unlock(&f->pool_lock);
 	if (p)
 		return p;
+	/* MAP_POPULATE: one call instead of a page fault per page. */
 	p = mmap(NULL, f->m.h.chunk_size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }
 
@@ -128,7 +158,9 @@ static void buf_free(struct pagein_file *f, void *p)
 	if (!p)
 		return;
 	pthread_mutex_lock(&f->pool_lock);
-	bool kept = f->npool < POOL_MAX;
+	/* At most POOL_BYTES of spares (2 MiB chunks: 4, not 16). */
+	size_t max = POOL_BYTES / f->m.h.chunk_size;
+	bool kept = f->npool < (max < 2 ? 2 : max > POOL_MAX ? POOL_MAX : max);
 	if (kept)
 		f->pool[f->npool++] = p;
 	pthread_mutex_unlock(&f->pool_lock);
@@ -209,6 +241,104 @@ static int slot_load(struct pagein_file *f, struct slot *sl)
 	return r;
 }
 
+/* A load finished (lock held): the slot becomes READY, or FAILED and the
+ * failure is remembered for the chunk. Drops the loader's pin. Returns
+ * true if the caller must free the slot (failed, and nobody holds it). */
+static bool slot_finish(struct pagein_file *f, struct slot *sl, int r, bool keep_pin)
+{
+	bool gone = false;
+	if (r == 0) {
+		sl->state = SLOT_READY;
+		f->cached += sl->len;
+		if (!keep_pin && --sl->pins == 0)
+			lru_push(f, sl);
+		evict_over_limit(f);
+	} else {
+		/* Remembered: later gets fail at once. Out of memory is not
+		 * the chunk's fault and is not remembered. */
+		sl->state = SLOT_FAILED;
+		sl->err = r;
+		f->slots[sl->chunk] = NULL;
+		if (r == -EIO || r == -EBADMSG)
+			f->failed[sl->chunk] = r;
+		if (!keep_pin && --sl->pins == 0)
+			gone = true;
+	}
+	pthread_cond_broadcast(&f->done);
+	return gone;
+}
+
+/* ---- decompress-ahead --------------------------------------------------- */
+
+static unsigned ahead_window(const struct pagein_file *f)
+{
+	uint64_t chunks = f->limit / f->m.h.chunk_size;
+	if (chunks < AHEAD_MIN_CHUNKS)
+		return 0;
+	return chunks / 4 < AHEAD_MAX ? (unsigned)(chunks / 4) : AHEAD_MAX;
+}
+
+static void *ahead_main(void *arg)
+{
+	struct pagein_file *f = arg;
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		while (!f->ahead_stop && f->ahead_len == 0)
+			pthread_cond_wait(&f->ahead_cond, &f->lock);
+		if (f->ahead_stop)
+			break;
+		uint64_t c = f->ahead_q[f->ahead_head];
+		f->ahead_head = (f->ahead_head + 1) % AHEAD_MAX;
+		f->ahead_len--;
+		if (f->slots[c] || f->failed[c] || !f->m.chunks[c].present)
+			continue; /* cached, loading, bad, or nothing stored */
+		struct slot *sl = calloc(1, sizeof(*sl));
+		if (!sl)
+			continue;
+		sl->chunk = c;
+		sl->state = SLOT_LOADING;
+		sl->pins = 1; /* the loader's own, dropped by slot_finish */
+		f->slots[c] = sl;
+		f->st.ahead++;
+		pthread_mutex_unlock(&f->lock);
+		int r = slot_load(f, sl);
+		pthread_mutex_lock(&f->lock);
+		if (slot_finish(f, sl, r, false))
+			slot_free(f, sl);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+/* Queues chunk c to be decompressed ahead (lock held). Starts the pool
+ * on first use. */
+static void ahead_queue(struct pagein_file *f, uint64_t c)
+{
+	unsigned w = ahead_window(f);
+	if (!w || c >= f->m.h.chunk_count || f->slots[c] || f->failed[c] ||
+	    !f->m.chunks[c].present || f->ahead_stop)
+		return;
+	for (unsigned i = 0; i < f->ahead_len; i++)
+		if (f->ahead_q[(f->ahead_head + i) % AHEAD_MAX] == c)
+			return;
+	if (f->ahead_len >= w)
+		return; /* full: later hints come again */
+	if (f->nahead_th == 0) {
+		for (unsigned i = 0; i < AHEAD_THREADS; i++) {
+			if (pthread_create(&f->ahead_th[i], NULL, ahead_main, f))
+				break;
+			f->nahead_th++;
+		}
+		if (f->nahead_th == 0) {
+			f->ahead_stop = true; /* no threads: serve without */
+			return;
+		}
+	}
+	f->ahead_q[(f->ahead_head + f->ahead_len) % AHEAD_MAX] = c;
+	f->ahead_len++;
+	pthread_cond_signal(&f->ahead_cond);
+}
+
 /* Where page p of chunk c sits among the chunk's packed present pages. */
 static size_t page_rank(const struct snapshot_meta *m, uint64_t c, uint32_t p)
 {
@@ -276,25 +406,18 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 		sl->pins = 1;
 		f->slots[c] = sl;
 		f->st.misses++;
+		/* Misses on consecutive chunks: a scan. Decompress the next
+		 * ones on the pool while this thread does its own. */
+		if (f->last_miss == c && c > 0)
+			for (uint64_t n = 1; n <= AHEAD_MAX; n++)
+				ahead_queue(f, c + n);
+		f->last_miss = c + 1;
 		pthread_mutex_unlock(&f->lock);
 
 		int r = slot_load(f, sl);
 
 		pthread_mutex_lock(&f->lock);
-		if (r == 0) {
-			sl->state = SLOT_READY;
-			f->cached += sl->len;
-			evict_over_limit(f);
-		} else {
-			/* Remembered: later gets fail at once. Out of memory
-			 * is not the chunk's fault and is not remembered. */
-			sl->state = SLOT_FAILED;
-			sl->err = r;
-			f->slots[c] = NULL;
-			if (r == -EIO || r == -EBADMSG)
-				f->failed[c] = r;
-		}
-		pthread_cond_broadcast(&f->done);
+		slot_finish(f, sl, r, true);
 	}
 	if (sl->state == SLOT_FAILED) {
 		int r = sl->err;
@@ -337,6 +460,10 @@ static void pagein_advise(struct pagein_source *s, uint64_t off, uint64_t len)
 	if (off >= s->size || len == 0)
 		return;
 	uint64_t last = (off + (len < s->size - off ? len : s->size - off) - 1) / m->h.chunk_size;
+	pthread_mutex_lock(&f->lock);
+	for (uint64_t c = off / m->h.chunk_size; c <= last; c++)
+		ahead_queue(f, c);
+	pthread_mutex_unlock(&f->lock);
 	uint64_t a = 0, b = 0; /* pending file range, merged while contiguous */
 	for (uint64_t c = off / m->h.chunk_size; c <= last; c++) {
 		const struct snapshot_chunk *ch = &m->chunks[c];
@@ -358,6 +485,12 @@ static void pagein_advise(struct pagein_source *s, uint64_t off, uint64_t len)
 static void pagein_destroy(struct pagein_source *s)
 {
 	struct pagein_file *f = to_file(s);
+	pthread_mutex_lock(&f->lock);
+	f->ahead_stop = true;
+	pthread_cond_broadcast(&f->ahead_cond);
+	pthread_mutex_unlock(&f->lock);
+	for (unsigned i = 0; i < f->nahead_th; i++)
+		pthread_join(f->ahead_th[i], NULL);
 	for (uint64_t c = 0; c < f->m.h.chunk_count; c++)
 		if (f->slots[c])
 			slot_free(f, f->slots[c]);
@@ -370,6 +503,7 @@ static void pagein_destroy(struct pagein_source *s)
 		munmap(f->pool[i], f->m.h.chunk_size);
 	snapshot_meta_free(&f->m);
 	pthread_cond_destroy(&f->done);
+	pthread_cond_destroy(&f->ahead_cond);
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->pool_lock);
 	close(f->fd);
@@ -416,6 +550,7 @@ int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->pool_lock, NULL);
 	pthread_cond_init(&f->done, NULL);
+	pthread_cond_init(&f->ahead_cond, NULL);
 	f->lru.next = f->lru.prev = &f->lru;
 	f->limit = CACHE_LIMIT_DEFAULT;
 	*out = &f->base;

@@ -110,11 +110,22 @@ static void raw_put(struct pagein_source *s, struct source_extent *ext)
 {
 }
 
+#define ADVISE_ALIGN (128u << 10)
+
 static void raw_advise(struct pagein_source *s, uint64_t off, uint64_t len)
 {
 	struct raw_source *r = (struct raw_source *)s;
-	/* Asynchronous readahead into the page cache; COPY then finds it. */
-	posix_fadvise(r->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+	/* Asynchronous readahead into the page cache; COPY then finds it.
+	 * Rounded out to ADVISE_ALIGN, as the kernel's own read-around is:
+	 * a working set is mostly short runs, and on a volume that limits
+	 * I/O operations (a cloud disk's IOPS) a read per short run cost
+	 * more than the bytes read around it (issue 11: 10.7 KiB per read,
+	 * 6.4 s against the File backend's 2.2 s on a throttled w1). */
+	uint64_t a = off & ~(uint64_t)(ADVISE_ALIGN - 1);
+	uint64_t b = (off + len + ADVISE_ALIGN - 1) & ~(uint64_t)(ADVISE_ALIGN - 1);
+	if (b > s->size)
+		b = s->size;
+	posix_fadvise(r->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
 }
 
 static void raw_prepare(struct pagein_source *s, uint64_t off, uint64_t len)

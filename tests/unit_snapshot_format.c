@@ -408,6 +408,56 @@ static void test_bad_chunk_checksum(void **state)
 	free(f);
 }
 
+/* Decompress-ahead: a sweep over consecutive chunks has the pool
+ * decompress the next ones; a bad chunk in the way still fails only
+ * itself (-EBADMSG, named, no bytes), whoever met it first, and the
+ * chunks around it are served right. */
+static void test_decompress_ahead(void **state)
+{
+	struct fixture *fx = *state;
+	struct snapshot_meta m;
+	struct pagein_error err = {{0}};
+	assert_int_equal(snapshot_meta_parse(fx->file, fx->flen, &m, &err), 0);
+	uint64_t bad = some_stored_chunk(&m);
+	unsigned char *f = malloc(fx->flen);
+	memcpy(f, fx->file, fx->flen);
+	f[m.chunks[bad].offset + m.chunks[bad].stored / 2] ^= 0x40;
+	spill(fx->path, f, fx->flen);
+	struct pagein_source *s = open_source(fx->path);
+	uint64_t cs = m.h.chunk_size;
+	source_pagein_set_cache_limit(s, 64 * cs);
+	int fails = 0;
+	for (int round = 0; round < 2; round++) {
+		for (uint64_t c = 0; c < m.h.chunk_count; c++) {
+			if (!m.chunks[c].present)
+				continue;
+			uint64_t page = stored_page(&m, c);
+			struct source_extent ext;
+			int r = s->ops->get(s, page, PS, &ext);
+			if (c == bad) {
+				assert_int_equal(r, -EBADMSG);
+				assert_int_equal(ext.bad_chunk, bad);
+				assert_null(ext.data);
+				fails++;
+				continue;
+			}
+			assert_int_equal(r, 0);
+			assert_memory_equal(ext.data, fx->img + page, PS);
+			s->ops->put(s, &ext);
+			if (round == 0 && c % 4 == 0)
+				usleep(2000); /* let the pool get ahead */
+		}
+	}
+	assert_int_equal(fails, 2);
+	struct source_pagein_stats st;
+	source_pagein_stats(s, &st);
+	assert_true(st.ahead > 0);
+	pagein_source_unref(s);
+	spill(fx->path, fx->file, fx->flen);
+	snapshot_meta_free(&m);
+	free(f);
+}
+
 static void test_truncated(void **state)
 {
 	struct fixture *fx = *state;
@@ -755,6 +805,7 @@ int main(void)
 		cmocka_unit_test(test_round_trip_working_set),
 		cmocka_unit_test_setup_teardown(test_bad_chunk_checksum, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_truncated, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_decompress_ahead, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header_fields, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_index_entries, fixture_setup, fixture_teardown),
 		cmocka_unit_test(test_cache_eviction),

@@ -505,6 +505,8 @@ static int merged_read(void *opaque, uint64_t off, void *buf, size_t len,
 
 /* ---- convert and merge ----------------------------------------------------- */
 
+#define HUGE_PAGE_2M (2ull << 20)
+
 struct write_args {
 	const char *out;
 	uint64_t chunk;
@@ -512,6 +514,7 @@ struct write_args {
 	long threads;
 	const char *ws_path;
 	bool quiet;
+	bool huge; /* --huge: guest memory in 2 MiB pages */
 };
 
 static const struct option write_opts[] = {
@@ -521,6 +524,7 @@ static const struct option write_opts[] = {
 	{"working-set", required_argument, NULL, 'w'},
 	{"threads", required_argument, NULL, 't'},
 	{"quiet", no_argument, NULL, 'q'},
+	{"huge", no_argument, NULL, 'H'},
 	{"help", no_argument, NULL, 'h'},
 	{0},
 };
@@ -547,6 +551,10 @@ static void write_usage(FILE *f, const char *cmd)
 		"  -o, --output OUT        file to write (via OUT.tmp.PID and rename)\n"
 		"  --chunk SIZE            guest bytes per chunk: a power of two, 64K..64M\n"
 		"                          (default %uK; K/M/G suffixes)\n"
+		"  --huge                  the guest's memory is in 2 MiB pages (hugetlbfs,\n"
+		"                          Firecracker huge_pages \"2M\"): chunks of at least\n"
+		"                          2 MiB, so that every huge page is one chunk; implied\n"
+		"                          by a working set recorded with 2 MiB pages\n"
 		"  --level N               zstd level %d..%d (default %d)\n"
 		"  --working-set FILE      store this recorded working set and place the\n"
 		"                          chunks it touches first, in first-touch order\n"
@@ -577,6 +585,9 @@ static int parse_write_args(int argc, char **argv, const char *cmd, struct write
 		switch (o) {
 		case 'q':
 			a->quiet = true;
+			break;
+		case 'H':
+			a->huge = true;
 			break;
 		case 'o':
 			a->out = optarg;
@@ -639,9 +650,18 @@ static int write_out(const char *cmd, const struct write_args *a, uint64_t size,
 	}
 	struct progress pg;
 	progress_init(&pg, cmd, !a->quiet);
+	/* A 2 MiB page is filled whole with one UFFDIO_COPY: from one chunk
+	 * it needs one decompression and no assembly across chunks. */
+	uint64_t chunk = a->chunk;
+	if (a->huge || (a->ws_path && ws.page_size == HUGE_PAGE_2M)) {
+		if (!chunk)
+			chunk = SNAPSHOT_CHUNK_DEFAULT;
+		if (chunk < HUGE_PAGE_2M)
+			chunk = HUGE_PAGE_2M;
+	}
 	struct snapshot_write_opts o = {
 		.image_size = size,
-		.chunk_size = a->chunk,
+		.chunk_size = chunk,
 		.level = (int)a->level,
 		.threads = (unsigned)a->threads,
 		.ws = a->ws_path ? &ws : NULL,

@@ -347,6 +347,42 @@ int guest_open(struct guest *g, const struct guest_config *c)
 	}
 	if (c->memory == GUEST_MEMFD && (rc = memfd_open(g, huge)))
 		goto fail;
+	if (c->file && c->populate) {
+		/* The touch floor: private anonymous memory written with the
+		 * file's bytes before the workload; no uffd, no fault left. */
+		int fd = open(c->file, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0) {
+			msg("--backend populated: %s: %m", c->file);
+			return EXIT_SETUP;
+		}
+		rc = map_regions(g, c, -1);
+		for (unsigned i = 0; !rc && i < g->nregions; i++) {
+			struct guest_region *r = &g->region[i];
+
+			for (uint64_t done = 0; done < r->size;) {
+				ssize_t n = pread(fd, r->base + done, r->size - done,
+						  (off_t)(r->offset + done));
+				if (n <= 0) {
+					msg("--backend populated: reading %s: %s", c->file,
+					    n ? strerror(errno) : "short file");
+					rc = EXIT_SETUP;
+					break;
+				}
+				done += (uint64_t)n;
+			}
+			/* One load per page too: the kernel's writes above do not
+			 * map the pages for user access everywhere (a shadow-paging
+			 * hypervisor builds that on the first user access). */
+			for (uint64_t o = 0; !rc && o < r->size; o += 4096)
+				(void)*(volatile uint8_t *)(r->base + o);
+		}
+		close(fd);
+		if (rc)
+			goto fail;
+		catch_fault_signals(g);
+		return 0;
+	}
 	if (c->file) {
 		/* The File backend: the kernel serves every fault from the page
 		 * cache; the mapping holds its own reference, so the fd can go. */

@@ -29,6 +29,9 @@ struct guest_config {
 	const char *file;   /* benchmarks: map this file MAP_PRIVATE instead of
 			     * anonymous memory, with no uffd (what Firecracker
 			     * does without a UFFD backend) */
+	bool populate;      /* benchmarks, with file: anonymous memory holding
+			     * the file's bytes, every page present before the
+			     * workload (the touch floor: no faults at all) */
 };
 
 struct guest_region {

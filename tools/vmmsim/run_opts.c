@@ -65,9 +65,12 @@ const char run_usage[] =
 	"                        open if kept (0)\n"
 	"  --report-json FILE    also write the report as JSON\n"
 	"Benchmarks:\n"
-	"  --backend uffd|file   file = no handler: guest memory is --snapshot mmap'd\n"
-	"                        MAP_PRIVATE (Firecracker without UFFD); no --socket\n"
-	"                        (default uffd)\n"
+	"  --backend uffd|file|populated\n"
+	"                        file = no handler: guest memory is --snapshot mmap'd\n"
+	"                        MAP_PRIVATE (Firecracker without UFFD); populated =\n"
+	"                        anonymous memory holding --snapshot's bytes before\n"
+	"                        the workload (the touch floor: no faults); neither\n"
+	"                        takes --socket (default uffd)\n"
 	"  --expect-prefault     map all of --expect before the run, so verifying\n"
 	"                        takes no page fault (give a copy, e.g. on tmpfs)\n"
 	"  --evict FILE          drop FILE from the page cache (POSIX_FADV_DONTNEED)\n"
@@ -167,7 +170,7 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	static const char *const fcs[] = { "1.1", "1.7", "1.12" };
 	static const char *const shares[] = { "split", "same" };
 	static const char *const advices[] = { "dontneed", "remove", "remap" };
-	static const char *const backends[] = { "uffd", "file" };
+	static const char *const backends[] = { "uffd", "file", "populated" };
 	int v, g = guest_cli_option(&cli->guest, c, arg);
 
 	if (g)
@@ -208,9 +211,10 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	case OPT_HOLD: return parse_double("--hold", arg, 0, 1e6, &o->hold_s);
 	case OPT_REPORT_JSON: o->report_json = arg; return true;
 	case OPT_BACKEND:
-		if (!parse_enum("--backend", arg, backends, 2, &v))
+		if (!parse_enum("--backend", arg, backends, 3, &v))
 			return false;
-		o->backend_file = v == 1;
+		o->backend_file = v >= 1;
+		o->backend_populated = v == 2;
 		return true;
 	case OPT_EXPECT_PREFAULT: o->expect_prefault = true; return true;
 	case OPT_EVICT:
@@ -278,7 +282,7 @@ static bool backend_file_ok(struct run_opts *o, const struct run_cli *cli)
 	const char *bad = o->socket ? "--socket"
 		: o->protocol != PROTO_MAINLINE ? "--protocol secret-hiding"
 		: cli->guest.memory != GUEST_ANON ? "--memory memfd"
-		: cli->guest.page_size != 4096 ? "--page-size 2m"
+		: cli->guest.page_size != 4096 && !o->backend_populated ? "--page-size 2m"
 		: cli->guest.reg_mode ? "--register"
 		: cli->close_given ? "--close-after-handshake"
 		: cli->keep_given ? "--keep-socket"
@@ -347,8 +351,10 @@ static bool resolve(struct run_opts *o, struct run_cli *cli)
 	if (!guest_cli_resolve(&cli->guest, size, "--expect/--snapshot file", &o->guest))
 		return false;
 	o->guest.bitmap = sh;
-	if (o->backend_file)
+	if (o->backend_file) {
 		o->guest.file = o->snapshot;
+		o->guest.populate = o->backend_populated;
+	}
 	if (sh && o->guest.memory != GUEST_MEMFD) {
 		msg("--protocol secret-hiding needs --memory memfd (the handler fills the guest memfd)");
 		return false;

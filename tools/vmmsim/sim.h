@@ -47,6 +47,9 @@ struct run_opts {
 	uint64_t bad_offset;
 	/* Benchmark options (bench/): */
 	bool backend_file;           /* --backend file: no handler, no uffd */
+	bool backend_populated;      /* --backend populated: anonymous memory
+				      * holding the snapshot, filled before the
+				      * workload (the touch floor) */
 	bool expect_prefault;        /* --expect-prefault */
 	const char *latency_out;     /* --latency-out FILE */
 	const char *evict[VMMSIM_MAX_EVICT]; /* --evict FILE, before the handshake */
