@@ -112,9 +112,15 @@ struct pagein_session_config {
 	/* Fault-around: on a MISSING fault also fill the still-absent pages of
 	 * a window of this many 4 KiB pages around it (a power of two, at most
 	 * PAGEIN_FAULT_AROUND_MAX); the window grows while faults run
-	 * sequentially. 0 or 1 = off. */
+	 * sequentially. 0 or 1 = off. PAGEIN_FAULT_AROUND_AUTO: a window
+	 * learnt from the guest's faults (grows on sequential runs, shrinks
+	 * while the pages it fills ahead go unused). */
 	unsigned fault_around;
-	bool record; /* keep the first-touch order (pagein_session_recorded) */
+	/* Keep the first-touch order (pagein_session_recorded). Recording is
+	 * exact: it turns fault-around off for this session. Pages the
+	 * embedder fills ahead (pagein_session_prefetch) are not recorded:
+	 * start none while recording. */
+	bool record;
 	/* Called from any thread working for the session, as events happen;
 	 * must be quick and must not call back into the session. May be NULL. */
 	void (*on_event)(void *opaque, const struct pagein_event *ev);
@@ -123,6 +129,7 @@ struct pagein_session_config {
 };
 
 #define PAGEIN_FAULT_AROUND_MAX 512u
+#define PAGEIN_FAULT_AROUND_AUTO 0xffffffffu
 
 /* What a session has done, for reports. Counters only ever grow. */
 struct pagein_stats {

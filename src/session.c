@@ -304,12 +304,18 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	s->progress.total = s->pages_total;
 	s->source = pagein_source_ref(cfg->source);
 	s->on_corrupt = cfg->on_corrupt;
-	s->fa_base = cfg->fault_around;
-	if (s->fa_base > PAGEIN_FAULT_AROUND_MAX)
-		s->fa_base = PAGEIN_FAULT_AROUND_MAX;
-	while (s->fa_base & (s->fa_base - 1)) /* round down to a power of two */
-		s->fa_base &= s->fa_base - 1;
+	unsigned fa = cfg->fault_around;
+	bool fa_auto = fa == PAGEIN_FAULT_AROUND_AUTO;
+	if (fa_auto || fa > PAGEIN_FAULT_AROUND_MAX)
+		fa = fa_auto ? 0 : PAGEIN_FAULT_AROUND_MAX;
+	while (fa & (fa - 1)) /* round down to a power of two */
+		fa &= fa - 1;
 	s->record = cfg->record;
+	/* Recording is exact: a page filled around a fault never faults, so
+	 * its first touch could not be recorded. */
+	if (s->record)
+		fa = 0, fa_auto = false;
+	fw_init(&s->fw, fa, fa_auto, s->pages_total);
 	s->on_event = cfg->on_event;
 	s->event_opaque = cfg->event_opaque;
 	s->start_ns = now_ns();

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fault_window.h"
 #include "page_table.h"
 #include "pagein.h"
 #include "uffd_compat.h"
@@ -84,12 +85,8 @@ struct pagein_session {
 	/* Pages done, and when the last one was: "complete" (page_table.h). */
 	struct page_progress progress;
 
-	/* Fault-around: base window (pages) and the adaptive state, touched
-	 * only by the pump. */
-	unsigned fa_base;
-	atomic_uint fa_window;
-	_Atomic(struct region *) fa_region;
-	atomic_size_t fa_next; /* page a sequential scan would fault next */
+	/* Fault-around window (fault_window.c), touched only by the pump. */
+	struct fault_window fw;
 
 	/* First-touch recording (config.record). */
 	bool record;

@@ -27,7 +27,7 @@
  * 64 (256 KiB) made random 25% touches 1.5x faster than 16 and scans as
  * fast as any; 256 was faster still on random touches but quadrupled the
  * faulting vCPU's p99. */
-#define DEFAULT_FAULT_AROUND 64u
+#define DEFAULT_FAULT_AROUND PAGEIN_FAULT_AROUND_AUTO
 /* SIGTERM lets open sessions end for this long before stopping. */
 #define DEFAULT_DRAIN_TIMEOUT_S 30.0
 /* How often STATUS= is sent to systemd while NOTIFY_SOCKET is set. */
@@ -75,10 +75,15 @@ static void serve_usage(FILE *f)
 		"  --on-corrupt MODE   fail|poison: when the snapshot cannot give a page,\n"
 		"                      end that session (fail, default) or poison that\n"
 		"                      page only (the guest sees a memory error there)\n"
-		"  --fault-around N    on a fault also fill the absent pages of an aligned\n"
-		"                      window of N 4 KiB pages (power of two, <= 512;\n"
-		"                      grows while faults run sequentially; default %u,\n"
-		"                      0 = off)\n"
+		"  --fault-around N|auto  on a fault also fill the absent pages of an\n"
+		"                      aligned window of N 4 KiB pages (power of two,\n"
+		"                      <= 512, 0 = off); the window grows while faults\n"
+		"                      run sequentially. auto (default): the window is\n"
+		"                      learnt from the guest: 1 to 64 pages, halved\n"
+		"                      while the pages filled ahead go unused (seen by\n"
+		"                      leaving a probe page of some windows absent),\n"
+		"                      doubled while they are used, up to 512 pages on\n"
+		"                      sequential runs\n"
 		"  --populate MODE     none|background|eager: after the working set, fill\n"
 		"                      the rest at idle priority (background, default),\n"
 		"                      not at all (none), or everything before serving\n"
@@ -86,9 +91,12 @@ static void serve_usage(FILE *f)
 		"  --prefetch FILE     working set to fill first, in recorded order, from\n"
 		"                      the moment a VM's handshake arrives\n"
 		"  --record FILE       write each session's first-touch order there when\n"
-		"                      it ends (FILE must contain %%n, the VM's number;\n"
-		"                      record with --populate none --fault-around 0 for\n"
-		"                      an exact set)\n"
+		"                      it ends (FILE must contain %%n, the VM's number).\n"
+		"                      Recording is exact whatever the other options: a\n"
+		"                      page filled ahead never faults, so while recording\n"
+		"                      nothing is filled ahead (fault-around off, no\n"
+		"                      --prefetch, no population: as --populate none\n"
+		"                      --fault-around 0); the log says so at start\n"
 		"  --on-failure MODE   kill|keep: when a VM cannot be served (a session\n"
 		"                      error, a corrupt page with --on-corrupt fail, a\n"
 		"                      refused handshake that handed over a uffd), kill\n"
@@ -139,7 +147,7 @@ static void serve_usage(FILE *f)
 		"one listening Unix stream socket) it serves the inherited socket instead\n"
 		"of creating one: --socket may then be left out, or must name the same\n"
 		"path; the daemon never unlinks a socket file it did not create.\n",
-		DEFAULT_FAULT_AROUND, DEFAULT_DRAIN_TIMEOUT_S);
+		DEFAULT_DRAIN_TIMEOUT_S);
 }
 
 /* opaque: the server's enum pagein_log_format. A JSON line is a complete
@@ -489,9 +497,13 @@ static int cmd_serve(int argc, char **argv)
 			}
 			break;
 		case 'f': {
+			if (!strcmp(optarg, "auto")) {
+				cfg.fault_around = PAGEIN_FAULT_AROUND_AUTO;
+				break;
+			}
 			long n = strtol(optarg, &end, 10);
 			if (*end || n < 0 || n > (long)PAGEIN_FAULT_AROUND_MAX || (n & (n - 1))) {
-				fprintf(stderr, "pagein serve: --fault-around %s: expected 0 or a power of two up to %u\n",
+				fprintf(stderr, "pagein serve: --fault-around %s: expected auto, 0 or a power of two up to %u\n",
 					optarg, PAGEIN_FAULT_AROUND_MAX);
 				return 2;
 			}
