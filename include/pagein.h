@@ -159,7 +159,11 @@ struct pagein_stats {
 	 * the snapshot (every page present, poisoned or discarded), whichever
 	 * path filled the last one; 0 = not yet. */
 	uint64_t complete_ns;
-	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zeroed by the library */
+	/* Pages that are holes of the snapshot (a raw file's holes, a pagein
+	 * file's zero pages): never filled ahead, zeros on a fault. Counted
+	 * done from the start. */
+	uint64_t pages_hole;
+	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zeroed by the library */
 };
 
 /* Fault service latency, from the uffd read to the fault being served

@@ -226,6 +226,38 @@ static int check_uffd_api(int uffd, struct pagein_error *err)
 	return 0;
 }
 
+/* Pages that are holes of the snapshot need nothing from it: they start
+ * REMOVED, so that no fill ahead of the guest ever touches them (a sparse
+ * 32 GiB file with a few MiB of data costs a few MiB; virtio-mem memory
+ * that is not plugged is a hole of the memory file too) and a fault there
+ * gets a zero page. */
+static void mark_holes(struct pagein_session *s)
+{
+	if (!s->source->ops->hole)
+		return;
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct region *rg = &s->regions[i];
+		uint64_t start = rg->r.offset, end = rg->r.offset + rg->r.size;
+		if (end > s->source->size)
+			end = s->source->size;
+		for (uint64_t pos = start; pos < end;) {
+			uint64_t run = 0;
+			bool hole = s->source->ops->hole(s->source, pos, end - pos, &run);
+			if (run == 0)
+				break;
+			if (hole) {
+				/* Whole pages only. */
+				uint64_t ps = rg->r.page_size;
+				size_t lo = (size_t)((pos - start + ps - 1) >> rg->page_shift);
+				size_t hi = (size_t)((pos + run - start) >> rg->page_shift);
+				if (hi > lo)
+					s->pages_hole += page_mark_holes(&rg->pages, lo, hi);
+			}
+			pos += run;
+		}
+	}
+}
+
 int pagein_session_new(const struct pagein_session_config *cfg,
 		       struct pagein_session **out, struct pagein_error *err)
 {
@@ -320,6 +352,7 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	s->event_opaque = cfg->event_opaque;
 	s->start_ns = now_ns();
 	s->progress.start_ns = s->start_ns;
+	mark_holes(s);
 	s->uffd = cfg->uffd;
 	s->read_nowait = probe_read_nowait(cfg->uffd);
 	s->mem_fd = cfg->mem_fd;
@@ -519,6 +552,7 @@ void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o
 	LOAD(filled_background);
 	LOAD(filled_request);
 #undef LOAD
+	o->pages_hole = s->pages_hole;
 	o->pages_total = s->pages_total;
 	o->elapsed_ns = now_ns() - s->start_ns;
 	o->complete_ns = atomic_load(&s->progress.complete_ns);
@@ -546,14 +580,14 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 "; ops copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
 			 " written %" PRIu64 " poisoned %" PRIu64 "; removes %" PRIu64
 			 " (%" PRIu64 " pages), wakes %" PRIu64 ", eexist %" PRIu64
-			 ", eagain %" PRIu64 "; read %.1f MiB from the snapshot over %.3f s; %s",
+			 ", eagain %" PRIu64 "; holes %" PRIu64 " pages; read %.1f MiB from the snapshot over %.3f s; %s",
 			 st->faults_missing, st->faults_minor, st->requests, filled,
 			 st->pages_total, st->filled_fault, st->filled_fault_around,
 			 st->filled_prefetch, st->filled_background, st->filled_request,
 			 st->filled_fault_around + st->filled_prefetch + st->filled_background,
 			 st->pages_copied, st->pages_zeroed, st->pages_continued,
 			 st->pages_written, st->pages_poisoned, st->removes,
-			 st->pages_removed, st->wakes, st->eexist, st->eagain,
+			 st->pages_removed, st->wakes, st->eexist, st->eagain, st->pages_hole,
 			 (double)st->bytes_read / (1 << 20), secs, complete);
 	return n < 0 ? -EINVAL : 0;
 }

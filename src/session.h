@@ -81,6 +81,7 @@ struct pagein_session {
 	void (*on_event)(void *opaque, const struct pagein_event *ev);
 	void *event_opaque;
 	uint64_t pages_total;
+	uint64_t pages_hole;      /* marked REMOVED at start (mark_holes) */
 	uint64_t start_ns;
 	/* Pages done, and when the last one was: "complete" (page_table.h). */
 	struct page_progress progress;
