@@ -77,8 +77,7 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 			enum page_state prev;
 			if (!page_claim(&rg->pages, idx, &prev))
 				continue; /* changed under us: decide again */
-			if (prev == PAGE_ABSENT)
-				session_record_touch(s, rg, idx);
+			session_record_touch(s, rg, idx, prev);
 			struct fill_req rq = {
 				.op = actor == ACT_MINOR ? FILL_OP_MINOR : FILL_OP_MAP,
 				.rg = rg, .first = idx, .n = 1, .fault_idx = idx,

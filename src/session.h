@@ -16,6 +16,7 @@
 struct region {
 	struct pagein_region r;
 	uint64_t page_shift;   /* log2(page_size) */
+	size_t first_global;   /* pages of the regions before it (sorted) */
 	struct page_table pages;
 };
 
@@ -94,6 +95,7 @@ struct pagein_session {
 	pthread_mutex_t record_lock;
 	uint64_t *recorded;
 	size_t nrecorded, record_cap;
+	uint8_t *hole_touched;    /* bit per page: a hole's first touch recorded */
 
 	/* Orders discards against fills by threads that are not the pump: see
 	 * fill_lock() in fill.c. Writer-preferring, so prefetch cannot starve
@@ -167,7 +169,7 @@ void session_event(struct pagein_session *s, enum pagein_event_kind kind,
 
 /* First-touch order (config.record). */
 void session_record_touch(struct pagein_session *s, const struct region *rg,
-			  size_t idx);
+			  size_t idx, enum page_state prev);
 
 /* prefetch.c: stops and joins the prefetch thread, if any. */
 void prefetch_stop(struct pagein_session *s);
