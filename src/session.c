@@ -226,11 +226,29 @@ static int check_uffd_api(int uffd, struct pagein_error *err)
 	return 0;
 }
 
-/* Pages that are holes of the snapshot need nothing from it: they start
- * REMOVED, so that no fill ahead of the guest ever touches them (a sparse
- * 32 GiB file with a few MiB of data costs a few MiB; virtio-mem memory
- * that is not plugged is a hole of the memory file too) and a fault there
- * gets a zero page. */
+/* Holes shorter than this stay ABSENT and are filled with zero pages as
+ * before: a lone zero page in a raw file written sparse would otherwise
+ * split every fault-around window and background run around it. */
+#define HOLE_MIN_BYTES (2ull << 20)
+
+static void mark_hole_run(struct pagein_session *s, struct region *rg,
+			  uint64_t from, uint64_t to)
+{
+	if (to - from < HOLE_MIN_BYTES)
+		return;
+	/* Whole pages only. */
+	uint64_t ps = rg->r.page_size, start = rg->r.offset;
+	size_t lo = (size_t)((from - start + ps - 1) >> rg->page_shift);
+	size_t hi = (size_t)((to - start) >> rg->page_shift);
+	if (hi > lo)
+		s->pages_hole += page_mark_holes(&rg->pages, lo, hi);
+}
+
+/* Pages in holes of the snapshot of at least HOLE_MIN_BYTES need nothing
+ * from it: they start REMOVED, so that no fill ahead of the guest ever
+ * touches them (a sparse 32 GiB file with a few MiB of data costs a few
+ * MiB; virtio-mem memory that is not plugged is a hole of the memory file
+ * too) and a fault there gets a zero page. */
 static void mark_holes(struct pagein_session *s)
 {
 	if (!s->source->ops->hole)
@@ -240,21 +258,22 @@ static void mark_holes(struct pagein_session *s)
 		uint64_t start = rg->r.offset, end = rg->r.offset + rg->r.size;
 		if (end > s->source->size)
 			end = s->source->size;
+		uint64_t hole_from = UINT64_MAX; /* start of the hole being walked */
 		for (uint64_t pos = start; pos < end;) {
 			uint64_t run = 0;
 			bool hole = s->source->ops->hole(s->source, pos, end - pos, &run);
 			if (run == 0)
 				break;
-			if (hole) {
-				/* Whole pages only. */
-				uint64_t ps = rg->r.page_size;
-				size_t lo = (size_t)((pos - start + ps - 1) >> rg->page_shift);
-				size_t hi = (size_t)((pos + run - start) >> rg->page_shift);
-				if (hi > lo)
-					s->pages_hole += page_mark_holes(&rg->pages, lo, hi);
+			if (hole && hole_from == UINT64_MAX)
+				hole_from = pos;
+			else if (!hole && hole_from != UINT64_MAX) {
+				mark_hole_run(s, rg, hole_from, pos);
+				hole_from = UINT64_MAX;
 			}
 			pos += run;
 		}
+		if (hole_from != UINT64_MAX)
+			mark_hole_run(s, rg, hole_from, end);
 	}
 }
 
