@@ -7,11 +7,11 @@
  *
  * Adaptive mode (--fault-around auto): the same, but the size of a random
  * access's window is learnt. Filling a page ahead pays off when the guest
- * uses it (it saves a fault, ~10x a page copy) and is wasted otherwise,
+ * uses it (it saves a fault, ~20x a page copy) and is wasted otherwise,
  * and the only way to see whether an anonymous page filled ahead gets used
- * is to not fill it: one window in FW_PROBE_EVERY leaves its last page
- * absent (a probe: its first page, or its last when the fault is the
- * first; the page after the window when the window is smaller than 4). A
+ * is to not fill it: one window in FW_PROBE_EVERY leaves one page absent
+ * (a probe: its first page, or its last when the fault is the first; the
+ * page after the window when the window is smaller than 4). A
  * probe that faults, however late, says the guest used that part of the
  * window. How many probe faults to expect is measured against a guest
  * touching pages at random (each fault then hits an outstanding probe with
@@ -36,7 +36,6 @@ void fw_init(struct fault_window *fw, unsigned size, bool adaptive,
 	fw->total_pages = total_pages ? total_pages : 1;
 	fw->adaptive = adaptive;
 	fw->size = adaptive ? FW_AUTO_START : size;
-	fw->last_probe = SIZE_MAX;
 }
 
 static unsigned slot_of(const void *rg, size_t idx)
@@ -137,7 +136,6 @@ void fw_filled(struct fault_window *fw, const void *rg, const struct fw_plan *p,
 	fw->stream = rg;
 	fw->next = hi;
 	fw->seq = (unsigned)(p->hi - p->lo);
-	fw->last_probe = probe;
 	if (probe == SIZE_MAX || !fw->adaptive)
 		return;
 	unsigned i = slot_of(rg, probe);

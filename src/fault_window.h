@@ -33,7 +33,6 @@ struct fault_window {
 	unsigned seq;      /* window of the last sequential step, 0 = none */
 	const void *stream; /* region of the last window */
 	size_t next;       /* page right after the last window */
-	size_t last_probe; /* probe of the last window, or SIZE_MAX */
 	unsigned windows;  /* random windows since the last probe */
 	uint64_t total_pages;  /* of every region: the guest's memory */
 	uint64_t outstanding;  /* probes that have not faulted (yet) */
