@@ -411,7 +411,7 @@ void pagein_session_free(struct pagein_session *s)
 	free(s->queue.msg);
 	free(s->queue.read_ns);
 	free(s->recorded);
-	free(s->hole_touched);
+	free(s->touched);
 	if (s->event_fd >= 0)
 		close(s->event_fd);
 	pthread_mutex_destroy(&s->record_lock);
@@ -535,28 +535,27 @@ void session_record_touch(struct pagein_session *s, const struct region *rg,
 		return;
 	if (prev != PAGE_ABSENT && prev != PAGE_REMOVED)
 		return;
-	pthread_mutex_lock(&s->record_lock);
 	if (prev == PAGE_REMOVED) {
 		/* A hole of the snapshot starts REMOVED (mark_holes): its first
-		 * touch is recorded once; a page the guest discarded is not. */
+		 * touch is recorded; a page the guest discarded is not. */
 		uint64_t run = 0, ps = rg->r.page_size, off = page_offset(rg, idx);
 		if (!s->source->ops->hole || off >= s->source->size ||
-		    !s->source->ops->hole(s->source, off, ps, &run) || run < ps) {
-			pthread_mutex_unlock(&s->record_lock);
+		    !s->source->ops->hole(s->source, off, ps, &run) || run < ps)
 			return;
-		}
-		size_t g = rg->first_global + idx;
-		if (!s->hole_touched &&
-		    !(s->hole_touched = calloc(s->pages_total / 8 + 1, 1))) {
-			pthread_mutex_unlock(&s->record_lock);
-			return;
-		}
-		if (s->hole_touched[g / 8] & (1u << (g % 8))) {
-			pthread_mutex_unlock(&s->record_lock);
-			return;
-		}
-		s->hole_touched[g / 8] |= (uint8_t)(1u << (g % 8));
 	}
+	pthread_mutex_lock(&s->record_lock);
+	/* Each page once: a hole page touched, discarded and touched again
+	 * comes back here from REMOVED. */
+	size_t g = rg->first_global + idx;
+	if (!s->touched && !(s->touched = calloc(s->pages_total / 8 + 1, 1))) {
+		pthread_mutex_unlock(&s->record_lock);
+		return;
+	}
+	if (s->touched[g / 8] & (1u << (g % 8))) {
+		pthread_mutex_unlock(&s->record_lock);
+		return;
+	}
+	s->touched[g / 8] |= (uint8_t)(1u << (g % 8));
 	if (s->nrecorded == s->record_cap) {
 		size_t cap = s->record_cap ? s->record_cap * 2 : 4096;
 		uint64_t *n = realloc(s->recorded, cap * sizeof(*n));

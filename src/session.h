@@ -95,7 +95,7 @@ struct pagein_session {
 	pthread_mutex_t record_lock;
 	uint64_t *recorded;
 	size_t nrecorded, record_cap;
-	uint8_t *hole_touched;    /* bit per page: a hole's first touch recorded */
+	uint8_t *touched;         /* bit per page: its first touch recorded */
 
 	/* Orders discards against fills by threads that are not the pump: see
 	 * fill_lock() in fill.c. Writer-preferring, so prefetch cannot starve
