@@ -15,9 +15,11 @@ Configurations
   ref         bench/ref_handler: one thread, one 4 KiB UFFDIO_COPY per fault
   bulk        bench/bulk_ceiling: 2 MiB UFFDIO_COPYs, no faults (w4 only)
   pagein-none pagein --populate none --fault-around 0 (the on-demand path)
-  pagein-fa   pagein --populate none (fault-around 64, the default)
+  pagein-fa   pagein --populate none (fault-around auto, the default)
+  pagein-faN  pagein --populate none --fault-around N
+  pagein-bgN  pagein --populate background --fault-around N
   pagein-ws   pagein --populate none --prefetch WS (w1 only)
-  pagein-bg   pagein as shipped: --populate background, fault-around 64
+  pagein-bg   pagein as shipped: --populate background, fault-around auto
               (+ --prefetch WS on w1)
   pagein-eager pagein --populate eager (w4 only)
 
@@ -33,9 +35,17 @@ Workloads (vmmsim run, every byte verified against a tmpfs copy of the image)
   w2  uniform random first touches of 25% of pages; 2 vCPUs
   w3  sequential scan of all memory; 1 vCPU
   w4  time until every page is present
+  w5  short clustered runs: 15% of pages in runs of 1 to 16 pages (8.5 on
+      average), the runs in random order, jittered as w1; 2 vCPUs
+      (--only w5: not part of the full run)
+
+Targeted runs (no doc rewritten): --only w5,w2,w3 --configs
+pagein-fa,pagein-none,pagein-fa64 [--reps N] [--size 512M] prints the
+medians and each configuration's time ratio to the first one.
 
 Usage: bench/bench.py [--smoke] [--size 2G] [--reps 3] [--dir DIR] [--out DIR]
                       [--doc FILE] [--guest-image PATH|none]
+                      [--only WL,... --configs CFG,...]
 Only the standard library; gnuplot (gnuplot-nox) draws the plots.
 """
 import argparse
@@ -54,7 +64,7 @@ import bench_remote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # pagein serve's default --fault-around (DEFAULT_FAULT_AROUND in src/cli/main.c).
-DEFAULT_FA = 64
+DEFAULT_FA = "auto"
 PAGE = 4096
 MIB = 1 << 20
 
@@ -126,6 +136,25 @@ def w1_trace(base, used, npages, jitter_seed):
             k += 1
         out.append(p)
     return out
+
+
+def w5_base(npages, seed):
+    """Short clustered runs: 15% of pages in runs of 1 to 16 pages, the
+    runs in random order; pages ascend within a run."""
+    rng = random.Random(seed)
+    target = int(0.15 * npages)
+    used = bytearray(npages)
+    runs, total = [], 0
+    while total < target:
+        length = min(rng.randint(1, 16), target - total)
+        start = rng.randrange(0, npages - length)
+        if 1 in used[start:start + length]:
+            continue
+        used[start:start + length] = b"\x01" * length
+        runs.append((start, length))
+        total += length
+    rng.shuffle(runs)
+    return [p for s, n in runs for p in range(s, s + n)], used
 
 
 def write_trace(path, pages):
@@ -413,7 +442,10 @@ class Bench:
         argv = [self.pagein, "serve", "--snapshot", snap, "--socket", self.sock,
                 "--log-level", "info"]
         m = re.fullmatch(r"pagein-fa(\d+)", cfg)
-        if cfg == "pagein-none":
+        mb = re.fullmatch(r"pagein-bg(\d+)", cfg)
+        if mb:
+            argv += ["--populate", "background", "--fault-around", mb.group(1)]
+        elif cfg == "pagein-none":
             argv += ["--populate", "none", "--fault-around", "0"]
         elif m:
             argv += ["--populate", "none", "--fault-around", m.group(1)]
@@ -529,9 +561,9 @@ CONFIG_NAMES = {
     "ref": "reference handler (4 KiB COPY per fault)",
     "bulk": "bulk ceiling (2 MiB COPYs)",
     "pagein-none": "pagein --populate none --fault-around 0",
-    "pagein-fa": "pagein --populate none (fault-around %d)" % DEFAULT_FA,
+    "pagein-fa": "pagein --populate none (fault-around %s)" % DEFAULT_FA,
     "pagein-ws": "pagein --populate none --prefetch WS",
-    "pagein-bg": "pagein defaults (background, fault-around %d)" % DEFAULT_FA,
+    "pagein-bg": "pagein defaults (background, fault-around %s)" % DEFAULT_FA,
     "pagein-eager": "pagein --populate eager",
 }
 
@@ -589,7 +621,7 @@ def run_main(b, a, snap, size):
             ("w2", "cold", ["file", "pagein-fa", "pagein-bg"]),
             ("w3", "warm", ["floor", "file"] + uffd_cfgs),
             ("w3", "cold", ["file", "pagein-fa", "pagein-bg"])]
-    sweep = ["pagein-fa%d" % n for n in (4, 16, 64, 256) if n != DEFAULT_FA]
+    sweep = ["pagein-fa%d" % n for n in (4, 16, 64, 256)]
     for rep in range(1, reps + 1):
         # Each repetition runs every group once, the configurations of a
         # group in a new random order: on this machine a run can be slowed
@@ -628,7 +660,7 @@ def run_main(b, a, snap, size):
     for wl in ("w2", "w3"):
         sw[wl] = {}
         for fa in [0, 4, 16, 64, 256]:
-            cfg = {0: "pagein-none", DEFAULT_FA: "pagein-fa"}.get(fa, "pagein-fa%d" % fa)
+            cfg = {0: "pagein-none"}.get(fa, "pagein-fa%d" % fa)
             m = b.median(wl, cfg, "warm")
             sw[wl][str(fa)] = {k: m.get(k) for k in ("wall_s", "faults", "p50_us", "p99_us",
                                                      "gb_s", "cpu_s")}
@@ -1336,7 +1368,7 @@ def plots(res, outdir, workdir, prefix):
     titles = {"w1": "w1 function cold start", "w2": "w2 random 25%", "w3": "w3 sequential",
               "w4": "w4 restore complete"}
     short = {"floor": "floor", "file": "File", "ref": "ref", "bulk": "bulk", "pagein-none": "p:none",
-             "pagein-fa": "p:fa%d" % DEFAULT_FA, "pagein-ws": "p:ws", "pagein-bg": "p:default",
+             "pagein-fa": "p:fa%s" % DEFAULT_FA, "pagein-ws": "p:ws", "pagein-bg": "p:default",
              "pagein-eager": "p:eager"}
     colour = lambda cfg: int(COLOURS.get(cfg, "#000000")[1:], 16)
     dat = os.path.join(workdir, "plot-time.dat")
@@ -1448,7 +1480,13 @@ def main():
                     help="real guest image for the format section (auto: scripts/make-guest-image.sh)")
     ap.add_argument("--render", metavar="JSON",
                     help="only redraw the plots and rewrite the doc from a results file")
+    ap.add_argument("--only", default=None, help="targeted run: these workloads (w1,w2,w3,w5)")
+    ap.add_argument("--configs", default="pagein-fa,pagein-none,pagein-fa64",
+                    help="targeted run: these configurations; ratios are to the first")
     a = ap.parse_args()
+    if a.only:
+        run_targeted(a)
+        return
     if a.render:
         with open(a.render) as f:
             res = json.load(f)
@@ -1491,6 +1529,54 @@ def main():
         b.cleanup()
     res["meta"]["quiet_waited_s"] = b.quiet_waited
     finish(b, a, res)
+
+
+def run_targeted(a):
+    """A few workloads x a few configurations, interleaved; prints medians
+    and time ratios to the first configuration (within this run)."""
+    a.size = parse_size(a.size or "2G")
+    a.reps = a.reps or 3
+    a.dir = a.dir or "/var/tmp/pagein-bench"
+    b = Bench(a)
+    snap = os.path.join(a.dir, "synthetic-%dM.raw" % (a.size >> 20))
+    ensure_snapshot(b, snap, a.size)
+    subprocess.run(["cat", snap], stdout=subprocess.DEVNULL, check=True)
+    npages = a.size // PAGE
+    wls = {}
+    for wl in a.only.split(","):
+        if wl == "w1":
+            run_trace, _, _ = prepare_w1(b, snap, npages, "synthetic")
+            wls["w1"] = workloads(run_trace)["w1"]
+        elif wl == "w5":
+            base, used = w5_base(npages, seed=13)
+            path = os.path.join(b.dir, "synthetic-w5.trace")
+            write_trace(path, w1_trace(base, used, npages, jitter_seed=2))
+            wls["w5"] = {"name": "w5", "args": ["--pattern", "trace:" + path, "--vcpus", "2"]}
+        else:
+            wls[wl] = workloads("unused")[wl]
+    cfgs = a.configs.split(",")
+    try:
+        for rep in range(1, a.reps + 1):
+            order = random.Random(rep)
+            for wl in wls:
+                for cfg in order.sample(cfgs, len(cfgs)):
+                    b.measure(snap, wls[wl], cfg, "warm", rep)
+    finally:
+        b.cleanup()
+    print("commit %s, %s, %d reps, %s" % (git("rev-parse", "--short", "HEAD"),
+                                          os.path.basename(snap), a.reps,
+                                          time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+    print("| workload | configuration | time s | faults | p50 us | p99 us | time / %s |" % cfgs[0])
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for wl in wls:
+        for cfg in cfgs:
+            m = b.median(wl, cfg, "warm")
+            mine = [r["wall_s"] for r in b.runs if r["workload"] == wl and r["config"] == cfg]
+            base = [r["wall_s"] for r in b.runs if r["workload"] == wl and r["config"] == cfgs[0]]
+            ratio = statistics.median(x / y for x, y in zip(mine, base))
+            print("| %s | %s | %s | %s | %s | %s | %s |" % (wl, cfg, fmt(m["wall_s"]),
+                  fmt(m["faults"]), fmt(m["p50_us"]), fmt(m["p99_us"]), fmt(ratio)))
+    write_json(os.path.join(b.dir, "targeted.json"), {"runs": b.runs})
 
 
 def run_all(b, a, snap, res):

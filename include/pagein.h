@@ -112,9 +112,15 @@ struct pagein_session_config {
 	/* Fault-around: on a MISSING fault also fill the still-absent pages of
 	 * a window of this many 4 KiB pages around it (a power of two, at most
 	 * PAGEIN_FAULT_AROUND_MAX); the window grows while faults run
-	 * sequentially. 0 or 1 = off. */
+	 * sequentially. 0 or 1 = off. PAGEIN_FAULT_AROUND_AUTO: a window
+	 * learnt from the guest's faults (grows on sequential runs, shrinks
+	 * while the pages it fills ahead go unused). */
 	unsigned fault_around;
-	bool record; /* keep the first-touch order (pagein_session_recorded) */
+	/* Keep the first-touch order (pagein_session_recorded). Recording is
+	 * exact: it turns fault-around off for this session. Pages the
+	 * embedder fills ahead (pagein_session_prefetch) are not recorded:
+	 * start none while recording. */
+	bool record;
 	/* Called from any thread working for the session, as events happen;
 	 * must be quick and must not call back into the session. May be NULL. */
 	void (*on_event)(void *opaque, const struct pagein_event *ev);
@@ -123,6 +129,7 @@ struct pagein_session_config {
 };
 
 #define PAGEIN_FAULT_AROUND_MAX 512u
+#define PAGEIN_FAULT_AROUND_AUTO 0xffffffffu
 
 /* What a session has done, for reports. Counters only ever grow. */
 struct pagein_stats {
@@ -152,7 +159,11 @@ struct pagein_stats {
 	 * the snapshot (every page present, poisoned or discarded), whichever
 	 * path filled the last one; 0 = not yet. */
 	uint64_t complete_ns;
-	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zeroed by the library */
+	/* Pages that are holes of the snapshot (a raw file's holes, a pagein
+	 * file's zero pages): never filled ahead, zeros on a fault. Counted
+	 * done from the start. */
+	uint64_t pages_hole;
+	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zeroed by the library */
 };
 
 /* Fault service latency, from the uffd read to the fault being served

@@ -197,6 +197,7 @@ static struct json_object *stats_fields(const struct pagein_stats *st, struct js
 	U(filled_background);
 	U(filled_request);
 	U(pages_total);
+	U(pages_hole);
 #undef U
 	json_object_object_add(f, "elapsed_s", json_object_new_double((double)st->elapsed_ns / 1e9));
 	json_object_object_add(f, "complete", json_object_new_boolean(st->complete_ns != 0));
@@ -410,9 +411,10 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 	if (!c->dec)
 		return refuse(srv, c, "out of memory");
 	server_log(srv, PAGEIN_LOG_INFO, c, "session_started",
-		   "session started: %zu region%s, %s protocol%s", hs->nregions, hs->nregions == 1 ? "" : "s",
+		   "session started: %zu region%s, %s protocol%s%s", hs->nregions, hs->nregions == 1 ? "" : "s",
 		   cfg.mem_fd >= 0 ? "secret-hiding" : "mainline",
-		   c->pidfd < 0 ? " (no pidfd: the VMM's exit is only seen as a closed socket)" : "");
+		   c->pidfd < 0 ? " (no pidfd: the VMM's exit is only seen as a closed socket)" : "",
+		   srv->record_path ? " (recording first touches: nothing filled ahead)" : "");
 	for (size_t i = 0; i < hs->nregions; i++)
 		server_log(srv, PAGEIN_LOG_DEBUG, c, "region",
 			   "region %zu: 0x%" PRIx64 " size %" PRIu64 " offset %" PRIu64 " page %" PRIu64, i, hs->regions[i].host_addr, hs->regions[i].size,

@@ -7,55 +7,39 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "fault_window.h"
 #include "fill.h"
 #include "source.h"
 
 /* Claims the still-absent neighbours of page idx (claimed already) within
- * the fault-around window, keeping one contiguous run [*lo, *hi). The
- * window is aligned around the fault (to the source's chunk when chunks
- * are larger), or ahead of it while faults come in sequence, doubling each
- * time up to PAGEIN_FAULT_AROUND_MAX. */
+ * the fault-around window that fault_window.c plans, keeping one
+ * contiguous run [*lo, *hi) and leaving the window's probe absent. */
 static void claim_window(struct pagein_session *s, struct region *rg,
 			 size_t idx, size_t *lo, size_t *hi)
 {
 	*lo = idx;
 	*hi = idx + 1;
-	if (s->fa_base < 2 || rg->r.page_size != 4096)
+	if (!fw_enabled(&s->fw) || rg->r.page_size != 4096)
 		return;
-	size_t npages = rg->pages.npages, w;
-	bool sequential = atomic_load_explicit(&s->fa_region, memory_order_relaxed) == rg &&
-			  atomic_load_explicit(&s->fa_next, memory_order_relaxed) == idx;
-	size_t wlo, whi;
-	if (sequential) {
-		w = atomic_load_explicit(&s->fa_window, memory_order_relaxed) * 2;
-		if (w > PAGEIN_FAULT_AROUND_MAX)
-			w = PAGEIN_FAULT_AROUND_MAX;
-		wlo = idx;
-		whi = idx + w;
-	} else {
-		w = s->fa_base;
-		wlo = idx & ~(size_t)(w - 1);
-		whi = wlo + w;
-		uint64_t cs = s->source->chunk_size;
-		if (cs > (uint64_t)w * 4096) {
-			/* A compressed chunk is decompressed whole on its first
-			 * fault: fill all of it while it is at hand. */
-			uint64_t off = page_offset(rg, idx), cstart = off - off % cs;
-			wlo = cstart > rg->r.offset ? (size_t)((cstart - rg->r.offset) >> 12) : 0;
-			whi = (size_t)((cstart + cs - rg->r.offset) >> 12);
-			w = whi - wlo;
-		}
+	size_t clo = 0, chi = 0;
+	uint64_t cs = s->source->chunk_size;
+	if (cs > 4096) {
+		uint64_t off = page_offset(rg, idx), cstart = off - off % cs;
+		clo = cstart > rg->r.offset ? (size_t)((cstart - rg->r.offset) >> 12) : 0;
+		chi = (size_t)((cstart + cs - rg->r.offset) >> 12);
 	}
-	if (whi > npages)
-		whi = npages;
+	struct fw_plan p;
+	fw_plan(&s->fw, rg, rg->pages.npages, clo, chi, idx, &p);
+	size_t wlo = p.lo, whi = p.hi, probe = p.probe;
+	if (probe != SIZE_MAX &&
+	    page_state_of(page_load(&rg->pages, probe)) != PAGE_ABSENT)
+		probe = SIZE_MAX; /* filled already: it can tell nothing */
 	/* Neighbours are ACT_AHEAD: only ABSENT pages are claimed. */
-	while (*lo > wlo && page_claim_absent(&rg->pages, *lo - 1))
+	while (*lo > wlo && *lo - 1 != probe && page_claim_absent(&rg->pages, *lo - 1))
 		(*lo)--;
-	while (*hi < whi && page_claim_absent(&rg->pages, *hi))
+	while (*hi < whi && *hi != probe && page_claim_absent(&rg->pages, *hi))
 		(*hi)++;
-	atomic_store_explicit(&s->fa_window, (unsigned)w, memory_order_relaxed);
-	atomic_store_explicit(&s->fa_region, rg, memory_order_relaxed);
-	atomic_store_explicit(&s->fa_next, *hi, memory_order_relaxed);
+	fw_filled(&s->fw, rg, &p, *lo, *hi, probe);
 }
 
 /* One page without a claim, its fault woken. */
@@ -93,8 +77,7 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 			enum page_state prev;
 			if (!page_claim(&rg->pages, idx, &prev))
 				continue; /* changed under us: decide again */
-			if (prev == PAGE_ABSENT)
-				session_record_touch(s, rg, idx);
+			session_record_touch(s, rg, idx, prev);
 			struct fill_req rq = {
 				.op = actor == ACT_MINOR ? FILL_OP_MINOR : FILL_OP_MAP,
 				.rg = rg, .first = idx, .n = 1, .fault_idx = idx,

@@ -80,17 +80,22 @@ bool page_want_signal(struct page_table *pt, size_t i)
 	return set_flag_while_filling(pt, i, PAGE_WAITER);
 }
 
-/* One more page done; the one that makes them all done stamps the time. */
-static void page_done(struct page_table *pt)
+/* n more pages done; the call that makes them all done stamps the time. */
+static void pages_done(struct page_table *pt, uint64_t n)
 {
 	struct page_progress *p = pt->progress;
-	if (!p || atomic_fetch_add(&p->done, 1) + 1 != p->total)
+	if (!p || !n || atomic_fetch_add(&p->done, n) + n != p->total)
 		return;
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	uint64_t zero = 0, t = now > p->start_ns ? now - p->start_ns : 1;
 	atomic_compare_exchange_strong(&p->complete_ns, &zero, t);
+}
+
+static void page_done(struct page_table *pt)
+{
+	pages_done(pt, 1);
 }
 
 /* FILLING -> want, or REMOVED if the page was discarded meanwhile.
@@ -145,6 +150,20 @@ enum page_state page_remove(struct page_table *pt, size_t i)
 			return st;
 		}
 	}
+}
+
+size_t page_mark_holes(struct page_table *pt, size_t lo, size_t hi)
+{
+	size_t n = 0;
+	for (size_t i = lo; i < hi && i < pt->npages; i++) {
+		uint8_t v = PAGE_ABSENT;
+		if (atomic_compare_exchange_strong_explicit(&pt->state[i], &v, PAGE_REMOVED,
+							    memory_order_acq_rel,
+							    memory_order_relaxed))
+			n++;
+	}
+	pages_done(pt, n);
+	return n;
 }
 
 void page_table_count(const struct page_table *pt, size_t counts[PG_NSTATES])

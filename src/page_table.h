@@ -109,6 +109,10 @@ uint8_t page_poisoned(struct page_table *pt, size_t i);
 
 /* Applies a discard to one page; returns the state before. */
 enum page_state page_remove(struct page_table *pt, size_t i);
+/* ABSENT pages of [lo, hi) -> REMOVED: holes of the snapshot (they read as
+ * zeros: a fault gets a zero page, filling ahead skips them) marked when a
+ * session starts. Counted done. Returns how many were marked. */
+size_t page_mark_holes(struct page_table *pt, size_t lo, size_t hi);
 
 /* Counts pages in each state, for reports and tests. */
 void page_table_count(const struct page_table *pt, size_t counts[PG_NSTATES]);

@@ -38,8 +38,7 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 			enum page_state prev;
 			if (!page_claim(&rg->pages, idx, &prev))
 				continue;
-			if (prev == PAGE_ABSENT)
-				session_record_touch(s, rg, idx);
+			session_record_touch(s, rg, idx, prev);
 			struct fill_req rq = {
 				.op = FILL_OP_CACHE, .rg = rg, .first = idx, .n = 1,
 				.fault_idx = idx, .path = FILL_REQUEST, .zero = zero_out,

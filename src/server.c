@@ -861,6 +861,22 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 		r = -ENOMEM;
 		goto fail;
 	}
+	if (cfg->record_path) {
+		/* Exact recording: a page filled ahead of the guest never faults,
+		 * so its first touch could not be seen. While recording, nothing
+		 * is filled ahead, whatever the population options say. */
+		bool ahead = cfg->populate != PAGEIN_POPULATE_NONE || srv->working_set_len ||
+			     (cfg->fault_around >= 2);
+		if (ahead)
+			server_log(srv, PAGEIN_LOG_INFO, NULL, "record_exact",
+				   "recording first touches exactly: nothing is filled ahead of the guest while --record is on "
+				   "(fault-around off, no population, no working-set replay), as with --populate none --fault-around 0");
+		srv->cfg.populate = PAGEIN_POPULATE_NONE;
+		srv->cfg.fault_around = 0;
+		free(srv->working_set);
+		srv->working_set = NULL;
+		srv->working_set_len = 0;
+	}
 	srv->cfg.prefetch_path = NULL; /* not kept; the offsets are */
 	srv->cfg.record_path = srv->record_path;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);

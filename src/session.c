@@ -226,6 +226,57 @@ static int check_uffd_api(int uffd, struct pagein_error *err)
 	return 0;
 }
 
+/* Holes shorter than this stay ABSENT and are filled with zero pages as
+ * before: a lone zero page in a raw file written sparse would otherwise
+ * split every fault-around window and background run around it. */
+#define HOLE_MIN_BYTES (2ull << 20)
+
+static void mark_hole_run(struct pagein_session *s, struct region *rg,
+			  uint64_t from, uint64_t to)
+{
+	if (to - from < HOLE_MIN_BYTES)
+		return;
+	/* Whole pages only. */
+	uint64_t ps = rg->r.page_size, start = rg->r.offset;
+	size_t lo = (size_t)((from - start + ps - 1) >> rg->page_shift);
+	size_t hi = (size_t)((to - start) >> rg->page_shift);
+	if (hi > lo)
+		s->pages_hole += page_mark_holes(&rg->pages, lo, hi);
+}
+
+/* Pages in holes of the snapshot of at least HOLE_MIN_BYTES need nothing
+ * from it: they start REMOVED, so that no fill ahead of the guest ever
+ * touches them (a sparse 32 GiB file with a few MiB of data costs a few
+ * MiB; virtio-mem memory that is not plugged is a hole of the memory file
+ * too) and a fault there gets a zero page. */
+static void mark_holes(struct pagein_session *s)
+{
+	if (!s->source->ops->hole)
+		return;
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct region *rg = &s->regions[i];
+		uint64_t start = rg->r.offset, end = rg->r.offset + rg->r.size;
+		if (end > s->source->size)
+			end = s->source->size;
+		uint64_t hole_from = UINT64_MAX; /* start of the hole being walked */
+		for (uint64_t pos = start; pos < end;) {
+			uint64_t run = 0;
+			bool hole = s->source->ops->hole(s->source, pos, end - pos, &run);
+			if (run == 0)
+				break;
+			if (hole && hole_from == UINT64_MAX)
+				hole_from = pos;
+			else if (!hole && hole_from != UINT64_MAX) {
+				mark_hole_run(s, rg, hole_from, pos);
+				hole_from = UINT64_MAX;
+			}
+			pos += run;
+		}
+		if (hole_from != UINT64_MAX)
+			mark_hole_run(s, rg, hole_from, end);
+	}
+}
+
 int pagein_session_new(const struct pagein_session_config *cfg,
 		       struct pagein_session **out, struct pagein_error *err)
 {
@@ -298,22 +349,30 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	if (cfg->mem_fd >= 0 && (r = map_hugetlb_mem(s, cfg, err)) < 0)
 		goto fail;
 	for (size_t i = 0; i < s->nregions; i++) {
+		s->regions[i].first_global = (size_t)s->pages_total;
 		s->pages_total += s->regions[i].pages.npages;
 		s->regions[i].pages.progress = &s->progress;
 	}
 	s->progress.total = s->pages_total;
 	s->source = pagein_source_ref(cfg->source);
 	s->on_corrupt = cfg->on_corrupt;
-	s->fa_base = cfg->fault_around;
-	if (s->fa_base > PAGEIN_FAULT_AROUND_MAX)
-		s->fa_base = PAGEIN_FAULT_AROUND_MAX;
-	while (s->fa_base & (s->fa_base - 1)) /* round down to a power of two */
-		s->fa_base &= s->fa_base - 1;
+	unsigned fa = cfg->fault_around;
+	bool fa_auto = fa == PAGEIN_FAULT_AROUND_AUTO;
+	if (fa_auto || fa > PAGEIN_FAULT_AROUND_MAX)
+		fa = fa_auto ? 0 : PAGEIN_FAULT_AROUND_MAX;
+	while (fa & (fa - 1)) /* round down to a power of two */
+		fa &= fa - 1;
 	s->record = cfg->record;
+	/* Recording is exact: a page filled around a fault never faults, so
+	 * its first touch could not be recorded. */
+	if (s->record)
+		fa = 0, fa_auto = false;
+	fw_init(&s->fw, fa, fa_auto, s->pages_total);
 	s->on_event = cfg->on_event;
 	s->event_opaque = cfg->event_opaque;
 	s->start_ns = now_ns();
 	s->progress.start_ns = s->start_ns;
+	mark_holes(s);
 	s->uffd = cfg->uffd;
 	s->read_nowait = probe_read_nowait(cfg->uffd);
 	s->mem_fd = cfg->mem_fd;
@@ -352,6 +411,7 @@ void pagein_session_free(struct pagein_session *s)
 	free(s->queue.msg);
 	free(s->queue.read_ns);
 	free(s->recorded);
+	free(s->touched);
 	if (s->event_fd >= 0)
 		close(s->event_fd);
 	pthread_mutex_destroy(&s->record_lock);
@@ -469,11 +529,33 @@ void session_event(struct pagein_session *s, enum pagein_event_kind kind,
 }
 
 void session_record_touch(struct pagein_session *s, const struct region *rg,
-			  size_t idx)
+			  size_t idx, enum page_state prev)
 {
 	if (!s->record)
 		return;
+	if (prev != PAGE_ABSENT && prev != PAGE_REMOVED)
+		return;
+	if (prev == PAGE_REMOVED) {
+		/* A hole of the snapshot starts REMOVED (mark_holes): its first
+		 * touch is recorded; a page the guest discarded is not. */
+		uint64_t run = 0, ps = rg->r.page_size, off = page_offset(rg, idx);
+		if (!s->source->ops->hole || off >= s->source->size ||
+		    !s->source->ops->hole(s->source, off, ps, &run) || run < ps)
+			return;
+	}
 	pthread_mutex_lock(&s->record_lock);
+	/* Each page once: a hole page touched, discarded and touched again
+	 * comes back here from REMOVED. */
+	size_t g = rg->first_global + idx;
+	if (!s->touched && !(s->touched = calloc(s->pages_total / 8 + 1, 1))) {
+		pthread_mutex_unlock(&s->record_lock);
+		return;
+	}
+	if (s->touched[g / 8] & (1u << (g % 8))) {
+		pthread_mutex_unlock(&s->record_lock);
+		return;
+	}
+	s->touched[g / 8] |= (uint8_t)(1u << (g % 8));
 	if (s->nrecorded == s->record_cap) {
 		size_t cap = s->record_cap ? s->record_cap * 2 : 4096;
 		uint64_t *n = realloc(s->recorded, cap * sizeof(*n));
@@ -513,6 +595,7 @@ void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o
 	LOAD(filled_background);
 	LOAD(filled_request);
 #undef LOAD
+	o->pages_hole = s->pages_hole;
 	o->pages_total = s->pages_total;
 	o->elapsed_ns = now_ns() - s->start_ns;
 	o->complete_ns = atomic_load(&s->progress.complete_ns);
@@ -540,14 +623,14 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 "; ops copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
 			 " written %" PRIu64 " poisoned %" PRIu64 "; removes %" PRIu64
 			 " (%" PRIu64 " pages), wakes %" PRIu64 ", eexist %" PRIu64
-			 ", eagain %" PRIu64 "; read %.1f MiB from the snapshot over %.3f s; %s",
+			 ", eagain %" PRIu64 "; holes %" PRIu64 " pages; read %.1f MiB from the snapshot over %.3f s; %s",
 			 st->faults_missing, st->faults_minor, st->requests, filled,
 			 st->pages_total, st->filled_fault, st->filled_fault_around,
 			 st->filled_prefetch, st->filled_background, st->filled_request,
 			 st->filled_fault_around + st->filled_prefetch + st->filled_background,
 			 st->pages_copied, st->pages_zeroed, st->pages_continued,
 			 st->pages_written, st->pages_poisoned, st->removes,
-			 st->pages_removed, st->wakes, st->eexist, st->eagain,
+			 st->pages_removed, st->wakes, st->eexist, st->eagain, st->pages_hole,
 			 (double)st->bytes_read / (1 << 20), secs, complete);
 	return n < 0 ? -EINVAL : 0;
 }

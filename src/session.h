@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fault_window.h"
 #include "page_table.h"
 #include "pagein.h"
 #include "uffd_compat.h"
@@ -15,6 +16,7 @@
 struct region {
 	struct pagein_region r;
 	uint64_t page_shift;   /* log2(page_size) */
+	size_t first_global;   /* pages of the regions before it (sorted) */
 	struct page_table pages;
 };
 
@@ -80,22 +82,20 @@ struct pagein_session {
 	void (*on_event)(void *opaque, const struct pagein_event *ev);
 	void *event_opaque;
 	uint64_t pages_total;
+	uint64_t pages_hole;      /* marked REMOVED at start (mark_holes) */
 	uint64_t start_ns;
 	/* Pages done, and when the last one was: "complete" (page_table.h). */
 	struct page_progress progress;
 
-	/* Fault-around: base window (pages) and the adaptive state, touched
-	 * only by the pump. */
-	unsigned fa_base;
-	atomic_uint fa_window;
-	_Atomic(struct region *) fa_region;
-	atomic_size_t fa_next; /* page a sequential scan would fault next */
+	/* Fault-around window (fault_window.c), touched only by the pump. */
+	struct fault_window fw;
 
 	/* First-touch recording (config.record). */
 	bool record;
 	pthread_mutex_t record_lock;
 	uint64_t *recorded;
 	size_t nrecorded, record_cap;
+	uint8_t *touched;         /* bit per page: its first touch recorded */
 
 	/* Orders discards against fills by threads that are not the pump: see
 	 * fill_lock() in fill.c. Writer-preferring, so prefetch cannot starve
@@ -169,7 +169,7 @@ void session_event(struct pagein_session *s, enum pagein_event_kind kind,
 
 /* First-touch order (config.record). */
 void session_record_touch(struct pagein_session *s, const struct region *rg,
-			  size_t idx);
+			  size_t idx, enum page_state prev);
 
 /* prefetch.c: stops and joins the prefetch thread, if any. */
 void prefetch_stop(struct pagein_session *s);

@@ -39,6 +39,11 @@ struct source_ops {
 	 * snapshot truncated while served): explains an -EFAULT or a guarded
 	 * read that failed. */
 	bool (*shrunk)(struct pagein_source *s, uint64_t off);
+	/* Optional: whether the range at off starts with a run the file does
+	 * not store, that reads as zeros (a hole of a raw file, zero pages of
+	 * a pagein file: true), or with stored bytes (false); *run: the length
+	 * of that run (0 < *run <= len). Reads no data. */
+	bool (*hole)(struct pagein_source *s, uint64_t off, uint64_t len, uint64_t *run);
 	/* Optional hint: [off, off+len) will be read soon (start the I/O). */
 	void (*advise)(struct pagein_source *s, uint64_t off, uint64_t len);
 	void (*destroy)(struct pagein_source *s);

@@ -434,6 +434,28 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 	return 0;
 }
 
+static bool pagein_hole(struct pagein_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+	struct pagein_file *f = to_file(s);
+	const struct snapshot_meta *m = &f->m;
+	if (off >= s->size || len == 0 || off % m->h.page_size) {
+		*run = len ? len : 1;
+		return false;
+	}
+	uint64_t c = off / m->h.chunk_size;
+	uint64_t chunk_end = (c + 1) * m->h.chunk_size;
+	uint64_t end = off + (len < s->size - off ? len : s->size - off);
+	if (end > chunk_end)
+		end = chunk_end;
+	uint32_t p = (uint32_t)((off - c * m->h.chunk_size) / m->h.page_size);
+	bool present = snapshot_page_present(m, c, p);
+	uint64_t run_end = off + m->h.page_size;
+	for (uint32_t q = p + 1; run_end < end && snapshot_page_present(m, c, q) == present; q++)
+		run_end += m->h.page_size;
+	*run = (run_end < end ? run_end : end) - off;
+	return !present;
+}
+
 static void pagein_put(struct pagein_source *s, struct source_extent *ext)
 {
 	struct pagein_file *f = to_file(s);
@@ -515,6 +537,7 @@ static const struct source_ops pagein_ops = {
 	.get = pagein_get,
 	.put = pagein_put,
 	.advise = pagein_advise,
+	.hole = pagein_hole,
 	.destroy = pagein_destroy,
 };
 

@@ -106,6 +106,17 @@ static int raw_get(struct pagein_source *s, uint64_t off, uint64_t len,
 	return 0;
 }
 
+static bool raw_hole(struct pagein_source *s, uint64_t off, uint64_t len, uint64_t *run)
+{
+	struct source_extent e;
+	if (raw_get(s, off, len, &e) < 0) {
+		*run = len;
+		return false;
+	}
+	*run = e.len;
+	return e.data == NULL;
+}
+
 static void raw_put(struct pagein_source *s, struct source_extent *ext)
 {
 }
@@ -159,6 +170,7 @@ static const struct source_ops raw_ops = {
 	.get = raw_get,
 	.put = raw_put,
 	.advise = raw_advise,
+	.hole = raw_hole,
 	.prepare = raw_prepare,
 	.shrunk = raw_shrunk,
 	.destroy = raw_destroy,

@@ -52,9 +52,14 @@ int tc_write_snapshot_zeros(const char *path, uint64_t npages, uint64_t seed,
 		r = -errno;
 	unsigned char page[PS];
 	for (uint64_t i = 0; i < npages && r == 0; i++) {
-		if (tc_page_is_zero(i) || (i >= zero_first && i - zero_first < zero_count))
-			continue;
-		tc_page(seed, i, page);
+		if (tc_page_is_zero(i))
+			continue; /* a 4 KiB hole: under 2 MiB, served as a zero page */
+		if (i >= zero_first && i - zero_first < zero_count)
+			/* Zeros written out, not a hole: a hole of 2 MiB or more
+			 * starts REMOVED (tests/sh/holes.sh tests those). */
+			memset(page, 0, PS);
+		else
+			tc_page(seed, i, page);
 		if (pwrite(fd, page, PS, (off_t)(i * PS)) != (ssize_t)PS)
 			r = -EIO;
 	}

@@ -187,9 +187,13 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 			}
 			break;
 		case 'f': {
+			if (!strcmp(optarg, "auto")) {
+				o->cfg.fault_around = PAGEIN_FAULT_AROUND_AUTO;
+				break;
+			}
 			long n = strtol(optarg, &end, 10);
 			if (*end || n < 0 || n > (long)PAGEIN_FAULT_AROUND_MAX || (n & (n - 1))) {
-				FAIL("--fault-around %s: expected 0 or a power of two up to %u", optarg, PAGEIN_FAULT_AROUND_MAX);
+				FAIL("--fault-around %s: expected auto, 0 or a power of two up to %u", optarg, PAGEIN_FAULT_AROUND_MAX);
 				return -1;
 			}
 			o->cfg.fault_around = (unsigned)n;

@@ -8,11 +8,11 @@
 
 #include "pagein.h"
 
-/* Fault-around window in pages. docs/benchmarks.md sweeps 0/4/16/64/256:
- * 64 (256 KiB) made random 25% touches 1.5x faster than 16 and scans as
- * fast as any; 256 was faster still on random touches but quadrupled the
- * faulting vCPU's p99. */
-#define DEFAULT_FAULT_AROUND 64u
+/* Fault-around: learnt from the guest (fault_window.c). Of the fixed
+ * windows docs/benchmarks.md sweeps, 64 (256 KiB) made random 25% touches
+ * 1.5x faster than 16; auto keeps that on random guests, shrinks on short
+ * runs (w5) and grows on scans. */
+#define DEFAULT_FAULT_AROUND PAGEIN_FAULT_AROUND_AUTO
 /* SIGTERM lets open sessions end for this long before stopping. */
 #define DEFAULT_DRAIN_TIMEOUT_S 30.0
 

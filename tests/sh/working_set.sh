@@ -23,6 +23,31 @@ want = [int(x) * 4096 for x in open(sys.argv[2])]
 sys.exit(0 if list(offs) == want else 1)
 PY
 
+note "record with the defaults: the same pages, in the same order (recording turns filling ahead off, and says so)"
+start_pagein "$WORK/snap" --record "$WORK/wsdef-%n.pgws"
+expect_log "recording first touches exactly: nothing is filled ahead"
+vm recdef --snapshot "$WORK/snap" --vcpus 1 --pattern "trace:$WORK/ws.trace"
+expect_log "session started: .*recording first touches: nothing filled ahead"
+expect_log "recorded 2000 pages of working set in $WORK/wsdef-1.pgws"
+expect_log "session ended .*fault-around 0, prefetch 0, background 0"
+stop_pagein
+cmp "$WORK/ws-1.pgws" "$WORK/wsdef-1.pgws" || fail "recording with the defaults differs from --populate none --fault-around 0"
+# With --prefetch, population and a fixed window too, and 2 vCPUs: the
+# same set of pages (the order of two vCPUs' touches may interleave).
+start_pagein "$WORK/snap" --record "$WORK/wsall-%n.pgws" --prefetch "$WORK/ws-1.pgws" --populate eager --fault-around 64
+vm recall --snapshot "$WORK/snap" --vcpus 2 --pattern "trace:$WORK/ws.trace"
+expect_log "recorded 2000 pages of working set in $WORK/wsall-1.pgws"
+stop_pagein
+python3 - "$WORK/ws-1.pgws" "$WORK/wsall-1.pgws" <<'PY' || fail "recording with every option on holds other pages"
+import struct, sys
+def pages(path):
+    data = open(path, "rb").read()
+    count = struct.unpack_from("<Q", data, 16)[0]
+    return struct.unpack_from("<%dQ" % count, data, 32)
+a, b = pages(sys.argv[1]), pages(sys.argv[2])
+sys.exit(0 if sorted(a) == sorted(b) and len(set(b)) == len(b) else 1)
+PY
+
 note "replay with --prefetch, report with SIGUSR1"
 start_pagein "$WORK/snap" --prefetch "$WORK/ws-1.pgws" --populate none --fault-around 0
 vm replay --snapshot "$WORK/snap" --vcpus 1 --pattern "trace:$WORK/ws.trace" --hold 1 &
