@@ -612,6 +612,10 @@ def run_main(b, a, snap, size):
     b.w1_files = (run_trace, ws)  # for the remote section
     res["w1_working_set_pages"] = wsn
     wls = workloads(run_trace)
+    base5, used5 = w5_base(npages, seed=13)
+    w5_path = os.path.join(b.dir, "synthetic-w5.trace")
+    write_trace(w5_path, w1_trace(base5, used5, npages, jitter_seed=2))
+    wls["w5"] = {"name": "w5", "args": ["--pattern", "trace:" + w5_path, "--vcpus", "2"]}
     reps = a.reps
     uffd_cfgs = ["ref", "pagein-none", "pagein-fa", "pagein-bg"]
     # (workload, cache, configurations)
@@ -620,7 +624,11 @@ def run_main(b, a, snap, size):
             ("w2", "warm", ["floor", "file"] + uffd_cfgs),
             ("w2", "cold", ["file", "pagein-fa", "pagein-bg"]),
             ("w3", "warm", ["floor", "file"] + uffd_cfgs),
-            ("w3", "cold", ["file", "pagein-fa", "pagein-bg"])]
+            ("w3", "cold", ["file", "pagein-fa", "pagein-bg"]),
+            # Issue 11: short clustered runs; the defaults against fixed
+            # windows of 0 (pagein-none is --populate none, so also
+            # pagein-bg0: the defaults with --fault-around 0) and 64.
+            ("w5", "warm", ["floor", "file"] + uffd_cfgs + ["pagein-bg0", "pagein-bg64"])]
     sweep = ["pagein-fa%d" % n for n in (4, 16, 64, 256)]
     for rep in range(1, reps + 1):
         # Each repetition runs every group once, the configurations of a
@@ -1188,6 +1196,24 @@ def targets(res, guest_bytes):
         row("w4: throughput vs bulk ceiling", q("w4/warm/pagein-bg", "w4/warm/bulk", "gb_s"),
             ">=", 0.9, "pagein background population GB/s / bulk ceiling GB/s"),
     ]
+    # Issue 11's targets.
+    rows += [
+        row("w1 warm: pagein-ws time vs File (issue 11)", q("w1/warm/pagein-ws", "w1/warm/file"),
+            "<=", 0.8, "pagein-ws warm time / File warm time"),
+        row("w1 warm: pagein-ws time vs touch floor", q("w1/warm/pagein-ws", "w1/warm/floor"),
+            "<=", 1.5, "pagein-ws warm time / floor time"),
+        row("w1 cold, throttled volume: speedup vs File",
+            q("w1/throttled/file", "w1/throttled/pagein-ws"), ">=", 2,
+            "File time / pagein-ws time, both on the throttled volume"),
+        row("w5: speedup vs reference handler", q("w5/warm/ref", "w5/warm/pagein-bg"), ">=", 2,
+            "ref time / pagein defaults time"),
+        row("w5: defaults vs --fault-around 0", q("w5/warm/pagein-bg0", "w5/warm/pagein-bg"),
+            ">=", 1.0, "time with --fault-around 0 / defaults time (both populate)"),
+        row("w5: on demand, auto vs --fault-around 0", q("w5/warm/pagein-none", "w5/warm/pagein-fa"),
+            ">=", 1.0, "--populate none: time with window 0 / time with auto"),
+        row("w3: throughput vs File warm (issue 11)", q("w3/warm/pagein-bg", "w3/warm/file", "gb_s"),
+            ">=", 0.9, "pagein defaults GB/s / File warm GB/s"),
+    ]
     for wl in ("w1", "w2", "w3"):
         rows.append(row("%s warm: on-demand p50 vs reference handler" % wl,
                         q(wl + "/warm/pagein-none", wl + "/warm/ref", "p50_us"), "<=", 1.2,
@@ -1243,6 +1269,7 @@ def markdown(res):
               ("w2", "cold"): "w2 random 25%, cold page cache",
               ("w3", "warm"): "w3 sequential scan, warm page cache",
               ("w3", "cold"): "w3 sequential scan, cold page cache",
+              ("w5", "warm"): "w5 short clustered runs (15% in runs of 1 to 16 pages), warm page cache",
               ("w4", "warm"): "w4 restore complete (every page present), warm page cache"}
     for (wl, cache), title in titles.items():
         keys = [k for k in m if k.startswith("%s/%s/" % (wl, cache))]
