@@ -565,6 +565,8 @@ CONFIG_NAMES = {
     "pagein-ws": "pagein --populate none --prefetch WS",
     "pagein-bg": "pagein defaults (background, fault-around %s)" % DEFAULT_FA,
     "pagein-eager": "pagein --populate eager",
+    "pagein-bg0": "pagein --fault-around 0 (background population)",
+    "pagein-bg64": "pagein --fault-around 64 (background population)",
 }
 
 
