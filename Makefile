@@ -5,10 +5,10 @@
 
 CC      ?= cc
 SAN     ?=
-PKGS    := json-c libzstd libxxhash libmicrohttpd
+PKGS    := json-c libzstd libxxhash libmicrohttpd libcurl
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
                -g -pthread -Iinclude -Isrc -MMD -MP
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljson-c -lzstd -lxxhash -lmicrohttpd) -lpthread -lm
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljson-c -lzstd -lxxhash -lmicrohttpd -lcurl) -lpthread -lm
 
 ifeq ($(SAN),asan)
   BUILD  := build/asan

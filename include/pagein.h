@@ -371,8 +371,19 @@ struct pagein_server_config {
 	size_t nallow_uids;
 	const uint32_t *allow_gids;
 	size_t nallow_gids;
+	/* Remote snapshots (snapshot_path an http://, https:// or s3:// URL):
+	 * s3_endpoint: base URL of an S3-compatible service for s3:// (NULL:
+	 * AWS); cache_dir: chunk cache shared by sessions, processes and
+	 * restarts (NULL: none), bounded by cache_size bytes (0: 1 GiB);
+	 * fetch_parallel: range requests in flight (0: 8); fetch_deadline_ms:
+	 * a chunk not fetched by then fails the session needing it (0: 30 s). */
+	const char *s3_endpoint;
+	const char *cache_dir;
+	uint64_t cache_size;
+	uint32_t fetch_parallel;
+	uint32_t fetch_deadline_ms;
 	/* Keep last: new fields go above, taking words from here. */
-	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zero it */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS - 5]; /* zero it */
 };
 
 struct pagein_server;

@@ -225,6 +225,18 @@ static int plan_subrun(struct pagein_session *s, const struct fill_req *rq,
 		return 0;
 	}
 	int r = s->source->ops->get(s->source, page_offset(rg, i), (end - i) * ps, &pb->ext);
+	if (r == -EINPROGRESS) {
+		/* A remote chunk in flight (only for a parking fault): give
+		 * back its pages unfilled; the fault, if it is among them, was
+		 * parked and is woken when the chunk lands. */
+		uint64_t n = pb->ext.len / ps;
+		*j = i + (n ? n : 1);
+		if (*j > end)
+			*j = end;
+		*kind = RUN_SKIP;
+		memset(pb, 0, sizeof(*pb));
+		return 0;
+	}
 	if (r < 0 && !is_corruption(r))
 		return r;
 	if (r == 0 && pb->ext.len < ps) {
@@ -463,7 +475,9 @@ out:
 	} else {
 		count_fill(s, rq->path, filled);
 	}
-	if ((must_wake || (rq->wake && !fault_woken)) && r != -ESRCH)
+	/* A parked fault is not woken: it sleeps until its chunk lands. */
+	bool parked = rq->path == FILL_FAULT && s->park && source_park_parked();
+	if ((must_wake || (rq->wake && !fault_woken && !parked)) && r != -ESRCH)
 		wake_range(s, rg, rq->first, end);
 	return r;
 }

@@ -20,6 +20,7 @@
 #include "page_table.h"
 #include "pump.h"
 #include "session.h"
+#include "snapshot_format.h"
 #include "source.h"
 
 /* Working-set pages claimed per batch: 1 MiB of 4 KiB pages, large enough
@@ -193,6 +194,10 @@ static void *prefetch_thread(void *arg)
 {
 	struct prefetcher *p = arg;
 	struct pagein_error err = {{0}};
+	/* Waits on remote fetches end when the session stops. */
+	source_wait_cancel(&p->stop);
+	if (source_pagein_remote(p->s->source))
+		source_pagein_readahead_ws(p->s->source); /* the working set first, in few requests */
 	int r = replay_working_set(p, &err);
 	if (r == 0 && p->populate == PAGEIN_POPULATE_BACKGROUND && !atomic_load(&p->stop)) {
 		/* Idle priority: the rest only uses CPU nobody else wants, so

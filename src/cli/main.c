@@ -36,6 +36,29 @@
 /* Provided by snapshot_cmd.c when the snapshot format is built in. */
 int cmd_snapshot(int argc, char **argv) __attribute__((weak));
 
+/* "512M", "20G", "1048576" (binary multiples). */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return -1;
+	int shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	}
+	if (shift && !strcmp(end, "iB"))
+		end += 2;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -105,6 +128,14 @@ static void serve_usage(FILE *f)
 		"                      it (after logrotate has renamed it)\n"
 		"  --drain-timeout S   on SIGTERM, wait up to S seconds for open sessions\n"
 		"                      to end (default %.0f; 0 = stop at once)\n"
+		"  --s3-endpoint URL   for an s3://BUCKET/KEY snapshot: an S3-compatible\n"
+		"                      service (path-style), instead of AWS\n"
+		"  --cache-dir DIR     chunk cache for an http(s):// or s3:// snapshot,\n"
+		"                      shared by sessions, restarts and processes\n"
+		"  --cache-size SIZE   bound of --cache-dir (default 1G; LRU eviction)\n"
+		"  --fetch-parallel N  range requests in flight (default 8)\n"
+		"  --fetch-deadline S  a chunk not fetched within S seconds (retries\n"
+		"                      included) fails the session needing it (default 30)\n"
 		"  --socket-mode MODE  octal mode of the socket (e.g. 0660), set before\n"
 		"                      it listens (default: what the umask gives)\n"
 		"  --socket-owner USER\n"
@@ -440,6 +471,11 @@ static int cmd_serve(int argc, char **argv)
 		{"socket-group", required_argument, NULL, 'g'},
 		{"allow-uid", required_argument, NULL, 'u'},
 		{"allow-gid", required_argument, NULL, 'G'},
+		{"s3-endpoint", required_argument, NULL, 1001},
+		{"cache-dir", required_argument, NULL, 1002},
+		{"cache-size", required_argument, NULL, 1003},
+		{"fetch-parallel", required_argument, NULL, 1004},
+		{"fetch-deadline", required_argument, NULL, 1005},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -547,6 +583,36 @@ static int cmd_serve(int argc, char **argv)
 		case 'M':
 			cfg.metrics_addr = optarg;
 			break;
+		case 1001:
+			cfg.s3_endpoint = optarg;
+			break;
+		case 1002:
+			cfg.cache_dir = optarg;
+			break;
+		case 1003:
+			if (parse_bytes(optarg, &cfg.cache_size) < 0 || cfg.cache_size < (1u << 20)) {
+				fprintf(stderr, "pagein serve: --cache-size %s: expected a size of at least 1M, e.g. 512M, 20G\n", optarg);
+				return 2;
+			}
+			break;
+		case 1004: {
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 256) {
+				fprintf(stderr, "pagein serve: --fetch-parallel %s: expected 1 to 256\n", optarg);
+				return 2;
+			}
+			cfg.fetch_parallel = (uint32_t)n;
+			break;
+		}
+		case 1005: {
+			double d = strtod(optarg, &end);
+			if (*end || !(d >= 0.1 && d <= 3600)) {
+				fprintf(stderr, "pagein serve: --fetch-deadline %s: expected seconds from 0.1 to 3600\n", optarg);
+				return 2;
+			}
+			cfg.fetch_deadline_ms = (uint32_t)(d * 1000);
+			break;
+		}
 		case 'W':
 			log_path = optarg;
 			break;
