@@ -156,6 +156,11 @@ static int fail_corrupt(struct pagein_session *s, const struct region *rg,
 		return pagein_fail(err, -r,
 				   "snapshot cannot give page at offset 0x%llx: the snapshot file %s shrank while served",
 				   (unsigned long long)page_offset(rg, idx), s->source->path);
+	if (r == -EIO && source_pagein_remote(s->source))
+		return pagein_fail(err, -r,
+				   "snapshot cannot give page at offset 0x%llx (chunk %llu): not fetched from %s within --fetch-deadline (or refused by the server)",
+				   (unsigned long long)page_offset(rg, idx),
+				   (unsigned long long)chunk, s->source->path);
 	if (s->source->chunk_size)
 		return pagein_fail(err, -r,
 				   "snapshot cannot give page at offset 0x%llx (chunk %llu): %s",

@@ -321,6 +321,28 @@ static char *render(struct pagein_server *srv, size_t *len)
 		    "The cache's bound.", cs.cache_limit);
 	}
 
+	struct source_remote_stats rs;
+	if (source_remote_stats(srv->source, &rs)) {
+		one(f, "pagein_remote_fetches_total", "counter",
+		    "Range requests made for a remote snapshot.", rs.fetches);
+		one(f, "pagein_remote_fetched_bytes_total", "counter",
+		    "Bytes received for a remote snapshot.", rs.bytes);
+		one(f, "pagein_remote_retries_total", "counter",
+		    "Chunks fetched again after a transient failure.", rs.retries);
+		one(f, "pagein_remote_cache_hits_total", "counter",
+		    "Remote chunks read from the cache directory.", rs.cache_hits);
+		one(f, "pagein_remote_cache_misses_total", "counter",
+		    "Remote chunks that had to be fetched.", rs.cache_misses);
+		one(f, "pagein_remote_cache_bad_total", "counter",
+		    "Cache files that failed their checksum (deleted, fetched again).", rs.cache_bad);
+		one(f, "pagein_remote_cache_evictions_total", "counter",
+		    "Cache files evicted over --cache-size.", rs.cache_evictions);
+		one(f, "pagein_remote_failed_chunks_total", "counter",
+		    "Chunks not fetched by the deadline, or refused.", rs.failed_chunks);
+		one(f, "pagein_remote_parked_faults_total", "counter",
+		    "Faults parked on a chunk in flight.", rs.parked);
+	}
+
 	/* Per VM: the first METRICS_MAX_SESSION_SERIES open sessions. */
 	head(f, "pagein_vm_faults_total", "counter", "Faults of one open VM (missing + minor + requests).");
 	for (size_t i = 0; i < s->nvm; i++)

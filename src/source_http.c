@@ -427,6 +427,10 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *arg)
 {
 	struct xfer *x = arg;
 	size_t n = sz * nm;
+	long code = 0;
+	curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &code);
+	if (code != 200 && code != 206)
+		return n; /* an error page: the status says it all */
 	if (x->got + n > x->len) {
 		x->overflow = true; /* not our range (a 200 with the whole object) */
 		return 0;
@@ -918,6 +922,7 @@ static int get_range(struct remote *rm, uint64_t a, uint64_t b, void *buf,
 			return pagein_fail(err, ENOMEM, "%s: cannot make a request", rm->shown);
 		x.got = 0;
 		x.overflow = false;
+		x.e = e;
 		memset(hc, 0, sizeof(*hc));
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 		curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);

@@ -390,6 +390,8 @@ static void pagein_advise(struct pagein_source *s, uint64_t off, uint64_t len)
 static void pagein_destroy(struct pagein_source *s)
 {
 	struct pagein_file *f = to_file(s);
+	if (f->remote) /* first: stops the fetcher, which reads the meta */
+		f->remote->destroy(f->remote_arg);
 	for (uint64_t c = 0; c < f->m.h.chunk_count; c++)
 		if (f->slots[c])
 			slot_free(f, f->slots[c]);
@@ -404,8 +406,6 @@ static void pagein_destroy(struct pagein_source *s)
 	pthread_cond_destroy(&f->done);
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->pool_lock);
-	if (f->remote)
-		f->remote->destroy(f->remote_arg);
 	if (f->fd >= 0)
 		close(f->fd);
 	free(f);
