@@ -88,7 +88,7 @@ struct source_remote_stats {
 	uint64_t bytes;        /* bytes received */
 	uint64_t retries;      /* chunks requeued after a transient failure */
 	uint64_t cache_hits;   /* chunks read from the cache directory */
-	uint64_t cache_misses; /* chunks that had to be fetched */
+	uint64_t cache_misses; /* chunks fetched from the server */
 	uint64_t cache_bad;    /* cache files that failed their checksum */
 	uint64_t cache_evictions;
 	uint64_t failed_chunks; /* past the deadline, or refused */

@@ -57,7 +57,10 @@
 
 #define COALESCE_MAX (4ull << 20)
 #define MEM_LIMIT (64ull << 20)   /* fetched stored bytes kept in memory */
-#define FAIL_HOLD_NS (3ull * 1000000000)
+/* A chunk that failed fails every get() for this long (the faults parked
+ * on it fault again within microseconds of their wake and must see the
+ * failure), then is fetched anew by the next one. */
+#define FAIL_HOLD_NS (1000ull * 1000000)
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define OPEN_TRIES 4
@@ -617,6 +620,7 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 			cache_write(rm, c, mem, ch->stored);
 			pthread_mutex_lock(&rm->lock);
 			cs->mem = mem;
+			rm->st.cache_misses++;
 			cs->mem_seq = ++rm->mem_seq;
 			cs->state = C_NONE;
 			cs->fail_until = 0;
@@ -643,7 +647,7 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 		fail_locked(rm, c, -EIO);
 	}
 	mem_evict_locked(rm);
-	if (!ok && !rm->st.last_error[0])
+	if (!ok)
 		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: HTTP %ld, %s",
 			 rm->shown, code, curl_easy_strerror(cc));
 	pthread_mutex_unlock(&rm->lock);
@@ -709,7 +713,6 @@ static int r_ensure(void *arg, uint64_t c)
 	pthread_mutex_lock(&rm->lock);
 	bool park = tls.h && tls.h->rm == rm;
 	uint64_t cs_size = rm->m->h.chunk_size;
-	rm->st.cache_misses += cs->state == C_NONE;
 	for (;;) {
 		if (cs->mem) {
 			pthread_mutex_unlock(&rm->lock);
