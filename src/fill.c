@@ -230,6 +230,15 @@ static int plan_subrun(struct pagein_session *s, const struct fill_req *rq,
 		return 0;
 	}
 	int r = s->source->ops->get(s->source, page_offset(rg, i), (end - i) * ps, &pb->ext);
+	if (r == 0 && pb->ext.len < ps) {
+		/* A huge page across extents: assemble it. */
+		s->source->ops->put(s->source, &pb->ext);
+		r = page_bytes_get(s, page_offset(rg, i), ps, pb);
+		if (r == 0) {
+			*kind = pb->data ? RUN_DATA : RUN_ZERO;
+			return 0;
+		}
+	}
 	if (r == -EINPROGRESS) {
 		/* A remote chunk in flight (only for a parking fault): give
 		 * back its pages unfilled; the fault, if it is among them, was
@@ -244,17 +253,6 @@ static int plan_subrun(struct pagein_session *s, const struct fill_req *rq,
 	}
 	if (r < 0 && !is_corruption(r))
 		return r;
-	if (r == 0 && pb->ext.len < ps) {
-		/* A huge page across extents: assemble it. */
-		s->source->ops->put(s->source, &pb->ext);
-		r = page_bytes_get(s, page_offset(rg, i), ps, pb);
-		if (r < 0 && !is_corruption(r))
-			return r;
-		if (r == 0) {
-			*kind = pb->data ? RUN_DATA : RUN_ZERO;
-			return 0;
-		}
-	}
 	if (r < 0) {
 		/* The snapshot cannot give these pages (the failure is
 		 * remembered per chunk: the whole bad extent is one run). Only

@@ -565,8 +565,12 @@ static long dispatch(struct remote *rm, int *running)
 				bytes += ch[rm->by_off[hi]].stored;
 				hi++;
 			}
-			for (uint64_t r = lo; r < hi; r++)
-				rm->c[rm->by_off[r]].state = C_INFLIGHT;
+			for (uint64_t r = lo; r < hi; r++) {
+				struct chunkst *q = &rm->c[rm->by_off[r]];
+				q->state = C_INFLIGHT;
+				if (!q->tries)
+					q->want_ns = now; /* the deadline runs from the first request */
+			}
 			start_xfer(rm, lo, hi - lo);
 			(*running)++;
 		}
