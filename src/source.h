@@ -108,6 +108,9 @@ struct park_handle *source_park_attach(struct pagein_source *s, int uffd);
 void source_park_detach(struct park_handle *h);
 void source_park_begin(struct park_handle *h, uint64_t off, uint64_t addr, uint64_t len);
 bool source_park_end(void);
+/* Whether the last source_park_end() of this thread said parked (and
+ * forgets it): a parked fault is not counted as served. */
+bool source_park_last(void);
 /* Whether this thread's fault has parked since source_park_begin. */
 bool source_park_parked(void);
 /* A thread that waits on fetches gives up (-ECANCELED) once *flag is set. */

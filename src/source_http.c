@@ -138,7 +138,7 @@ static void curl_init(void) { curl_global_init(CURL_GLOBAL_ALL); }
 static __thread struct {
 	struct park_handle *h;
 	uint64_t off, addr, len;
-	bool parked;
+	bool parked, last_parked;
 	const atomic_bool *cancel;
 } tls;
 
@@ -163,6 +163,14 @@ bool source_park_end(void)
 	bool p = tls.parked;
 	tls.h = NULL;
 	tls.parked = false;
+	tls.last_parked = p;
+	return p;
+}
+
+bool source_park_last(void)
+{
+	bool p = tls.last_parked;
+	tls.last_parked = false;
 	return p;
 }
 
