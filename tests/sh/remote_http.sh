@@ -89,4 +89,16 @@ stop_pagein
 grep -qE "remote \(daemon totals\): [1-9][0-9]* fetches.* 0 misses" "$WORK/pagein.log" && fail "the new object was served from the old one's cache"
 keys=$(ls "$WORK/cache" | grep '\.pgc$' | cut -d. -f1 | sort -u | wc -l)
 [ "$keys" -ge 2 ] || fail "one cache identity for two objects"
+note "an object replaced while served: If-Match refuses it (412), the session fails, no byte mixed"
+rm -rf "$WORK/cache3"
+start_pagein "$URL" --cache-dir "$WORK/cache3" --populate none --fetch-deadline 5
+"$PAGEIN" snapshot convert "$WORK/mem.raw" -o "$WORK/www/mem.pgn.new" --level 1 -q >/dev/null 2>&1 || fail "convert 3"
+mv "$WORK/www/mem.pgn.new" "$WORK/www/mem.pgn"
+"$VMMSIM" run --socket "$SOCK" --timeout 60 --snapshot "$WORK/www/mem.pgn" --expect "$WORK/mem2.raw" \
+	--vcpus 2 --pattern random --touch 0.2 --verify-all >"$WORK/replaced.out" 2>&1 && fail "a VM restored from a replaced object"
+expect_log "session ended \(failed: snapshot cannot give page .*not fetched from $URL"
+expect_log "last fetch error: .*HTTP 412"
+grep -q "verify: FAIL\|mismatch" "$WORK/replaced.out" && fail "wrong bytes reached the guest"
+stop_pagein
+
 echo "ok: cold $fetches requests ($files chunks), warm 0, two daemons, replaced object kept apart"
