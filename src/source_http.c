@@ -76,6 +76,7 @@ struct chunkst {
 	uint64_t fail_until;
 	int fail_err;
 	unsigned char *mem; /* stored bytes, or NULL */
+	bool used;          /* mem has been read since it landed */
 	uint64_t mem_seq;   /* for eviction: order of landing */
 };
 
@@ -112,6 +113,7 @@ struct remote {
 	unsigned parallel;
 	uint64_t deadline_ns;
 	char *cache_dir;
+	bool private_cache;      /* made by us (no --cache-dir): removed at the end */
 	uint64_t cache_size, cache_used;
 	char key[17];
 
@@ -119,6 +121,8 @@ struct remote {
 	pthread_cond_t landed;   /* a chunk landed or failed */
 	struct chunkst *c;
 	uint64_t mem_bytes, mem_seq;
+	uint64_t unused_bytes;   /* landed and not read yet */
+	uint64_t inflight_bytes; /* requested, not landed */
 	uint64_t *queue;         /* wanted chunks, urgent ones first when picked */
 	size_t nqueue, capqueue;
 	struct parked *park;
@@ -374,20 +378,28 @@ static void want_locked(struct remote *rm, uint64_t c, bool urgent)
 		curl_multi_wakeup(rm->multi);
 }
 
+/* Over MEM_LIMIT: frees the oldest chunks already read (decompressed
+ * since), then, if still over (urgent fetches do not wait for room), the
+ * oldest not read yet (in the cache directory if there is one). */
 static void mem_evict_locked(struct remote *rm)
 {
-	while (rm->mem_bytes > MEM_LIMIT) {
-		uint64_t best = UINT64_MAX, bc = 0;
-		for (uint64_t c = 0; c < rm->m->h.chunk_count; c++)
-			if (rm->c[c].mem && rm->c[c].mem_seq < best) {
-				best = rm->c[c].mem_seq;
-				bc = c;
-			}
-		if (best == UINT64_MAX)
-			return;
-		free(rm->c[bc].mem);
-		rm->c[bc].mem = NULL;
-		rm->mem_bytes -= rm->m->chunks[bc].stored;
+	for (int pass = 0; pass < 2 && rm->mem_bytes > MEM_LIMIT; pass++) {
+		while (rm->mem_bytes > MEM_LIMIT) {
+			uint64_t best = UINT64_MAX, bc = 0;
+			for (uint64_t c = 0; c < rm->m->h.chunk_count; c++)
+				if (rm->c[c].mem && (pass || rm->c[c].used) && rm->c[c].mem_seq < best) {
+					best = rm->c[c].mem_seq;
+					bc = c;
+				}
+			if (best == UINT64_MAX)
+				break;
+			struct chunkst *cs = &rm->c[bc];
+			if (!cs->used)
+				rm->unused_bytes -= rm->m->chunks[bc].stored;
+			free(cs->mem);
+			cs->mem = NULL;
+			rm->mem_bytes -= rm->m->chunks[bc].stored;
+		}
 	}
 }
 
@@ -493,7 +505,11 @@ static bool transient(CURLcode cc, long code)
 	return code >= 500 || code == 408 || code == 429;
 }
 
-static void start_xfer(struct remote *rm, uint64_t r0, uint64_t n)
+static bool queue_push_locked(struct remote *rm, uint64_t c);
+
+/* Starts one range request for the chunks of ranks [r0, r0+n), in flight
+ * already (lock held). False if it could not: they are queued again. */
+static bool start_xfer(struct remote *rm, uint64_t r0, uint64_t n)
 {
 	const struct snapshot_meta *m = rm->m;
 	uint64_t c0 = rm->by_off[r0], cl = rm->by_off[r0 + n - 1];
@@ -510,9 +526,15 @@ static void start_xfer(struct remote *rm, uint64_t r0, uint64_t n)
 		if (x)
 			free(x->buf);
 		free(x);
-		for (uint64_t i = 0; i < n; i++) /* try again later */
-			rm->c[rm->by_off[r0 + i]].state = C_NONE;
-		return;
+		for (uint64_t i = 0; i < n; i++) { /* try again a little later */
+			uint64_t c = rm->by_off[r0 + i];
+			rm->inflight_bytes -= m->chunks[c].stored;
+			rm->c[c].state = C_QUEUED;
+			rm->c[c].next_ns = mono_ns() + 100 * 1000000ull;
+			if (!queue_push_locked(rm, c))
+				rm->c[c].state = C_NONE;
+		}
+		return false;
 	}
 	x->first = r0;
 	x->n = n;
@@ -525,6 +547,7 @@ static void start_xfer(struct remote *rm, uint64_t r0, uint64_t n)
 	x->next = rm->inflight;
 	rm->inflight = x;
 	rm->st.fetches++;
+	return true;
 }
 
 static bool due(struct remote *rm, uint64_t c, uint64_t now)
@@ -548,6 +571,15 @@ static long dispatch(struct remote *rm, int *running)
 				continue;
 			}
 			if (pass == 0 && !cs->urgent) {
+				i++;
+				continue;
+			}
+			/* Fetching ahead (not urgent) stops while what landed
+			 * unread plus what is in flight fills the memory bound:
+			 * it would only evict chunks before they are used. */
+			if (!cs->urgent && rm->unused_bytes + rm->inflight_bytes >= MEM_LIMIT) {
+				if (sleep_ms > 50)
+					sleep_ms = 50;
 				i++;
 				continue;
 			}
@@ -575,12 +607,13 @@ static long dispatch(struct remote *rm, int *running)
 			}
 			for (uint64_t r = lo; r < hi; r++) {
 				struct chunkst *q = &rm->c[rm->by_off[r]];
+				rm->inflight_bytes += rm->m->chunks[rm->by_off[r]].stored;
 				q->state = C_INFLIGHT;
 				if (!q->tries)
 					q->want_ns = now; /* the deadline runs from the first request */
 			}
-			start_xfer(rm, lo, hi - lo);
-			(*running)++;
+			if (start_xfer(rm, lo, hi - lo))
+				(*running)++;
 		}
 	}
 	if (rm->nqueue == 0)
@@ -611,6 +644,7 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 	uint64_t now = mono_ns();
 	pthread_mutex_lock(&rm->lock);
 	rm->st.bytes += x->got;
+	rm->inflight_bytes -= x->len;
 	for (uint64_t i = 0; i < x->n; i++) {
 		uint64_t c = rm->by_off[x->first + i];
 		const struct snapshot_chunk *ch = &rm->m->chunks[c];
@@ -632,6 +666,8 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 			cache_write(rm, c, mem, ch->stored);
 			pthread_mutex_lock(&rm->lock);
 			cs->mem = mem;
+			cs->used = false;
+			rm->unused_bytes += ch->stored;
 			rm->st.cache_misses++;
 			cs->mem_seq = ++rm->mem_seq;
 			cs->state = C_NONE;
@@ -777,6 +813,10 @@ static int r_read_local(void *arg, uint64_t c, void *buf)
 	pthread_mutex_lock(&rm->lock);
 	if (rm->c[c].mem) {
 		memcpy(buf, rm->c[c].mem, rm->m->chunks[c].stored);
+		if (!rm->c[c].used) {
+			rm->c[c].used = true;
+			rm->unused_bytes -= rm->m->chunks[c].stored;
+		}
 		pthread_mutex_unlock(&rm->lock);
 		return 0;
 	}
@@ -820,6 +860,17 @@ static void r_destroy(void *arg)
 	free(rm->queue);
 	free(rm->by_off);
 	free(rm->rank);
+	if (rm->private_cache) {
+		DIR *d = opendir(rm->cache_dir);
+		struct dirent *de;
+		while (d && (de = readdir(d)))
+			if (de->d_name[0] != '.' || strncmp(de->d_name, ".tmp-", 5) == 0 ||
+			    strcmp(de->d_name, ".lock") == 0)
+				unlinkat(dirfd(d), de->d_name, 0);
+		if (d)
+			closedir(d);
+		rmdir(rm->cache_dir);
+	}
 	free(rm->cache_dir);
 	if (rm->s3)
 		s3_target_free(rm->s3);
@@ -1070,14 +1121,25 @@ int source_http_open(const char *url, const struct source_remote_opts *o,
 	rm->c = calloc(n, sizeof(*rm->c));
 	rm->by_off = malloc(n * sizeof(*rm->by_off));
 	rm->rank = malloc(n * sizeof(*rm->rank));
+	rm->cache_size = o && o->cache_size ? o->cache_size : (1ull << 30);
 	if (o && o->cache_dir) {
 		rm->cache_dir = strdup(o->cache_dir);
-		rm->cache_size = o->cache_size ? o->cache_size : (1ull << 30);
 		if (mkdir(o->cache_dir, 0755) < 0 && errno != EEXIST) {
 			int e = errno;
 			snapshot_meta_free(&m);
 			r_destroy(rm);
 			return pagein_fail(err, e, "--cache-dir %s: cannot create it: %s", o->cache_dir, strerror(e));
+		}
+	} else {
+		/* No cache directory: a private one, removed at the end, so
+		 * that a chunk evicted from memory and needed again (a working
+		 * set in random order, a second VM) is not fetched again. */
+		const char *t = getenv("TMPDIR");
+		char tmpl[4096];
+		snprintf(tmpl, sizeof(tmpl), "%s/pagein-cache.XXXXXX", t && *t ? t : "/var/tmp");
+		if (mkdtemp(tmpl)) {
+			rm->cache_dir = strdup(tmpl);
+			rm->private_cache = true;
 		}
 	}
 	rm->multi = curl_multi_init();
