@@ -15,7 +15,7 @@ start_nginx "$WORK/www"
 for fault in reset 503 truncate stall; do
 	note "fault $fault on every 3rd request"
 	start_proxy --fault "$fault" --fault-every 3 --delay-ms 2
-	start_pagein "http://127.0.0.1:$PROXY_PORT/mem.pgn" --fetch-deadline 20 --fetch-parallel 4
+	start_pagein "http://127.0.0.1:$PROXY_PORT/mem.pgn" --fetch-deadline 60 --fetch-parallel 4
 	vm "f-$fault" --snapshot "$WORK/www/mem.pgn" --expect "$WORK/mem.raw" --vcpus 2 --pattern random --touch 1 --verify-all
 	stop_pagein
 	line=$(grep -oE "remote \(daemon totals\).*" "$WORK/pagein.log" | tail -1)
