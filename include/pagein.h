@@ -57,8 +57,11 @@ struct pagein_error {
 struct pagein_source;
 
 /* Opens a snapshot: a raw memory file (dense or sparse) or a pagein
- * snapshot file (detected by its magic). The source is shared, read-only and
- * thread-safe; sessions hold a reference. */
+ * snapshot file (detected by its magic), or the http://, https:// or
+ * s3:// URL of a pagein snapshot (defaults: no shared cache directory, 8
+ * requests in flight, a 30 s fetch deadline; pagein_server_config has the
+ * options). The source is shared, read-only and thread-safe; sessions hold
+ * a reference. */
 int pagein_source_open(const char *path, struct pagein_source **out,
 		       struct pagein_error *err);
 struct pagein_source *pagein_source_ref(struct pagein_source *src);

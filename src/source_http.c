@@ -592,16 +592,19 @@ static long dispatch(struct remote *rm, int *running)
 			}
 			uint64_t lo = rm->rank[c], hi = lo + 1;
 			uint64_t bytes = rm->m->chunks[c].stored;
+			/* A chunk retried goes out in smaller ranges each time, so
+			 * that one bad request does not fail many chunks again. */
+			uint64_t cmax = COALESCE_MAX >> (cs->tries < 4 ? cs->tries : 4);
 			const struct snapshot_chunk *ch = rm->m->chunks;
 			while (lo > 0 && due(rm, rm->by_off[lo - 1], now) &&
 			       ch[rm->by_off[lo - 1]].offset + ch[rm->by_off[lo - 1]].stored == ch[rm->by_off[lo]].offset &&
-			       bytes + ch[rm->by_off[lo - 1]].stored <= COALESCE_MAX) {
+			       bytes + ch[rm->by_off[lo - 1]].stored <= cmax) {
 				lo--;
 				bytes += ch[rm->by_off[lo]].stored;
 			}
 			while (hi < rm->m->h.chunk_count && due(rm, rm->by_off[hi], now) &&
 			       ch[rm->by_off[hi - 1]].offset + ch[rm->by_off[hi - 1]].stored == ch[rm->by_off[hi]].offset &&
-			       bytes + ch[rm->by_off[hi]].stored <= COALESCE_MAX) {
+			       bytes + ch[rm->by_off[hi]].stored <= cmax) {
 				bytes += ch[rm->by_off[hi]].stored;
 				hi++;
 			}
