@@ -41,6 +41,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -741,6 +742,41 @@ static void *fetcher(void *arg)
 	return NULL;
 }
 
+/* Removes a private cache directory and its files. */
+static void remove_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dirfd(d), de->d_name, 0);
+	if (d)
+		closedir(d);
+	rmdir(path);
+}
+
+/* Private cache directories of daemons that died without removing theirs
+ * (SIGKILL): pagein-cache-PID-XXXXXX whose PID no longer runs. */
+static void sweep_private(const char *parent)
+{
+	DIR *d = opendir(parent);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		int pid;
+		char rest[16];
+		if (sscanf(de->d_name, "pagein-cache-%d-%15s", &pid, rest) != 2 || pid <= 0 ||
+		    pid == (int)getpid() || strlen(rest) != 6)
+			continue;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char p[4096];
+		snprintf(p, sizeof(p), "%s/%s", parent, de->d_name);
+		remove_dir(p);
+	}
+	if (d)
+		closedir(d);
+}
+
 /* ---- chunk_remote_ops --------------------------------------------------- */
 
 static int r_ensure(void *arg, uint64_t c)
@@ -863,17 +899,8 @@ static void r_destroy(void *arg)
 	free(rm->queue);
 	free(rm->by_off);
 	free(rm->rank);
-	if (rm->private_cache) {
-		DIR *d = opendir(rm->cache_dir);
-		struct dirent *de;
-		while (d && (de = readdir(d)))
-			if (de->d_name[0] != '.' || strncmp(de->d_name, ".tmp-", 5) == 0 ||
-			    strcmp(de->d_name, ".lock") == 0)
-				unlinkat(dirfd(d), de->d_name, 0);
-		if (d)
-			closedir(d);
-		rmdir(rm->cache_dir);
-	}
+	if (rm->private_cache)
+		remove_dir(rm->cache_dir);
 	free(rm->cache_dir);
 	if (rm->s3)
 		s3_target_free(rm->s3);
@@ -1138,8 +1165,10 @@ int source_http_open(const char *url, const struct source_remote_opts *o,
 		 * that a chunk evicted from memory and needed again (a working
 		 * set in random order, a second VM) is not fetched again. */
 		const char *t = getenv("TMPDIR");
+		const char *parent = t && *t ? t : "/var/tmp";
 		char tmpl[4096];
-		snprintf(tmpl, sizeof(tmpl), "%s/pagein-cache.XXXXXX", t && *t ? t : "/var/tmp");
+		sweep_private(parent);
+		snprintf(tmpl, sizeof(tmpl), "%s/pagein-cache-%d-XXXXXX", parent, (int)getpid());
 		if (mkdtemp(tmpl)) {
 			rm->cache_dir = strdup(tmpl);
 			rm->private_cache = true;
