@@ -5,10 +5,10 @@
 
 CC      ?= cc
 SAN     ?=
-PKGS    := json-c libzstd libxxhash libmicrohttpd libcrypto
+PKGS    := json-c libzstd libxxhash libmicrohttpd libcrypto libcurl
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
                -g -pthread -Iinclude -Isrc -MMD -MP
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljson-c -lzstd -lxxhash -lmicrohttpd -lcrypto) -lpthread -lm
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljson-c -lzstd -lxxhash -lmicrohttpd -lcrypto -lcurl) -lpthread -lm
 
 ifeq ($(SAN),asan)
   BUILD  := build/asan

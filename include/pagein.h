@@ -57,8 +57,11 @@ struct pagein_error {
 struct pagein_source;
 
 /* Opens a snapshot: a raw memory file (dense or sparse) or a pagein
- * snapshot file (detected by its magic). The source is shared, read-only and
- * thread-safe; sessions hold a reference. */
+ * snapshot file (detected by its magic), or the http://, https:// or
+ * s3:// URL of a pagein snapshot (defaults: no shared cache directory, 8
+ * requests in flight, a 30 s fetch deadline; pagein_server_config has the
+ * options). The source is shared, read-only and thread-safe; sessions hold
+ * a reference. */
 int pagein_source_open(const char *path, struct pagein_source **out,
 		       struct pagein_error *err);
 struct pagein_source *pagein_source_ref(struct pagein_source *src);
@@ -387,8 +390,19 @@ struct pagein_server_config {
 	 * series carry its socket as a label. Alternative to metrics_addr
 	 * (which gives this server an endpoint of its own); not both. */
 	struct pagein_metrics *metrics;
+	/* Remote snapshots (snapshot_path an http://, https:// or s3:// URL):
+	 * s3_endpoint: base URL of an S3-compatible service for s3:// (NULL:
+	 * AWS); cache_dir: chunk cache shared by sessions, processes and
+	 * restarts (NULL: none), bounded by cache_size bytes (0: 1 GiB);
+	 * fetch_parallel: range requests in flight (0: 8); fetch_deadline_ms:
+	 * a chunk not fetched by then fails the session needing it (0: 30 s). */
+	const char *s3_endpoint;
+	const char *cache_dir;
+	uint64_t cache_size;
+	uint32_t fetch_parallel;
+	uint32_t fetch_deadline_ms;
 	/* Keep last: new fields go above, taking words from here. */
-	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zero it */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS - 5]; /* zero it */
 };
 
 struct pagein_server;

@@ -105,6 +105,7 @@ void conn_free(struct conn *c)
 /* ---- the end ---------------------------------------------------------- */
 
 static void save_recording(struct pagein_server *srv, struct conn *c);
+static void remote_suffix(struct pagein_server *srv, char *line, size_t len);
 
 /* The cause field of session_ended / connection_closed (JSON). */
 static const char *why_name(enum conn_end_why why)
@@ -246,6 +247,7 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 	char line[1024];
 	pagein_session_stats(c->session, &st);
 	pagein_stats_format(&st, line, sizeof(line));
+	remote_suffix(srv, line, sizeof(line));
 	struct json_object *f = stats_fields(&st, end_fields(why, detail));
 	server_log_fields(srv, lvl, c, "session_ended", f, "session ended (%s%s%s): %s", why_text(why),
 			  detail ? ": " : "", detail ? detail : "", line);
@@ -254,6 +256,22 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 		server_log(srv, PAGEIN_LOG_ERROR, c, "prefetch_stopped", "prefetch stopped: %s", perr);
 	apply_failure_policy(srv, c, why);
 	save_recording(srv, c);
+}
+
+/* A remote snapshot's fetch counters (daemon-wide: the fetcher and its
+ * cache are shared by every session), appended to a statistics line. */
+static void remote_suffix(struct pagein_server *srv, char *line, size_t len)
+{
+	struct source_remote_stats rs;
+	if (!source_remote_stats(srv->source, &rs))
+		return;
+	size_t n = strlen(line);
+	snprintf(line + n, len - n,
+		 "; remote (daemon totals): %" PRIu64 " fetches, %.1f MiB fetched, %" PRIu64
+		 " retries, cache %" PRIu64 " hits/%" PRIu64 " misses, %" PRIu64 " faults parked%s%s",
+		 rs.fetches, (double)rs.bytes / (1 << 20), rs.retries, rs.cache_hits,
+		 rs.cache_misses, rs.parked, rs.last_error[0] ? "; last fetch error: " : "",
+		 rs.last_error);
 }
 
 void conn_log_stats(struct pagein_server *srv, struct conn *c)
@@ -267,6 +285,7 @@ void conn_log_stats(struct pagein_server *srv, struct conn *c)
 	char line[1024];
 	pagein_session_stats(s, &st);
 	pagein_stats_format(&st, line, sizeof(line));
+	remote_suffix(srv, line, sizeof(line));
 	server_log_fields(srv, PAGEIN_LOG_INFO, c, "stats", stats_fields(&st, NULL), "stats: %s", line);
 }
 

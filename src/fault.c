@@ -89,7 +89,16 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 				rq.first = lo;
 				rq.n = hi - lo;
 			}
-			return fill(s, &rq, err);
+			if (!s->park || rq.op != FILL_OP_MAP)
+				return fill(s, &rq, err);
+			/* A remote chunk not here yet parks this fault instead of
+			 * waiting: the page goes back to ABSENT unanswered, and
+			 * the fetch wakes the vCPU, which faults again. */
+			source_park_begin(s->park, page_offset(rg, idx), page_addr(rg, idx),
+					  rg->r.page_size);
+			int r = fill(s, &rq, err);
+			source_park_end();
+			return r;
 		}
 		case DO_NOTE_WAKE:
 			if (page_want_wake(&rg->pages, idx))

@@ -204,6 +204,11 @@ static int fail_corrupt(struct pagein_session *s, const struct region *rg,
 		return pagein_fail(err, -r,
 				   "snapshot cannot give page at offset 0x%llx: the snapshot file %s shrank while served",
 				   (unsigned long long)page_offset(rg, idx), s->source->path);
+	if (r == -EIO && source_pagein_remote(s->source))
+		return pagein_fail(err, -r,
+				   "snapshot cannot give page at offset 0x%llx (chunk %llu): not fetched from %s within --fetch-deadline (or refused by the server)",
+				   (unsigned long long)page_offset(rg, idx),
+				   (unsigned long long)chunk, s->source->path);
 	if (s->source->chunk_size)
 		return pagein_fail(err, -r,
 				   "snapshot cannot give page at offset 0x%llx (chunk %llu): %s",
@@ -273,19 +278,29 @@ static int plan_subrun(struct pagein_session *s, const struct fill_req *rq,
 		return 0;
 	}
 	int r = s->source->ops->get(s->source, page_offset(rg, i), (end - i) * ps, &pb->ext);
-	if (r < 0 && !is_corruption(r))
-		return r;
 	if (r == 0 && pb->ext.len < ps) {
 		/* A huge page across extents: assemble it. */
 		s->source->ops->put(s->source, &pb->ext);
 		r = page_bytes_get(s, page_offset(rg, i), ps, pb);
-		if (r < 0 && !is_corruption(r))
-			return r;
 		if (r == 0) {
 			*kind = pb->data ? RUN_DATA : RUN_ZERO;
 			return 0;
 		}
 	}
+	if (r == -EINPROGRESS) {
+		/* A remote chunk in flight (only for a parking fault): give
+		 * back its pages unfilled; the fault, if it is among them, was
+		 * parked and is woken when the chunk lands. */
+		uint64_t n = pb->ext.len / ps;
+		*j = i + (n ? n : 1);
+		if (*j > end)
+			*j = end;
+		*kind = RUN_SKIP;
+		memset(pb, 0, sizeof(*pb));
+		return 0;
+	}
+	if (r < 0 && !is_corruption(r))
+		return r;
 	if (r < 0) {
 		/* The snapshot cannot give these pages (the failure is
 		 * remembered per chunk: the whole bad extent is one run). Only
@@ -511,7 +526,9 @@ out:
 	} else {
 		count_fill(s, rq->path, filled);
 	}
-	if ((must_wake || (rq->wake && !fault_woken)) && r != -ESRCH)
+	/* A parked fault is not woken: it sleeps until its chunk lands. */
+	bool parked = rq->path == FILL_FAULT && s->park && source_park_parked();
+	if ((must_wake || (rq->wake && !fault_woken && !parked)) && r != -ESRCH)
 		wake_range(s, rg, rq->first, end);
 	return r;
 }

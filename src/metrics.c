@@ -173,6 +173,8 @@ struct snapshot {
 	uint64_t corrupt_chunks;
 	struct source_pagein_stats cache; /* summed over pagein-format sources */
 	bool any_pagein;
+	struct source_remote_stats remote; /* summed over remote sources */
+	bool any_remote;
 };
 
 static uint64_t filled_of(const struct pagein_stats *st)
@@ -221,6 +223,19 @@ static void take_snapshot(struct pagein_server *srv, struct snapshot *s)
 		s->cache.cached_bytes += cs.cached_bytes;
 		s->cache.cache_limit += cs.cache_limit;
 		s->any_pagein = true;
+	}
+	struct source_remote_stats rs;
+	if (source_remote_stats(srv->source, &rs)) {
+		s->remote.fetches += rs.fetches;
+		s->remote.bytes += rs.bytes;
+		s->remote.retries += rs.retries;
+		s->remote.cache_hits += rs.cache_hits;
+		s->remote.cache_misses += rs.cache_misses;
+		s->remote.cache_bad += rs.cache_bad;
+		s->remote.cache_evictions += rs.cache_evictions;
+		s->remote.failed_chunks += rs.failed_chunks;
+		s->remote.parked += rs.parked;
+		s->any_remote = true;
 	}
 }
 
@@ -389,6 +404,28 @@ static char *render(struct pagein_metrics *pm, size_t *len)
 		    "Decompressed bytes held in the cache.", s->cache.cached_bytes);
 		one(f, "pagein_chunk_cache_limit_bytes", "gauge",
 		    "The cache's bound.", s->cache.cache_limit);
+	}
+
+	if (s->any_remote) {
+		const struct source_remote_stats *rs = &s->remote;
+		one(f, "pagein_remote_fetches_total", "counter",
+		    "Range requests made for a remote snapshot.", rs->fetches);
+		one(f, "pagein_remote_fetched_bytes_total", "counter",
+		    "Bytes received for a remote snapshot.", rs->bytes);
+		one(f, "pagein_remote_retries_total", "counter",
+		    "Chunks fetched again after a transient failure.", rs->retries);
+		one(f, "pagein_remote_cache_hits_total", "counter",
+		    "Remote chunks read from the cache directory.", rs->cache_hits);
+		one(f, "pagein_remote_cache_misses_total", "counter",
+		    "Remote chunks that had to be fetched.", rs->cache_misses);
+		one(f, "pagein_remote_cache_bad_total", "counter",
+		    "Cache files that failed their checksum (deleted, fetched again).", rs->cache_bad);
+		one(f, "pagein_remote_cache_evictions_total", "counter",
+		    "Cache files evicted over --cache-size.", rs->cache_evictions);
+		one(f, "pagein_remote_failed_chunks_total", "counter",
+		    "Chunks not fetched by the deadline, or refused.", rs->failed_chunks);
+		one(f, "pagein_remote_parked_faults_total", "counter",
+		    "Faults parked on a chunk in flight.", rs->parked);
 	}
 
 	/* Per VM: the first METRICS_MAX_SESSION_SERIES open sessions, labelled

@@ -20,6 +20,7 @@
 #include "page_table.h"
 #include "pump.h"
 #include "session.h"
+#include "snapshot_format.h"
 #include "source.h"
 
 /* Working-set pages claimed per batch: 1 MiB of 4 KiB pages, large enough
@@ -140,6 +141,8 @@ static void set_idle(bool idle)
 	pthread_setschedparam(pthread_self(), idle ? SCHED_IDLE : SCHED_OTHER, &sp);
 }
 
+#define REMOTE_AHEAD (16u << 20)
+
 /* Fills every page still absent, region by region in offset order, in
  * runs of up to BG_RUN_BYTES. Discarded pages stay out: they need nothing
  * from the snapshot, and filling them would undo the balloon. */
@@ -152,9 +155,22 @@ static int populate_rest(struct pagein_session *s, atomic_bool *stop,
 		if (max_run == 0)
 			max_run = 1;
 		unsigned stint = 0; /* runs done since leaving idle priority */
+		/* A remote source: queue the fetches of the next REMOTE_AHEAD
+		 * bytes ahead of the fills, so that they go out in parallel and
+		 * coalesced rather than one chunk at a time. */
+		bool remote = s->source->ops->advise && source_pagein_remote(s->source);
+		size_t advised = 0, ahead = REMOTE_AHEAD / rg->r.page_size;
 		for (size_t i = 0; i < rg->pages.npages;) {
 			if (stop && atomic_load(stop))
 				break;
+			if (remote && advised < i + ahead && advised < rg->pages.npages) {
+				size_t to = i + 2 * ahead < rg->pages.npages ? i + 2 * ahead : rg->pages.npages;
+				if (advised < i)
+					advised = i;
+				s->source->ops->advise(s->source, page_offset(rg, advised),
+						       (uint64_t)(to - advised) * rg->r.page_size);
+				advised = to;
+			}
 			if (page_state_of(page_load(&rg->pages, i)) != PAGE_ABSENT) {
 				i++; /* present, removed, or someone else's */
 				continue;
@@ -193,6 +209,10 @@ static void *prefetch_thread(void *arg)
 {
 	struct prefetcher *p = arg;
 	struct pagein_error err = {{0}};
+	/* Waits on remote fetches end when the session stops. */
+	source_wait_cancel(&p->stop);
+	if (source_pagein_remote(p->s->source))
+		source_pagein_readahead_ws(p->s->source); /* the working set first, in few requests */
 	int r = replay_working_set(p, &err);
 	if (r == 0 && p->populate == PAGEIN_POPULATE_BACKGROUND && !atomic_load(&p->stop)) {
 		/* Idle priority: the rest only uses CPU nobody else wants, so

@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "fault.h"
+#include "source.h"
 #include "uffd.h"
 
 /* uffd_msg per read(): one read returns up to this many events, so a burst
@@ -212,7 +213,8 @@ int pump_round(struct pagein_session *s, bool *worked, struct pagein_error *err)
 		uint64_t read_ns = q->read_ns[q->head];
 		struct uffd_msg m = q->msg[q->head++];
 		r = fault_serve(s, &m, err);
-		if (r == 0)
+		/* A parked fault is served later, by its second fault. */
+		if (r == 0 && !(s->park && source_park_last()))
 			count_latency(s, now_ns() - read_ns);
 	}
 	if (q->head == q->tail)

@@ -821,7 +821,12 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	}
 	srv->cfg.allow_uids = srv->allow_uids;
 	srv->cfg.allow_gids = srv->allow_gids;
-	r = pagein_source_open(cfg->snapshot_path, &srv->source, err);
+	struct source_remote_opts ro = {
+		.s3_endpoint = cfg->s3_endpoint, .cache_dir = cfg->cache_dir,
+		.cache_size = cfg->cache_size, .parallel = cfg->fetch_parallel,
+		.deadline_ms = cfg->fetch_deadline_ms,
+	};
+	r = source_open_opts(cfg->snapshot_path, &ro, &srv->source, err);
 	if (r < 0)
 		goto fail;
 	if (pagein_source_size(srv->source) < MIN_GUEST_BYTES) {

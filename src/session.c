@@ -374,6 +374,7 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	s->progress.start_ns = s->start_ns;
 	mark_holes(s);
 	s->uffd = cfg->uffd;
+	s->park = source_park_attach(s->source, s->uffd);
 	s->read_nowait = probe_read_nowait(cfg->uffd);
 	s->mem_fd = cfg->mem_fd;
 	s->bitmap_fd = cfg->bitmap_fd;
@@ -390,6 +391,8 @@ void pagein_session_free(struct pagein_session *s)
 		return;
 	pagein_session_stop(s);
 	prefetch_stop(s);
+	source_park_detach(s->park); /* its parked faults: session_drain wakes them */
+	s->park = NULL;
 	if (s->uffd >= 0)
 		session_drain(s);
 	for (size_t i = 0; s->regions && i < s->nregions; i++)

@@ -102,6 +102,10 @@ struct pagein_session {
 	 * the pump. */
 	pthread_rwlock_t remove_lock;
 
+	/* Faults parked on remote fetches (source_http.c); NULL when the
+	 * source is local. */
+	struct park_handle *park;
+
 	/* The prefetch thread (prefetch.c). */
 	struct prefetcher *prefetch;
 	/* Tests only: called after a read() that returned faults, before they

@@ -203,6 +203,29 @@ void source_pagein_set_cache_limit(struct pagein_source *s, uint64_t bytes);
 void source_pagein_stats(struct pagein_source *s, struct source_pagein_stats *st);
 /* The decoded header/index (read-only), e.g. for the embedded working set. */
 const struct snapshot_meta *source_pagein_meta(const struct pagein_source *s);
+/* Where a remote pagein snapshot's chunks come from (source_http.c). */
+struct chunk_remote_ops {
+	/* Chunk c's stored bytes are local (in memory or in the chunk cache)
+	 * when this returns 0. Otherwise the fetch is queued and: a caller
+	 * that may park (source_park_begin) gets -EINPROGRESS with its fault
+	 * parked on the chunk; any other caller waits for it. -EIO: the
+	 * chunk could not be fetched by the deadline; -EBADMSG: it was
+	 * fetched with a wrong checksum. */
+	int (*ensure)(void *arg, uint64_t c);
+	/* Copies chunk c's stored bytes into buf, checksum verified: 0, or
+	 * -EAGAIN when they are no longer local (or were bad: deleted). */
+	int (*read_local)(void *arg, uint64_t c, void *buf);
+	/* Queues a fetch of chunk c if it is not local (a hint). */
+	void (*want)(void *arg, uint64_t c);
+	void (*destroy)(void *arg);
+};
+
+/* A pagein source over meta m (taken over, also on failure); fd is the
+ * file (-1 for a remote one, whose chunks come through remote). */
+int source_pagein_new(int fd, const char *path, struct snapshot_meta *m,
+		      const struct chunk_remote_ops *remote, void *remote_arg,
+		      struct pagein_source **out);
+
 /* Asks the kernel to read the working-set chunks ahead (one sequential
  * range, posix_fadvise WILLNEED). 0, or -errno. */
 int source_pagein_readahead_ws(struct pagein_source *s);

@@ -26,6 +26,14 @@ int source_init(struct pagein_source *s, const struct source_ops *ops,
 int pagein_source_open(const char *path, struct pagein_source **out,
 		       struct pagein_error *err)
 {
+	return source_open_opts(path, NULL, out, err);
+}
+
+int source_open_opts(const char *path, const struct source_remote_opts *o,
+		     struct pagein_source **out, struct pagein_error *err)
+{
+	if (source_is_remote_url(path))
+		return source_http_open(path, o, out, err);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;

@@ -70,6 +70,59 @@ bool source_pagein_probe(const void *head, size_t len);
 int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 		       struct pagein_error *err);
 
+/* ---- remote snapshots (source_http.c) ---- */
+
+struct source_remote_opts {
+	const char *s3_endpoint;  /* s3://: NULL for AWS, else a base URL */
+	const char *cache_dir;    /* NULL: no chunk cache on disk */
+	uint64_t cache_size;      /* bytes; 0: 1 GiB */
+	unsigned parallel;        /* range requests in flight; 0: 8 */
+	unsigned deadline_ms;     /* a chunk not fetched by then fails; 0: 30 s */
+};
+
+/* http://, https:// or s3:// */
+bool source_is_remote_url(const char *path);
+int source_http_open(const char *url, const struct source_remote_opts *o,
+		     struct pagein_source **out, struct pagein_error *err);
+/* Opens a file or a URL. */
+int source_open_opts(const char *path, const struct source_remote_opts *o,
+		     struct pagein_source **out, struct pagein_error *err);
+
+struct source_remote_stats {
+	uint64_t fetches;      /* range requests made */
+	uint64_t bytes;        /* bytes received */
+	uint64_t retries;      /* chunks requeued after a transient failure */
+	uint64_t cache_hits;   /* chunks read from the cache directory */
+	uint64_t cache_misses; /* chunks fetched from the server */
+	uint64_t cache_bad;    /* cache files that failed their checksum */
+	uint64_t cache_evictions;
+	uint64_t failed_chunks; /* past the deadline, or refused */
+	uint64_t parked;       /* faults parked on a fetch */
+	char last_error[192];
+};
+/* false if s is not remote. */
+bool source_remote_stats(struct pagein_source *s, struct source_remote_stats *st);
+
+/* Parking a fault on a chunk in flight: the pump calls begin before a
+ * fault's fill, end after; a get() meanwhile that would need the network
+ * returns -EINPROGRESS instead, and if the chunk is the faulting page's,
+ * records (session, addr, len) to be woken with UFFDIO_WAKE when it lands.
+ * end() says whether it parked. */
+struct park_handle;
+struct park_handle *source_park_attach(struct pagein_source *s, int uffd);
+void source_park_detach(struct park_handle *h);
+void source_park_begin(struct park_handle *h, uint64_t off, uint64_t addr, uint64_t len);
+bool source_park_end(void);
+/* Whether the last source_park_end() of this thread said parked (and
+ * forgets it): a parked fault is not counted as served. */
+bool source_park_last(void);
+/* Whether this thread's fault has parked since source_park_begin. */
+bool source_park_parked(void);
+/* A thread that waits on fetches gives up (-ECANCELED) once *flag is set. */
+void source_wait_cancel(const atomic_bool *flag);
+/* The remote state behind a pagein source, or NULL (source_pagein.c). */
+struct remote *source_pagein_remote(struct pagein_source *s);
+
 /* True when len bytes (a multiple of 64) at p are all zero. */
 bool page_is_zero(const void *p, size_t len);
 

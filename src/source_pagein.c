@@ -98,6 +98,9 @@ struct pagein_file {
 	uint64_t ahead_q[AHEAD_MAX];
 	unsigned ahead_head, ahead_len;
 	uint64_t last_miss;            /* chunk of the last miss + 1 (0: none) */
+	/* A remote snapshot (source_http.c): chunks come from there, fd is -1. */
+	const struct chunk_remote_ops *remote;
+	void *remote_arg;
 };
 
 static const struct source_ops pagein_ops;
@@ -227,7 +230,8 @@ static int slot_load(struct pagein_file *f, struct slot *sl)
 	unsigned char *stored = raw ? sl->data : buf_alloc(f);
 	if (!stored)
 		return -ENOMEM;
-	int r = snapshot_chunk_read(f->fd, m, sl->chunk, stored, NULL);
+	int r = f->remote ? f->remote->read_local(f->remote_arg, sl->chunk, stored)
+			  : snapshot_chunk_read(f->fd, m, sl->chunk, stored, NULL);
 	if (r == 0) {
 		ZSTD_DCtx *d = raw ? NULL : dctx_get(f);
 		if (!raw && !d)
@@ -259,7 +263,9 @@ static bool slot_finish(struct pagein_file *f, struct slot *sl, int r, bool keep
 		sl->state = SLOT_FAILED;
 		sl->err = r;
 		f->slots[sl->chunk] = NULL;
-		if (r == -EIO || r == -EBADMSG)
+		/* A remote chunk that failed its fetch may come back on a
+		 * later fetch: source_http.c remembers it. */
+		if ((r == -EIO || r == -EBADMSG) && !f->remote)
 			f->failed[sl->chunk] = r;
 		if (!keep_pin && --sl->pins == 0)
 			gone = true;
@@ -272,6 +278,10 @@ static bool slot_finish(struct pagein_file *f, struct slot *sl, int r, bool keep
 
 static unsigned ahead_window(const struct pagein_file *f)
 {
+	/* A remote snapshot's fetcher queues ahead on its own; a pool
+	 * thread would only wait on the network here. */
+	if (f->remote)
+		return 0;
 	uint64_t chunks = f->limit / f->m.h.chunk_size;
 	if (chunks < AHEAD_MIN_CHUNKS)
 		return 0;
@@ -376,6 +386,23 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 		atomic_fetch_add_explicit(&f->zero_gets, 1, memory_order_relaxed);
 		return 0;
 	}
+again:
+	if (f->remote) {
+		/* Not in memory: have the stored bytes here first (fetched, or
+		 * from the local cache), outside the lock. A fault parks on the
+		 * fetch (-EINPROGRESS) instead of waiting for it. */
+		pthread_mutex_lock(&f->lock);
+		bool have = f->slots[c] != NULL || f->failed[c];
+		pthread_mutex_unlock(&f->lock);
+		if (!have) {
+			int e = f->remote->ensure(f->remote_arg, c);
+			if (e < 0) {
+				ext->len = chunk_end - off;
+				ext->bad_chunk = c;
+				return e;
+			}
+		}
+	}
 	pthread_mutex_lock(&f->lock);
 	if (f->failed[c]) {
 		int r = f->failed[c];
@@ -424,6 +451,8 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 		if (--sl->pins == 0)
 			slot_free(f, sl);
 		pthread_mutex_unlock(&f->lock);
+		if (r == -EAGAIN && f->remote)
+			goto again; /* the local copy went away (or was bad): fetch it */
 		ext->len = chunk_end - off;
 		ext->bad_chunk = c;
 		return r;
@@ -481,6 +510,13 @@ static void pagein_advise(struct pagein_source *s, uint64_t off, uint64_t len)
 	const struct snapshot_meta *m = &f->m;
 	if (off >= s->size || len == 0)
 		return;
+	if (f->remote) {
+		uint64_t last = (off + (len < s->size - off ? len : s->size - off) - 1) / m->h.chunk_size;
+		for (uint64_t c = off / m->h.chunk_size; c <= last; c++)
+			if (m->chunks[c].stored)
+				f->remote->want(f->remote_arg, c);
+		return;
+	}
 	uint64_t last = (off + (len < s->size - off ? len : s->size - off) - 1) / m->h.chunk_size;
 	pthread_mutex_lock(&f->lock);
 	for (uint64_t c = off / m->h.chunk_size; c <= last; c++)
@@ -507,6 +543,8 @@ static void pagein_advise(struct pagein_source *s, uint64_t off, uint64_t len)
 static void pagein_destroy(struct pagein_source *s)
 {
 	struct pagein_file *f = to_file(s);
+	if (f->remote) /* first: stops the fetcher, which reads the meta */
+		f->remote->destroy(f->remote_arg);
 	pthread_mutex_lock(&f->lock);
 	f->ahead_stop = true;
 	pthread_cond_broadcast(&f->ahead_cond);
@@ -528,7 +566,8 @@ static void pagein_destroy(struct pagein_source *s)
 	pthread_cond_destroy(&f->ahead_cond);
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->pool_lock);
-	close(f->fd);
+	if (f->fd >= 0)
+		close(f->fd);
 	free(f);
 }
 
@@ -544,12 +583,9 @@ static const struct source_ops pagein_ops = {
 int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 		       struct pagein_error *err)
 {
-	struct pagein_file *f = calloc(1, sizeof(*f));
-	if (!f)
-		return -ENOMEM;
-	int r = snapshot_meta_read(fd, path, &f->m, err);
+	struct snapshot_meta m;
+	int r = snapshot_meta_read(fd, path, &m, err);
 	if (r < 0) {
-		free(f);
 		/* The header or index is wrong: say what to do about it. */
 		if (err && (r == -EINVAL || r == -EBADMSG)) {
 			size_t n = strnlen(err->msg, sizeof(err->msg));
@@ -558,6 +594,19 @@ int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 		}
 		return r;
 	}
+	return source_pagein_new(fd, path, &m, NULL, NULL, out);
+}
+
+int source_pagein_new(int fd, const char *path, struct snapshot_meta *m,
+		      const struct chunk_remote_ops *remote, void *remote_arg,
+		      struct pagein_source **out)
+{
+	struct pagein_file *f = calloc(1, sizeof(*f));
+	if (!f) {
+		snapshot_meta_free(m);
+		return -ENOMEM;
+	}
+	f->m = *m;
 	f->slots = calloc(f->m.h.chunk_count, sizeof(*f->slots));
 	f->failed = calloc(f->m.h.chunk_count, sizeof(*f->failed));
 	if (!f->slots || !f->failed ||
@@ -570,6 +619,8 @@ int source_pagein_open(int fd, const char *path, struct pagein_source **out,
 	}
 	f->base.chunk_size = f->m.h.chunk_size;
 	f->fd = fd;
+	f->remote = remote;
+	f->remote_arg = remote_arg;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->pool_lock, NULL);
 	pthread_cond_init(&f->done, NULL);
@@ -613,6 +664,24 @@ int source_pagein_readahead_ws(struct pagein_source *s)
 	uint64_t a = f->m.h.data_offset, b = f->m.h.ws_data_end;
 	if (b <= a)
 		return 0;
+	if (f->remote) {
+		/* The working-set chunks are stored first, one after the
+		 * other: queued together they go out as few large ranges. */
+		for (uint64_t c = 0; c < f->m.h.chunk_count; c++) {
+			const struct snapshot_chunk *ch = &f->m.chunks[c];
+			if (ch->stored && ch->offset >= a && ch->offset < b)
+				f->remote->want(f->remote_arg, c);
+		}
+		return 0;
+	}
 	int r = posix_fadvise(f->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
 	return -r;
+}
+
+struct remote *source_pagein_remote(struct pagein_source *s)
+{
+	if (!source_is_pagein(s))
+		return NULL;
+	struct pagein_file *f = to_file(s);
+	return f->remote ? f->remote_arg : NULL;
 }

@@ -32,6 +32,7 @@
 int cmd_snapshot(int argc, char **argv) __attribute__((weak));
 int cmd_ctl(int argc, char **argv); /* ctl_cmd.c */
 
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -114,6 +115,14 @@ static void serve_usage(FILE *f)
 		"                      it (after logrotate has renamed it)\n"
 		"  --drain-timeout S   on SIGTERM, wait up to S seconds for open sessions\n"
 		"                      to end (default %.0f; 0 = stop at once)\n"
+		"  --s3-endpoint URL   for an s3://BUCKET/KEY snapshot: an S3-compatible\n"
+		"                      service (path-style), instead of AWS\n"
+		"  --cache-dir DIR     chunk cache for an http(s):// or s3:// snapshot,\n"
+		"                      shared by sessions, restarts and processes\n"
+		"  --cache-size SIZE   bound of --cache-dir (default 1G; LRU eviction)\n"
+		"  --fetch-parallel N  range requests in flight (default 8)\n"
+		"  --fetch-deadline S  a chunk not fetched within S seconds (retries\n"
+		"                      included) fails the session needing it (default 30)\n"
 		"  --socket-mode MODE  octal mode of the socket (e.g. 0660), set before\n"
 		"                      it listens (default: what the umask gives)\n"
 		"  --socket-owner USER\n"

@@ -102,6 +102,29 @@ static int parse_id_list(struct opt_err *e, const char *opt, const char *arg, bo
 	return r;
 }
 
+/* "512M", "20G", "1048576" (binary multiples). */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return -1;
+	int shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	}
+	if (shift && !strcmp(end, "iB"))
+		end += 2;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
 int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 		     struct opt_err *e)
 {
@@ -127,6 +150,11 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 		{"socket-group", required_argument, NULL, 'g'},
 		{"allow-uid", required_argument, NULL, 'u'},
 		{"allow-gid", required_argument, NULL, 'G'},
+		{"s3-endpoint", required_argument, NULL, 1001},
+		{"cache-dir", required_argument, NULL, 1002},
+		{"cache-size", required_argument, NULL, 1003},
+		{"fetch-parallel", required_argument, NULL, 1004},
+		{"fetch-deadline", required_argument, NULL, 1005},
 		{"control", required_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -136,7 +164,7 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 	opterr = 0; /* unknown options are reported below, into e */
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		char *end;
-		if (!daemon && c > 0 && strchr(DAEMON_WIDE, c)) {
+		if (!daemon && c > 0 && c < 128 && strchr(DAEMON_WIDE, c)) {
 			const char *name = "?";
 			for (const struct option *p = opts; p->name; p++)
 				if (p->val == c)
@@ -290,6 +318,36 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 		case 'C':
 			o->control_path = optarg;
 			break;
+		case 1001:
+			o->cfg.s3_endpoint = optarg;
+			break;
+		case 1002:
+			o->cfg.cache_dir = optarg;
+			break;
+		case 1003:
+			if (parse_bytes(optarg, &o->cfg.cache_size) < 0 || o->cfg.cache_size < (1u << 20)) {
+				FAIL("--cache-size %s: expected a size of at least 1M, e.g. 512M, 20G", optarg);
+				return -1;
+			}
+			break;
+		case 1004: {
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 256) {
+				FAIL("--fetch-parallel %s: expected 1 to 256", optarg);
+				return -1;
+			}
+			o->cfg.fetch_parallel = (uint32_t)n;
+			break;
+		}
+		case 1005: {
+			double d = strtod(optarg, &end);
+			if (*end || !(d >= 0.1 && d <= 3600)) {
+				FAIL("--fetch-deadline %s: expected seconds from 0.1 to 3600", optarg);
+				return -1;
+			}
+			o->cfg.fetch_deadline_ms = (uint32_t)(d * 1000);
+			break;
+		}
 		case 'h':
 			o->help = true;
 			return 0;
