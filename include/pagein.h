@@ -166,7 +166,11 @@ struct pagein_stats {
 	 * file's zero pages): never filled ahead, zeros on a fault. Counted
 	 * done from the start. */
 	uint64_t pages_hole;
-	uint64_t reserved[PAGEIN_RESERVED_WORDS - 1]; /* zeroed by the library */
+	/* Faults that found their page being filled (by fault-around, the
+	 * working set or population): the guest caught up with a filler and
+	 * waited for it. Fewer means the fillers stay ahead. */
+	uint64_t faults_on_filling;
+	uint64_t reserved[PAGEIN_RESERVED_WORDS - 2]; /* zeroed by the library */
 };
 
 /* Fault service latency, from the uffd read to the fault being served

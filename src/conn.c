@@ -199,6 +199,7 @@ static struct json_object *stats_fields(const struct pagein_stats *st, struct js
 	U(filled_request);
 	U(pages_total);
 	U(pages_hole);
+	U(faults_on_filling);
 #undef U
 	json_object_object_add(f, "elapsed_s", json_object_new_double((double)st->elapsed_ns / 1e9));
 	json_object_object_add(f, "complete", json_object_new_boolean(st->complete_ns != 0));

@@ -101,8 +101,10 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 			return r;
 		}
 		case DO_NOTE_WAKE:
-			if (page_want_wake(&rg->pages, idx))
+			if (page_want_wake(&rg->pages, idx)) {
+				count(&s->n.faults_on_filling, 1);
 				return 0; /* its filler wakes us */
+			}
 			continue;
 		case DO_PROBE_ZERO:
 			/* PRESENT, yet this thread faults: a fault raised before

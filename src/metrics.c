@@ -103,6 +103,7 @@ static void add_stats(struct pagein_stats *to, const struct pagein_stats *st)
 	ADD(removes); ADD(pages_removed); ADD(bytes_read); ADD(pages_poisoned);
 	ADD(filled_fault); ADD(filled_fault_around); ADD(filled_prefetch);
 	ADD(filled_background); ADD(filled_request); ADD(pages_total);
+	ADD(faults_on_filling);
 #undef ADD
 }
 
@@ -369,6 +370,9 @@ static char *render(struct pagein_metrics *pm, size_t *len)
 	labelled(f, "pagein_ioctl_results_total", "counter",
 		 "Fill outcomes other than success: eexist (already there), eagain (retried after pending events), wake (UFFDIO_WAKE issued).",
 		 "result", ROWS(results));
+	one(f, "pagein_faults_on_filling_total", "counter",
+	    "Faults that found their page being filled ahead: the guest caught up with a filler.",
+	    a->faults_on_filling);
 	one(f, "pagein_removes_total", "counter", "UFFD_EVENT_REMOVE messages (balloon discards).", a->removes);
 	one(f, "pagein_pages_removed_total", "counter", "Pages those discards covered.", a->pages_removed);
 	one(f, "pagein_pages_poisoned_total", "counter",

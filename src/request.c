@@ -27,6 +27,7 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 				   (unsigned long long)offset);
 	size_t idx = (size_t)((offset - rg->r.offset) >> rg->page_shift);
 	count(&s->n.requests, 1);
+	bool waited = false;
 	for (;;) {
 		/* Before looking at the page: a signal after this is not lost. */
 		uint64_t gen = session_wait_gen(s);
@@ -55,6 +56,9 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 			 * waiting for the uffd to be read. */
 			if (!page_want_signal(&rg->pages, idx))
 				continue;
+			if (!waited)
+				count(&s->n.faults_on_filling, 1);
+			waited = true;
 			r = session_wait(s, WAIT_PAGE, gen, false, err);
 			if (r < 0)
 				return r == -ECANCELED

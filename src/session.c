@@ -597,6 +597,7 @@ void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o
 	LOAD(filled_prefetch);
 	LOAD(filled_background);
 	LOAD(filled_request);
+	LOAD(faults_on_filling);
 #undef LOAD
 	o->pages_hole = s->pages_hole;
 	o->pages_total = s->pages_total;
@@ -626,14 +627,16 @@ int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)
 			 "; ops copied %" PRIu64 " zeroed %" PRIu64 " continued %" PRIu64
 			 " written %" PRIu64 " poisoned %" PRIu64 "; removes %" PRIu64
 			 " (%" PRIu64 " pages), wakes %" PRIu64 ", eexist %" PRIu64
-			 ", eagain %" PRIu64 "; holes %" PRIu64 " pages; read %.1f MiB from the snapshot over %.3f s; %s",
+			 ", eagain %" PRIu64 "; caught up with a filler %" PRIu64
+			 "; holes %" PRIu64 " pages; read %.1f MiB from the snapshot over %.3f s; %s",
 			 st->faults_missing, st->faults_minor, st->requests, filled,
 			 st->pages_total, st->filled_fault, st->filled_fault_around,
 			 st->filled_prefetch, st->filled_background, st->filled_request,
 			 st->filled_fault_around + st->filled_prefetch + st->filled_background,
 			 st->pages_copied, st->pages_zeroed, st->pages_continued,
 			 st->pages_written, st->pages_poisoned, st->removes,
-			 st->pages_removed, st->wakes, st->eexist, st->eagain, st->pages_hole,
+			 st->pages_removed, st->wakes, st->eexist, st->eagain,
+			 st->faults_on_filling, st->pages_hole,
 			 (double)st->bytes_read / (1 << 20), secs, complete);
 	return n < 0 ? -EINVAL : 0;
 }

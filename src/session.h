@@ -22,7 +22,7 @@ struct region {
 
 /* Counters mirror struct pagein_stats; relaxed atomics, any thread. */
 struct session_counters {
-	atomic_uint_fast64_t faults_missing, faults_minor, requests,
+	atomic_uint_fast64_t faults_missing, faults_minor, requests, faults_on_filling,
 		pages_copied, pages_zeroed, pages_continued, pages_written,
 		wakes, eexist, eagain, removes, pages_removed, bytes_read,
 		pages_poisoned, filled_fault, filled_fault_around,
