@@ -1572,9 +1572,10 @@ def run_targeted(a):
     subprocess.run(["cat", snap], stdout=subprocess.DEVNULL, check=True)
     npages = a.size // PAGE
     wls = {}
+    ws_file = None
     for wl in a.only.split(","):
         if wl == "w1":
-            run_trace, _, _ = prepare_w1(b, snap, npages, "synthetic")
+            run_trace, ws_file, _ = prepare_w1(b, snap, npages, "synthetic")
             wls["w1"] = workloads(run_trace)["w1"]
         elif wl == "w5":
             base, used = w5_base(npages, seed=13)
@@ -1589,7 +1590,9 @@ def run_targeted(a):
             order = random.Random(rep)
             for wl in wls:
                 for cfg in order.sample(cfgs, len(cfgs)):
-                    b.measure(snap, wls[wl], cfg, "warm", rep)
+                    b.measure(snap, wls[wl], cfg, "warm", rep,
+                              ws=ws_file if wl == "w1" and cfg in ("pagein-ws", "pagein-bg")
+                              else None)
     finally:
         b.cleanup()
     print("commit %s, %s, %d reps, %s" % (git("rev-parse", "--short", "HEAD"),
