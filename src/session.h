@@ -102,6 +102,10 @@ struct pagein_session {
 	 * the pump. */
 	pthread_rwlock_t remove_lock;
 
+	/* keeper: the state memfd holding the page tables and the remove
+	 * journal (state.h), or NULL. */
+	struct kstate *kst;
+
 	/* The prefetch thread (prefetch.c). */
 	struct prefetcher *prefetch;
 	/* Tests only: called after a read() that returned faults, before they
@@ -170,6 +174,12 @@ void session_event(struct pagein_session *s, enum pagein_event_kind kind,
 /* First-touch order (config.record). */
 void session_record_touch(struct pagein_session *s, const struct region *rg,
 			  size_t idx);
+
+/* keeper: pagein_session_new with the page tables in k's memfd (kept as
+ * they are when adopt, else zeroed: ABSENT). The session does not own k. */
+struct kstate;
+int session_new_state(const struct pagein_session_config *cfg, struct kstate *k,
+		      struct pagein_session **out, struct pagein_error *err);
 
 /* prefetch.c: stops and joins the prefetch thread, if any. */
 void prefetch_stop(struct pagein_session *s);

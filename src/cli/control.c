@@ -170,6 +170,15 @@ static int start_served(struct served *sv, struct opt_err *e)
 	return 0;
 }
 
+/* keeper: the server adopted sessions go to (the only one). */
+struct pagein_server *daemon_first_server(void)
+{
+	pthread_mutex_lock(&D.lock);
+	struct pagein_server *srv = D.n ? D.s[0]->srv : NULL;
+	pthread_mutex_unlock(&D.lock);
+	return srv;
+}
+
 void daemon_launch(void)
 {
 	pthread_mutex_lock(&D.lock);

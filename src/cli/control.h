@@ -59,4 +59,7 @@ void control_stop(void);
 void daemon_log(enum pagein_log_level lvl, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* keeper: the first server added (the one adopted sessions join). */
+struct pagein_server *daemon_first_server(void);
+
 #endif

@@ -22,6 +22,8 @@
 
 
 #include "control.h"
+#include "keeper.h"
+#include "keeper_link.h"
 #include "pagein.h"
 #include "serve_opts.h"
 
@@ -31,6 +33,9 @@
 /* Provided by snapshot_cmd.c when the snapshot format is built in. */
 int cmd_snapshot(int argc, char **argv) __attribute__((weak));
 int cmd_ctl(int argc, char **argv); /* ctl_cmd.c */
+
+/* main()'s argv: what the keeper runs again as its engine. */
+static char **main_argv;
 
 static void usage(FILE *f)
 {
@@ -269,6 +274,8 @@ static void serve_signals(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGHUP);
 	sigaddset(set, SIGUSR1);
+	if (keeper_link_active())
+		sigaddset(set, SIGUSR2); /* keeper: hand over (an upgrade) */
 }
 
 struct sig_ctx {
@@ -304,6 +311,9 @@ static void *signal_thread(void *arg)
 			continue;
 		}
 		switch (sig) {
+		case SIGUSR2: /* keeper: the new engine recovers as after a crash */
+			cli_log(PAGEIN_LOG_INFO, "handover", "SIGUSR2: handing every session over to a new engine");
+			_exit(3);
 		case SIGUSR1:
 			daemon_report_all();
 			break;
@@ -327,6 +337,31 @@ static void *signal_thread(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/* keeper: the sessions the keeper hands over, until DONE. */
+static int adopt_sessions(void)
+{
+	struct pagein_server *srv = daemon_first_server();
+	for (;;) {
+		struct keeper_msg m;
+		int fds[KMSG_MAX_FDS], nfds;
+		int r = keeper_recv(keeper_link_fd(), &m, fds, &nfds, true);
+		if (r <= 0) {
+			fprintf(stderr, "pagein serve: the keeper's link: %s\n", r ? strerror(-r) : "closed");
+			return -1;
+		}
+		if (m.type == KMSG_DONE)
+			return 0;
+		if (m.type != KMSG_ADOPT || !srv) {
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+			continue;
+		}
+		struct pagein_error err = {{0}};
+		if (keeper_adopt(srv, &m, fds, nfds, &err) < 0 && err.msg[0])
+			pagein_server_log(srv, PAGEIN_LOG_ERROR, "adopt_failed", "%s: %s", m.name, err.msg);
+	}
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -353,6 +388,14 @@ static int cmd_serve(int argc, char **argv)
 	}
 	log_format = o.log_format;
 	log_path = o.log_path;
+	/* keeper: this process is the engine of a keeper (keeper.c). */
+	const char *kfd = getenv(KEEPER_ENV);
+	if (kfd) {
+		int fd = atoi(kfd);
+		unsetenv(KEEPER_ENV);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		keeper_link_attach(fd);
+	}
 	/* Before any thread exists: it edits the environment. */
 	o.cfg.listen_fd = inherited_socket();
 	if (o.cfg.listen_fd < 0)
@@ -372,6 +415,18 @@ static int cmd_serve(int argc, char **argv)
 	if (log_path && (log_fd = open_log()) < 0) {
 		fprintf(stderr, "pagein serve: --log-file %s: %s: create its directory, or give pagein write access to it\n",
 			log_path, strerror(errno));
+		serve_opts_free(&o);
+		return 2;
+	}
+	if (o.keeper && !kfd && !o.control_path) { /* keeper: this process keeps */
+		int r = keeper_run(main_argv, &o, log_fd);
+		serve_opts_free(&o);
+		return r;
+	}
+	if (o.keeper && o.control_path && !kfd) {
+		fprintf(stderr, "pagein serve: --keeper does not work with --control yet: give one of them\n");
+		if (log_fd >= 0)
+			close(log_fd);
 		serve_opts_free(&o);
 		return 2;
 	}
@@ -407,6 +462,13 @@ static int cmd_serve(int argc, char **argv)
 		serve_opts_free(&o);
 		return 1;
 	}
+	if (kfd && adopt_sessions() < 0) {
+		daemon_stop_all();
+		daemon_wait(false);
+		pagein_metrics_free(metrics);
+		serve_opts_free(&o);
+		return 1;
+	}
 	/* It listens: from here on, everything goes to the log file. Errors
 	 * at start went to the terminal (or the journal) instead. */
 	if (log_fd >= 0) {
@@ -437,6 +499,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[1];
+	main_argv = argv;
 	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;

@@ -13,7 +13,7 @@
 
 /* Options of the daemon as a whole (log, metrics, control, drain):
  * refused by `pagein ctl add`. */
-#define DAEMON_WIDE "lLMWDC"
+#define DAEMON_WIDE "lLMWDCKN"
 
 static void opt_fail(struct opt_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -128,6 +128,8 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 		{"allow-uid", required_argument, NULL, 'u'},
 		{"allow-gid", required_argument, NULL, 'G'},
 		{"control", required_argument, NULL, 'C'},
+		{"keeper", no_argument, NULL, 'K'},
+		{"no-keeper", no_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -285,6 +287,12 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 			break;
 		case 'C':
 			o->control_path = optarg;
+			break;
+		case 'K':
+			o->keeper = true;
+			break;
+		case 'N':
+			o->keeper = false;
 			break;
 		case 'h':
 			o->help = true;
