@@ -262,6 +262,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	klog("info", "keeper_started", "keeper pid %ld holds %s; engine pid %ld (%s)", (long)getpid(),
 	     o->cfg.socket_path ? o->cfg.socket_path : "the inherited socket", (long)engine, exe);
 	unsigned fast_deaths = 0, stops = 0;
+	uint64_t link_closed = 0;
 	bool upgrading = false;
 	int rc = 0;
 	for (;;) {
@@ -271,6 +272,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 		if (link >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) && !read_link(link)) {
 			close(link);
 			link = -1;
+			link_closed = mono_ns();
 		}
 		struct signalfd_siginfo si;
 		bool child = false;
@@ -334,6 +336,8 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			break;
 		}
 		uint64_t t0 = mono_ns();
+		if (!link_closed)
+			link_closed = t0;
 		started = t0;
 		engine = spawn(exe, argv, listen_fd, &link);
 		if (engine < 0) {
@@ -342,8 +346,9 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			break;
 		}
 		klog(handover ? "info" : "warn", handover ? "engine_upgraded" : "engine_restarted",
-		     "engine %s; engine pid %ld started, %zu session%s handed over",
-		     how, (long)engine, K.n, K.n == 1 ? "" : "s");
+		     "engine %s; engine pid %ld started, %zu session%s handed over (%.1f ms after the old one closed its link)",
+		     how, (long)engine, K.n, K.n == 1 ? "" : "s", (double)(mono_ns() - link_closed) / 1e6);
+		link_closed = 0;
 		upgrading = false;
 		for (unsigned i = 0; i < stops && i < 2; i++)
 			kill(engine, SIGTERM); /* a drain or stop asked before goes on */

@@ -1,0 +1,87 @@
+# keeper_crash.sh - pagein serve --keeper: the engine (the keeper's child)
+# is SIGKILLed 50 times at random moments while VMs restore through all
+# three paths at once (mainline anonymous memory, memfd MINOR faults,
+# secret-hiding stage-2 requests), each with balloon discards. Every VM
+# must finish with "verify: ok" (vmmsim checks every byte it reads), the
+# keeper must survive, and the longest guest stall is printed.
+#
+# Runs the RELEASE build (build/pagein), not $PAGEIN (ASan): 50 restarts of
+# an ASan engine take several minutes. VMs: 1 GiB each by default
+# (KEEPER_CRASH_SIZE overrides), started in waves of three so that VMs are
+# restoring at every kill. The keeper gives up after 5 engines that die
+# within 1 s of their start (a crash loop), so each kill waits 1.05-1.6 s
+# after its engine started: the 50 kills take about 70 s.
+. "$(dirname "$0")/lib.sh"
+root=$(cd "$(dirname "$0")/../.." && pwd)
+PAGEIN=$root/build/pagein
+[ -x "$PAGEIN" ] || skip "no release build at $PAGEIN"
+SIZE=${KEEPER_CRASH_SIZE:-1G}
+KILLS=${KEEPER_CRASH_KILLS:-50}
+gen_snapshot "$WORK/snap" "$SIZE"
+start_pagein "$WORK/snap" --keeper --log-level info
+keeper=$PAGEIN_PID
+
+engine_pid() { cat /proc/"$keeper"/task/*/children 2>/dev/null | awk '{print $1; exit}'; }
+cleanup_engine() { local e; e=$(engine_pid); [ -n "$e" ] && kill -9 "$e" 2>/dev/null; }
+trap 'cleanup_engine; cleanup' EXIT
+
+vms=()
+wave=0
+start_wave() {
+	wave=$((wave + 1))
+	local w=$wave
+	"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/snap" --timeout 60 --seed "$w" \
+		--balloon 40 >"$WORK/w$w-anon.out" 2>&1 &
+	vms+=($!)
+	"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/snap" --timeout 60 --seed "$w" \
+		--memory memfd --balloon 40 >"$WORK/w$w-memfd.out" 2>&1 &
+	vms+=($!)
+	"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/snap" --timeout 60 --seed "$w" \
+		--memory memfd --protocol secret-hiding --stage2 0.5 --balloon 40 \
+		>"$WORK/w$w-stage2.out" 2>&1 &
+	vms+=($!)
+	note "wave $w started"
+}
+wave_running() {
+	local n=0 p
+	for p in "${vms[@]: -3}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+	[ $n -gt 0 ]
+}
+
+start_wave
+kills=0
+last=""
+while [ $kills -lt "$KILLS" ]; do
+	kill -0 "$keeper" 2>/dev/null || fail "the keeper died after $kills kills"
+	e=$(engine_pid)
+	if [ -z "$e" ] || [ "$e" = "$last" ]; then
+		sleep 0.02
+		continue
+	fi
+	# A new engine: kill it at a random moment 1.05-1.6 s after it started.
+	sleep "1.$(printf '%02d' $((5 + RANDOM % 56)))"
+	wave_running || start_wave
+	kill -9 "$e" 2>/dev/null && kills=$((kills + 1))
+	last=$e
+done
+note "$kills engines killed"
+for p in "${vms[@]}"; do wait "$p"; done
+kill -0 "$keeper" 2>/dev/null || fail "the keeper died"
+bad=0
+stall=0
+for f in "$WORK"/w*.out; do
+	if ! grep -q '^verify: ok' "$f"; then
+		echo "== $f"; tail -15 "$f"; bad=$((bad + 1))
+	fi
+	for k in first_touch_us stage2_rtt_us; do
+		m=$(awk -v k="$k:" '$1 == k { for (i = 1; i <= NF; i++) if ($i == "max") print int($(i + 1)) }' "$f")
+		[ -n "$m" ] && [ "$m" -gt "$stall" ] && stall=$m
+	done
+done
+[ $bad = 0 ] || fail "$bad of ${#vms[@]} VMs did not verify"
+restarts=$(grep -c "engine_restarted\|engine killed by signal" "$WORK/pagein.log")
+note "${#vms[@]} VMs of $SIZE in $wave waves verified; $restarts engine restarts"
+echo "longest guest stall: $((stall / 1000)) ms (the longest first touch or stage-2 round trip of any VM)"
+grep -q "crash_loop\|giving up" "$WORK/pagein.log" && fail "the keeper gave up"
+cleanup_engine_stop() { :; }
+stop_pagein
