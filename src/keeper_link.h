@@ -12,7 +12,8 @@
 
 /* Engine -> keeper: KEEP (fds) when a session starts, DROP when it ends.
  * Keeper -> engine at start: ADOPT (fds) per session, then DONE. */
-enum { KMSG_KEEP = 1, KMSG_DROP = 2, KMSG_ADOPT = 3, KMSG_DONE = 4 };
+enum { KMSG_KEEP = 1, KMSG_DROP = 2, KMSG_ADOPT = 3, KMSG_DONE = 4,
+       KMSG_READY = 5 /* engine -> keeper: it serves (start went well) */ };
 #define KMSG_PIDFD 1u /* a pidfd follows the uffd */
 #define KMSG_MEM 2u   /* guest memory fd and bitmap fd come last */
 /* fds, in order: state memfd, socket, uffd, [pidfd], [memory, bitmap] */

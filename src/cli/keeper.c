@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,6 +49,8 @@ static struct {
 	struct kept *s;
 	size_t n, cap;
 	bool json;
+	bool ready;       /* the engine said it serves */
+	const char *log_path;
 } K;
 
 static uint64_t mono_ns(void)
@@ -110,6 +113,8 @@ static void on_message(const struct keeper_msg *m, int *fds, int nfds)
 	}
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
+	if (m->type == KMSG_READY)
+		K.ready = true;
 	if (m->type == KMSG_DROP)
 		for (size_t i = 0; i < K.n; i++)
 			if (K.s[i].id == m->id) {
@@ -181,6 +186,10 @@ static pid_t spawn(const char *exe, char **argv, int listen_fd, int *link_out)
 		setenv("LISTEN_FDS", "1", 1);
 		unsetenv("LISTEN_FDNAMES");
 		setenv(KEEPER_ENV, "4", 1);
+		/* The keeper gone, the engine drains: no orphan serves on. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() == 1)
+			_exit(1);
 		sigset_t all;
 		sigemptyset(&all);
 		sigprocmask(SIG_SETMASK, &all, NULL);
@@ -189,6 +198,7 @@ static pid_t spawn(const char *exe, char **argv, int listen_fd, int *link_out)
 		_exit(127);
 	}
 	close(sv[1]);
+	K.ready = false;
 	int link = sv[0];
 	for (size_t i = 0; i < K.n; i++) {
 		struct keeper_msg m = {.type = KMSG_ADOPT, .id = K.s[i].id, .flags = K.s[i].flags,
@@ -217,6 +227,7 @@ static void describe_status(int st, char *buf, size_t len)
 int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 {
 	K.json = o->log_format == PAGEIN_LOG_JSON;
+	K.log_path = o->log_path;
 	char exe[PATH_MAX];
 	if (resolve_self(argv[0], exe, sizeof(exe)) < 0) {
 		fprintf(stderr, "pagein serve: --keeper: cannot find the path pagein was started from (%s): start it by an absolute path\n",
@@ -259,11 +270,9 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 		fprintf(stderr, "pagein serve: keeper: cannot start the engine: %s\n", strerror(errno));
 		return 1;
 	}
-	klog("info", "keeper_started", "keeper pid %ld holds %s; engine pid %ld (%s)", (long)getpid(),
-	     o->cfg.socket_path ? o->cfg.socket_path : "the inherited socket", (long)engine, exe);
 	unsigned fast_deaths = 0, stops = 0;
 	uint64_t link_closed = 0;
-	bool upgrading = false;
+	bool upgrading = false, first = true, announced = false;
 	int rc = 0;
 	for (;;) {
 		struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = link, .events = POLLIN}};
@@ -273,6 +282,11 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			close(link);
 			link = -1;
 			link_closed = mono_ns();
+		}
+		if (first && K.ready && !announced) {
+			announced = true;
+			klog("info", "keeper_started", "keeper pid %ld holds %s; engine pid %ld (%s)", (long)getpid(),
+			     o->cfg.socket_path ? o->cfg.socket_path : "the inherited socket", (long)engine, exe);
 		}
 		struct signalfd_siginfo si;
 		bool child = false;
@@ -287,6 +301,13 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			} else {
 				if (sig == SIGTERM || sig == SIGINT)
 					stops++;
+				if (sig == SIGHUP && K.log_path) { /* logrotate: ours too */
+					int fd = open(K.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+					if (fd >= 0) {
+						dup2(fd, STDERR_FILENO);
+						close(fd);
+					}
+				}
 				kill(engine, sig);
 			}
 		}
@@ -308,15 +329,14 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			rc = 0;
 			break;
 		}
-		if (WIFEXITED(st) && WEXITSTATUS(st) != EXIT_HANDOVER && !upgrading && stops == 0 &&
-		    WEXITSTATUS(st) != 0 && mono_ns() - started < CRASH_WINDOW_NS && K.n == 0 &&
-		    fast_deaths == 0) {
-			/* Failed at start (bad options, the snapshot unreadable):
+		if (first && !K.ready) {
+			/* The first engine failed at start (the snapshot
+			 * unreadable, the metrics port taken): it said why;
 			 * nothing to keep alive. */
-			klog("error", "engine_failed", "engine %s at start; exiting", how);
-			rc = WEXITSTATUS(st);
+			rc = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 			break;
 		}
+		first = false;
 		bool handover = upgrading && WIFEXITED(st) && WEXITSTATUS(st) == EXIT_HANDOVER;
 		if (!handover && mono_ns() - started < CRASH_WINDOW_NS)
 			fast_deaths++;

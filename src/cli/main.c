@@ -369,6 +369,7 @@ static int cmd_serve(int argc, char **argv)
 	static enum pagein_log_format log_format;
 	struct serve_opts o = {
 		.drain_s = DEFAULT_DRAIN_TIMEOUT_S,
+		.keeper = true, /* --no-keeper: one process, as before */
 		.cfg = {
 			.log_level = PAGEIN_LOG_INFO,
 			.fault_around = DEFAULT_FAULT_AROUND,
@@ -423,13 +424,7 @@ static int cmd_serve(int argc, char **argv)
 		serve_opts_free(&o);
 		return r;
 	}
-	if (o.keeper && o.control_path && !kfd) {
-		fprintf(stderr, "pagein serve: --keeper does not work with --control yet: give one of them\n");
-		if (log_fd >= 0)
-			close(log_fd);
-		serve_opts_free(&o);
-		return 2;
-	}
+
 	/* Signals go to one thread (drain, stop, reopen the log, report);
 	 * workers inherit the blocked mask. */
 	sigset_t set;
@@ -481,7 +476,12 @@ static int cmd_serve(int argc, char **argv)
 	pthread_t sig;
 	pthread_create(&sig, NULL, signal_thread, &x);
 	/* Connections queue on the sockets until the workers start. */
-	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)getpid());
+	/* Under a keeper, the keeper is the main process systemd watches. */
+	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)(kfd ? getppid() : getpid()));
+	if (kfd) {
+		struct keeper_msg ready = {.type = KMSG_READY};
+		keeper_send(keeper_link_fd(), &ready, NULL, 0);
+	}
 	daemon_wait(control);
 	pthread_cancel(sig);
 	pthread_join(sig, NULL);
