@@ -408,9 +408,13 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 		/* keeper: page tables and journals in a memfd the keeper holds */
 		r = kstate_create(&c->kst, c->name, c->id, (int)c->pid, (unsigned)c->nfds,
 				  hs->regions, hs->nregions);
-		if (r < 0)
-			return refuse(srv, c, "cannot create the session's state memfd");
-		r = session_new_state(&cfg, c->kst, &s, &err);
+		/* A layout the state cannot hold (more than 64 regions, or
+		 * regions the session will refuse anyway): not kept. */
+		r = r < 0 ? pagein_session_new(&cfg, &s, &err)
+			  : session_new_state(&cfg, c->kst, &s, &err);
+		if (r == 0 && !c->kst)
+			server_log(srv, PAGEIN_LOG_WARN, c, "not_kept",
+				   "this session's layout does not fit a state memfd: it will not survive an engine restart");
 	} else {
 		r = pagein_session_new(&cfg, &s, &err);
 	}

@@ -299,8 +299,13 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 				upgrading = true;
 				kill(engine, SIGUSR2);
 			} else {
-				if (sig == SIGTERM || sig == SIGINT)
+				if (sig == SIGTERM || sig == SIGINT) {
 					stops++;
+					/* The drain refuses new connections: our copy
+					 * of the socket too (connect() gets
+					 * ECONNREFUSED once it is shut down). */
+					shutdown(listen_fd, SHUT_RD);
+				}
 				if (sig == SIGHUP && K.log_path) { /* logrotate: ours too */
 					int fd = open(K.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 					if (fd >= 0) {
