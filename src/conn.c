@@ -493,6 +493,8 @@ static bool feed_handshake(struct pagein_server *srv, struct conn *c,
 static bool flush_out(struct conn *c)
 {
 	size_t done = 0;
+	if (c->kst && c->out_len)
+		kstate_sending(c->kst, c->out_len); /* keeper */
 	while (done < c->out_len) {
 		ssize_t n = send(c->sock, c->out + done, c->out_len - done,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -756,6 +758,7 @@ bool conn_on_pidfd(struct pagein_server *srv, struct conn *c)
 static bool resume_requests(struct pagein_server *srv, struct conn *c)
 {
 	struct state_hdr *h = c->kst->hdr;
+	kstate_recover_sent(c->kst);
 	uint64_t head = atomic_load(&h->rq_head), tail = atomic_load(&h->rq_tail);
 	size_t n = tail - head > STATE_REQUEST_SLOTS ? STATE_REQUEST_SLOTS : (size_t)(tail - head);
 	struct fault_request *rqs = n ? calloc(n, sizeof(*rqs)) : NULL;
@@ -772,6 +775,7 @@ static bool resume_requests(struct pagein_server *srv, struct conn *c)
 	atomic_store(&h->rq_tail, 0);
 	atomic_store(&h->out_queued, 0);
 	atomic_store(&h->out_sent, 0);
+	atomic_store(&h->out_sending, 0);
 	if (n)
 		server_log(srv, PAGEIN_LOG_INFO, c, "requests_replayed",
 			   "serving again %zu fault request%s whose reply was not sent", n, n == 1 ? "" : "s");

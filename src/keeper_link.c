@@ -2,6 +2,7 @@
 #include "keeper_link.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -156,4 +157,23 @@ int keeper_adopt(struct pagein_server *srv, const struct keeper_msg *m,
 	/* The session's fds must not leak into the VMMs' or the keeper's
 	 * next engine by exec: they came CLOEXEC (MSG_CMSG_CLOEXEC). */
 	return conn_adopt(srv, k, sock, pidfd, uffd, mem, bitmap, err);
+}
+
+void keeper_send_ready(struct pagein_server *srv)
+{
+	struct keeper_msg m = {.type = KMSG_READY};
+	int fd = -1;
+	if (srv) {
+		pthread_mutex_lock(&srv->listen_lock);
+		if (srv->listen_fd >= 0)
+			fd = fcntl(srv->listen_fd, F_DUPFD_CLOEXEC, 0);
+		pthread_mutex_unlock(&srv->listen_lock);
+	}
+	if (fd >= 0 && srv->own_socket) {
+		m.dev = (uint64_t)srv->sock_dev;
+		m.ino = (uint64_t)srv->sock_ino;
+	}
+	keeper_send(link_fd, &m, &fd, fd >= 0 ? 1 : 0);
+	if (fd >= 0)
+		close(fd);
 }

@@ -23,6 +23,7 @@ struct keeper_msg {
 	uint32_t type, id, flags;
 	int32_t pid;
 	char name[48];
+	uint64_t dev, ino; /* READY with a listening fd: the socket file it created */
 };
 
 /* The env var naming the engine's end of the socketpair. */
@@ -37,6 +38,9 @@ struct conn;
 struct pagein_server;
 void keeper_send_keep(struct conn *c);
 void keeper_send_drop(struct conn *c);
+/* The engine serves: READY, with its listening socket if the keeper has
+ * none yet (the first engine creates it, as without a keeper). */
+void keeper_send_ready(struct pagein_server *srv);
 
 /* Engine: takes one ADOPT bundle (fds consumed either way). */
 int keeper_adopt(struct pagein_server *srv, const struct keeper_msg *m,

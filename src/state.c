@@ -215,9 +215,22 @@ void kstate_request_queued(struct kstate *k, struct state_request *e, size_t rep
 
 void kstate_sent(struct kstate *k, size_t n)
 {
-	if (!n)
-		return;
-	atomic_fetch_add(&k->hdr->out_sent, n);
+	uint64_t sent = atomic_fetch_add(&k->hdr->out_sent, n) + n;
+	atomic_store(&k->hdr->out_sending, sent); /* nothing in flight */
+	if (n)
+		pop_sent(k);
+}
+
+void kstate_sending(struct kstate *k, size_t n)
+{
+	atomic_store(&k->hdr->out_sending, atomic_load(&k->hdr->out_sent) + n);
+}
+
+void kstate_recover_sent(struct kstate *k)
+{
+	uint64_t sending = atomic_load(&k->hdr->out_sending);
+	if (sending > atomic_load(&k->hdr->out_sent) && sending <= atomic_load(&k->hdr->out_queued))
+		atomic_store(&k->hdr->out_sent, sending);
 	pop_sent(k);
 }
 

@@ -70,6 +70,7 @@ struct state_hdr {
 	_Atomic uint64_t remove_next;   /* next slot sequence (pump only) */
 	_Atomic uint64_t rq_head, rq_tail; /* request FIFO, sequence numbers */
 	_Atomic uint64_t out_queued, out_sent; /* reply bytes, cumulative */
+	_Atomic uint64_t out_sending; /* out_sent + bytes a send() in flight carries */
 	/* raw bytes: buffer index (bit 40), start (bits 20..39), end (0..19) */
 	_Atomic uint64_t raw_word;
 	_Atomic uint32_t sock_eof;
@@ -109,6 +110,12 @@ struct fault_request;
 struct state_request *kstate_request_push(struct kstate *k, const struct fault_request *rq);
 void kstate_request_queued(struct kstate *k, struct state_request *e, size_t reply_len);
 void kstate_sent(struct kstate *k, size_t n);
+/* Before send(): n bytes go out now. A SIGKILL lets a send() already in
+ * the kernel complete, so after a crash they count as sent. */
+void kstate_sending(struct kstate *k, size_t n);
+/* Adoption: the bytes of a send() in flight at the crash count as sent;
+ * requests whose replies went are forgotten. */
+void kstate_recover_sent(struct kstate *k);
 void kstate_raw_append(struct kstate *k, const char *buf, size_t n);
 void kstate_raw_consume(struct kstate *k, size_t n);
 /* The raw bytes not yet parsed (points into the map; *len may be 0). */

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +302,8 @@ void daemon_drain_all(unsigned drain_ms)
 	pthread_mutex_unlock(&D.lock);
 }
 
+static atomic_bool handing_over; /* keeper: SIGUSR2 */
+
 void daemon_stop_all(void)
 {
 	pthread_mutex_lock(&D.lock);
@@ -330,12 +333,24 @@ void daemon_wait(bool control)
 	D.n = 0;
 	D.stopping = true; /* no add from here on */
 	pthread_mutex_unlock(&D.lock);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		if (s[i]->running)
 			pthread_join(s[i]->thread, NULL);
-		served_free(s[i]);
+	if (atomic_load(&handing_over)) {
+		/* keeper: the workers are done, every session stays as it is
+		 * (its state memfd complete): the next engine takes them. */
+		daemon_log(PAGEIN_LOG_INFO, "handed_over", "workers stopped; exiting for the new engine");
+		_exit(DAEMON_EXIT_HANDOVER);
 	}
+	for (size_t i = 0; i < n; i++)
+		served_free(s[i]);
 	free(s);
+}
+
+void daemon_hand_over(void)
+{
+	atomic_store(&handing_over, true);
+	daemon_stop_all();
 }
 
 /* ---- the control socket -------------------------------------------------- */

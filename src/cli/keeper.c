@@ -51,6 +51,10 @@ static struct {
 	bool json;
 	bool ready;       /* the engine said it serves */
 	const char *log_path;
+	int listen_fd;    /* -1 until the first engine created it */
+	bool created;     /* it created the socket file (dev, ino): unlink it */
+	dev_t dev;
+	ino_t ino;
 } K;
 
 static uint64_t mono_ns(void)
@@ -111,10 +115,18 @@ static void on_message(const struct keeper_msg *m, int *fds, int nfds)
 		memcpy(k->fds, fds, sizeof(int) * (size_t)nfds);
 		return;
 	}
+	if (m->type == KMSG_READY) {
+		K.ready = true;
+		if (nfds == 1 && K.listen_fd < 0) {
+			K.listen_fd = fds[0];
+			nfds = 0;
+			K.created = m->dev || m->ino;
+			K.dev = (dev_t)m->dev;
+			K.ino = (ino_t)m->ino;
+		}
+	}
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
-	if (m->type == KMSG_READY)
-		K.ready = true;
 	if (m->type == KMSG_DROP)
 		for (size_t i = 0; i < K.n; i++)
 			if (K.s[i].id == m->id) {
@@ -177,13 +189,21 @@ static pid_t spawn(const char *exe, char **argv, int listen_fd, int *link_out)
 		return -1;
 	}
 	if (pid == 0) {
-		int l = fcntl(listen_fd, F_DUPFD_CLOEXEC, 10), k = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
-		if (l < 0 || k < 0 || dup2(l, 3) < 0 || dup2(k, 4) < 0)
+		int l = listen_fd >= 0 ? fcntl(listen_fd, F_DUPFD_CLOEXEC, 10) : -1;
+		int k = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+		if (k < 0 || (listen_fd >= 0 && (l < 0 || dup2(l, 3) < 0)) || dup2(k, 4) < 0)
 			_exit(127);
+		if (listen_fd < 0)
+			close(3); /* the first engine creates the socket */
 		char pidbuf[32];
 		snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)getpid());
-		setenv("LISTEN_PID", pidbuf, 1);
-		setenv("LISTEN_FDS", "1", 1);
+		if (listen_fd >= 0) {
+			setenv("LISTEN_PID", pidbuf, 1);
+			setenv("LISTEN_FDS", "1", 1);
+		} else {
+			unsetenv("LISTEN_PID");
+			unsetenv("LISTEN_FDS");
+		}
 		unsetenv("LISTEN_FDNAMES");
 		setenv(KEEPER_ENV, "4", 1);
 		/* The keeper gone, the engine drains: no orphan serves on. */
@@ -234,19 +254,9 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			argv[0]);
 		return 2;
 	}
-	int listen_fd = o->cfg.listen_fd;
-	bool created = false;
-	dev_t dev = 0;
-	ino_t ino = 0;
-	if (listen_fd <= 0) {
-		struct pagein_error err = {{0}};
-		listen_fd = server_listen_unix("--socket ", o->cfg.socket_path, &o->cfg, &dev, &ino, &err);
-		if (listen_fd < 0) {
-			fprintf(stderr, "pagein serve: %s\n", err.msg);
-			return 1;
-		}
-		created = true;
-	}
+	/* Inherited (socket activation), or created by the first engine,
+	 * which hands it over with READY. */
+	K.listen_fd = o->cfg.listen_fd > 0 ? o->cfg.listen_fd : -1;
 	if (log_fd >= 0) {
 		dup2(log_fd, STDERR_FILENO);
 		close(log_fd);
@@ -265,7 +275,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	}
 	int link = -1;
 	uint64_t started = mono_ns();
-	pid_t engine = spawn(exe, argv, listen_fd, &link);
+	pid_t engine = spawn(exe, argv, K.listen_fd, &link);
 	if (engine < 0) {
 		fprintf(stderr, "pagein serve: keeper: cannot start the engine: %s\n", strerror(errno));
 		return 1;
@@ -304,7 +314,8 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 					/* The drain refuses new connections: our copy
 					 * of the socket too (connect() gets
 					 * ECONNREFUSED once it is shut down). */
-					shutdown(listen_fd, SHUT_RD);
+					if (K.listen_fd >= 0)
+						shutdown(K.listen_fd, SHUT_RD);
 				}
 				if (sig == SIGHUP && K.log_path) { /* logrotate: ours too */
 					int fd = open(K.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -364,7 +375,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 		if (!link_closed)
 			link_closed = t0;
 		started = t0;
-		engine = spawn(exe, argv, listen_fd, &link);
+		engine = spawn(exe, argv, K.listen_fd, &link);
 		if (engine < 0) {
 			klog("error", "engine_spawn_failed", "cannot start an engine: %s", strerror(errno));
 			rc = 1;
@@ -381,8 +392,9 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	for (size_t i = 0; i < K.n; i++)
 		close_kept(&K.s[i]);
 	free(K.s);
-	close(listen_fd);
-	if (created)
-		server_unlink_socket(o->cfg.socket_path, dev, ino);
+	if (K.listen_fd >= 0)
+		close(K.listen_fd);
+	if (K.created)
+		server_unlink_socket(o->cfg.socket_path, K.dev, K.ino);
 	return rc;
 }

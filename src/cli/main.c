@@ -311,9 +311,10 @@ static void *signal_thread(void *arg)
 			continue;
 		}
 		switch (sig) {
-		case SIGUSR2: /* keeper: the new engine recovers as after a crash */
-			cli_log(PAGEIN_LOG_INFO, "handover", "SIGUSR2: handing every session over to a new engine");
-			_exit(3);
+		case SIGUSR2: /* keeper: an upgrade */
+			cli_log(PAGEIN_LOG_INFO, "handover", "SIGUSR2: stopping the workers to hand every session over to a new engine");
+			daemon_hand_over();
+			break;
 		case SIGUSR1:
 			daemon_report_all();
 			break;
@@ -478,10 +479,8 @@ static int cmd_serve(int argc, char **argv)
 	/* Connections queue on the sockets until the workers start. */
 	/* Under a keeper, the keeper is the main process systemd watches. */
 	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)(kfd ? getppid() : getpid()));
-	if (kfd) {
-		struct keeper_msg ready = {.type = KMSG_READY};
-		keeper_send(keeper_link_fd(), &ready, NULL, 0);
-	}
+	if (kfd)
+		keeper_send_ready(daemon_first_server());
 	daemon_wait(control);
 	pthread_cancel(sig);
 	pthread_join(sig, NULL);
