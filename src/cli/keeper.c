@@ -280,7 +280,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 		fprintf(stderr, "pagein serve: keeper: cannot start the engine: %s\n", strerror(errno));
 		return 1;
 	}
-	unsigned fast_deaths = 0, stops = 0;
+	unsigned fast_deaths = 0, stops = 0, resend = 0;
 	uint64_t link_closed = 0;
 	bool upgrading = false, first = true, announced = false;
 	int rc = 0;
@@ -293,6 +293,8 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			link = -1;
 			link_closed = mono_ns();
 		}
+		for (; K.ready && resend; resend--)
+			kill(engine, SIGTERM); /* its signals are handled from READY on */
 		if (first && K.ready && !announced) {
 			announced = true;
 			klog("info", "keeper_started", "keeper pid %ld holds %s; engine pid %ld (%s)", (long)getpid(),
@@ -304,6 +306,18 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			int sig = (int)si.ssi_signo;
 			if (sig == SIGCHLD) {
 				child = true;
+			} else if (!K.ready) {
+				/* An engine before READY may not handle signals
+				 * yet (their default would kill it): a drain or
+				 * stop is asked once it serves; a new engine is
+				 * already what SIGUSR2 asks for; the rest waits
+				 * for nothing (it opens its log itself). */
+				if (sig == SIGTERM || sig == SIGINT) {
+					stops++;
+					resend += resend < 2;
+					if (K.listen_fd >= 0)
+						shutdown(K.listen_fd, SHUT_RD);
+				}
 			} else if (sig == SIGUSR2) {
 				klog("info", "upgrade", "SIGUSR2: the engine (pid %ld) hands over to %s", (long)engine, exe);
 				upgrading = true;
@@ -386,8 +400,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 		     how, (long)engine, K.n, K.n == 1 ? "" : "s", (double)(mono_ns() - link_closed) / 1e6);
 		link_closed = 0;
 		upgrading = false;
-		for (unsigned i = 0; i < stops && i < 2; i++)
-			kill(engine, SIGTERM); /* a drain or stop asked before goes on */
+		resend = stops > 2 ? 2 : stops; /* a drain or stop asked before goes on, once it serves */
 	}
 	for (size_t i = 0; i < K.n; i++)
 		close_kept(&K.s[i]);
