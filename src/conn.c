@@ -642,6 +642,22 @@ static bool on_eof(struct pagein_server *srv, struct conn *c)
 	return true;
 }
 
+/* keeper: a request-stream read that a SIGKILL cannot lose: the bytes
+ * are peeked, journalled as raw bytes, then consumed. */
+static ssize_t journalled_recv(struct conn *c, struct msghdr *mh)
+{
+	ssize_t n = recv(c->sock, mh->msg_iov[0].iov_base, mh->msg_iov[0].iov_len,
+			 MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return n < 0 ? n : recvmsg(c->sock, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	kstate_raw_append(c->kst, mh->msg_iov[0].iov_base, (size_t)n);
+	kstate_peeked(c->kst, (size_t)n);
+	mh->msg_iov[0].iov_len = (size_t)n;
+	ssize_t m = recvmsg(c->sock, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	kstate_peeked(c->kst, 0);
+	return m;
+}
+
 static bool on_sock_locked(struct pagein_server *srv, struct conn *c)
 {
 	if (c->out_len) {
@@ -674,7 +690,9 @@ static bool on_sock_locked(struct pagein_server *srv, struct conn *c)
 		};
 		if (c->state == CONN_SESSION)
 			iov.iov_len = REQUEST_BYTES_PER_WAKE;
-		ssize_t n = recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		ssize_t n = c->kst && c->state == CONN_SESSION
+				    ? journalled_recv(c, &mh) /* keeper */
+				    : recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -687,8 +705,6 @@ static bool on_sock_locked(struct pagein_server *srv, struct conn *c)
 			server_end_conn(srv, c, c->state == CONN_HANDSHAKE ? END_HUNG_UP : END_FAILED, why);
 			return false;
 		}
-		if (c->state == CONN_SESSION && c->kst && n > 0)
-			kstate_raw_append(c->kst, buf, (size_t)n); /* keeper */
 		if (c->state == CONN_HANDSHAKE) {
 			take_fds(c, &mh);
 			if (mh.msg_flags & MSG_CTRUNC)
@@ -759,6 +775,9 @@ static bool resume_requests(struct pagein_server *srv, struct conn *c)
 {
 	struct state_hdr *h = c->kst->hdr;
 	kstate_recover_sent(c->kst);
+	char sock_head[STATE_RAW_CAP];
+	ssize_t hn = recv(c->sock, sock_head, sizeof(sock_head), MSG_PEEK | MSG_DONTWAIT);
+	kstate_recover_peeked(c->kst, sock_head, hn > 0 ? (size_t)hn : 0);
 	uint64_t head = atomic_load(&h->rq_head), tail = atomic_load(&h->rq_tail);
 	size_t n = tail - head > STATE_REQUEST_SLOTS ? STATE_REQUEST_SLOTS : (size_t)(tail - head);
 	struct fault_request *rqs = n ? calloc(n, sizeof(*rqs)) : NULL;

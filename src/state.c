@@ -277,3 +277,22 @@ const char *kstate_raw(struct kstate *k, size_t *len)
 	*len = e - s;
 	return k->raw[RAW_IDX(w)] + s;
 }
+
+void kstate_peeked(struct kstate *k, size_t n)
+{
+	atomic_store_explicit(&k->hdr->peeked, (uint32_t)n, memory_order_release);
+}
+
+void kstate_recover_peeked(struct kstate *k, const char *sock_head, size_t len)
+{
+	size_t n = atomic_load(&k->hdr->peeked);
+	atomic_store(&k->hdr->peeked, 0);
+	uint64_t w = atomic_load(&k->hdr->raw_word);
+	size_t s = RAW_START(w), e = RAW_END(w);
+	if (!n || n > e - s || len < n || memcmp(k->raw[RAW_IDX(w)] + e - n, sock_head, n))
+		return; /* consumed: the raw bytes are all there is */
+	e -= n;
+	if (s >= e)
+		s = e = 0;
+	atomic_store(&k->hdr->raw_word, RAW_WORD(RAW_IDX(w), s, e));
+}

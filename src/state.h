@@ -74,7 +74,11 @@ struct state_hdr {
 	/* raw bytes: buffer index (bit 40), start (bits 20..39), end (0..19) */
 	_Atomic uint64_t raw_word;
 	_Atomic uint32_t sock_eof;
-	uint32_t pad;
+	/* bytes at the end of the raw buffer that were peeked (MSG_PEEK) and
+	 * maybe not yet consumed from the socket: a recvmsg() the SIGKILL
+	 * interrupts completes in the kernel and its bytes are lost to user
+	 * space, so they are journalled before they are consumed */
+	_Atomic uint32_t peeked;
 	struct state_region regions[STATE_MAX_REGIONS];
 };
 
@@ -118,6 +122,11 @@ void kstate_sending(struct kstate *k, size_t n);
 void kstate_recover_sent(struct kstate *k);
 void kstate_raw_append(struct kstate *k, const char *buf, size_t n);
 void kstate_raw_consume(struct kstate *k, size_t n);
+/* The last n raw bytes were peeked, not consumed yet (0: consumed). */
+void kstate_peeked(struct kstate *k, size_t n);
+/* Adoption: the peeked bytes are still in the socket if it starts with
+ * them (sock: peeked again now): then they are dropped from raw. */
+void kstate_recover_peeked(struct kstate *k, const char *sock_head, size_t len);
 /* The raw bytes not yet parsed (points into the map; *len may be 0). */
 const char *kstate_raw(struct kstate *k, size_t *len);
 

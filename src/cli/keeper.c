@@ -281,7 +281,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 		return 1;
 	}
 	unsigned fast_deaths = 0, stops = 0, resend = 0;
-	uint64_t link_closed = 0;
+	uint64_t link_closed = 0, restarted_at = 0;
 	bool upgrading = false, first = true, announced = false;
 	int rc = 0;
 	for (;;) {
@@ -292,6 +292,11 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			close(link);
 			link = -1;
 			link_closed = mono_ns();
+		}
+		if (!first && K.ready && restarted_at) {
+			klog("info", "engine_ready", "engine pid %ld serves %zu session%s, %.1f ms after the old engine's link closed",
+			     (long)engine, K.n, K.n == 1 ? "" : "s", (double)(mono_ns() - restarted_at) / 1e6);
+			restarted_at = 0;
 		}
 		for (; K.ready && resend; resend--)
 			kill(engine, SIGTERM); /* its signals are handled from READY on */
@@ -395,6 +400,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			rc = 1;
 			break;
 		}
+		restarted_at = link_closed;
 		klog(handover ? "info" : "warn", handover ? "engine_upgraded" : "engine_restarted",
 		     "engine %s; engine pid %ld started, %zu session%s handed over (%.1f ms after the old one closed its link)",
 		     how, (long)engine, K.n, K.n == 1 ? "" : "s", (double)(mono_ns() - link_closed) / 1e6);

@@ -86,5 +86,7 @@ done
 restarts=$(grep -c "engine_restarted\|engine killed by signal" "$WORK/pagein.log")
 note "${#vms[@]} VMs of $SIZE in $wave waves verified; $restarts engine restarts"
 echo "longest guest stall: $((stall / 1000)) ms (the longest first touch or stage-2 round trip of any VM)"
+grep -o 'serves [0-9]* sessions\?, [0-9.]* ms after' "$WORK/pagein.log" |
+	awk '{ n++; s += $4; if ($4 > m) m = $4 } END { if (n) printf "engine downtime per restart (link closed to READY): mean %.0f ms, max %.0f ms over %d restarts\n", s / n, m, n }'
 grep -q "crash_loop\|giving up" "$WORK/pagein.log" && fail "the keeper gave up"
 stop_pagein
