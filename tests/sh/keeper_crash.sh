@@ -65,6 +65,7 @@ while [ $kills -lt "$KILLS" ]; do
 	# A new engine: kill it at a random moment 1.05-1.6 s after it started.
 	sleep "1.$(printf '%02d' $((5 + RANDOM % 56)))"
 	wave_running || start_wave
+	date -u +%H:%M:%S.%3N >>"$WORK/kill-times"
 	kill -9 "$e" 2>/dev/null && kills=$((kills + 1))
 	last=$e
 done
@@ -88,5 +89,15 @@ note "${#vms[@]} VMs of $SIZE in $wave waves verified; $restarts engine restarts
 echo "longest guest stall: $((stall / 1000)) ms (the longest first touch or stage-2 round trip of any VM)"
 grep -o 'serves [0-9]* sessions\?, [0-9.]* ms after' "$WORK/pagein.log" |
 	awk '{ n++; s += $4; if ($4 > m) m = $4 } END { if (n) printf "engine downtime per restart (link closed to READY): mean %.0f ms, max %.0f ms over %d restarts\n", s / n, m, n }'
+# From each kill to the keeper noticing (the kernel tearing the engine
+# down) and to the new engine's READY.
+awk 'function ms(t) { split(t, a, ":"); return (a[1] * 3600 + a[2] * 60 + a[3]) * 1000 }
+	FNR == NR { k[++nk] = ms($1); next }
+	/engine_restarted|engine killed by signal/ { r[++nr] = ms(substr($1, 12, 12)) }
+	/serves [0-9]+ session/ { y[++ny] = ms(substr($1, 12, 12)) }
+	END { for (i = 1; i <= nk && i <= nr && i <= ny; i++) {
+		d = r[i] - k[i]; e = y[i] - k[i]; if (d > md) md = d; if (e > me) me = e; sd += d; se += e }
+	      if (i > 1) printf "kill to restart: mean %.0f ms, max %.0f ms; kill to new engine serving: mean %.0f ms, max %.0f ms\n", sd / (i - 1), md, se / (i - 1), me }' \
+	"$WORK/kill-times" "$WORK/pagein.log"
 grep -q "crash_loop\|giving up" "$WORK/pagein.log" && fail "the keeper gave up"
 stop_pagein
