@@ -10,7 +10,10 @@
 # (KEEPER_CRASH_SIZE overrides), started in waves of three so that VMs are
 # restoring at every kill. The keeper gives up after 5 engines that die
 # within 1 s of their start (a crash loop), so each kill waits 1.05-1.6 s
-# after its engine started: the 50 kills take about 70 s.
+# after its engine started: the whole test takes about 90 s. It prints the
+# longest first touch or stage-2 round trip of any VM (the longest guest
+# stall), and from each kill to the new engine serving (the keeper's
+# engine_ready lines against the kill times).
 . "$(dirname "$0")/lib.sh"
 root=$(cd "$(dirname "$0")/../.." && pwd)
 [ -x "$root/build/pagein" ] || skip "no release build at $root/build/pagein"
