@@ -177,3 +177,20 @@ void keeper_send_ready(struct pagein_server *srv)
 	if (fd >= 0)
 		close(fd);
 }
+
+void keeper_quiesce(struct pagein_server *srv)
+{
+	struct conn_table *t = &srv->conns;
+	pthread_mutex_lock(&t->lock);
+	for (uint32_t i = 0; i < t->cap; i++) {
+		struct conn *c = t->slot[i];
+		if (!c || !c->session)
+			continue;
+		/* Fill-ahead finishes the run it is on (its pages settle),
+		 * then its thread is joined; the session itself goes on in
+		 * the next engine. */
+		pagein_session_stop(c->session);
+		prefetch_stop(c->session);
+	}
+	pthread_mutex_unlock(&t->lock);
+}

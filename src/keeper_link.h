@@ -42,6 +42,10 @@ void keeper_send_drop(struct conn *c);
  * none yet (the first engine creates it, as without a keeper). */
 void keeper_send_ready(struct pagein_server *srv);
 
+/* Engine, at a handover, once the workers have stopped: stops and joins
+ * every session's fill-ahead thread without ending any session. */
+void keeper_quiesce(struct pagein_server *srv);
+
 /* Engine: takes one ADOPT bundle (fds consumed either way). */
 int keeper_adopt(struct pagein_server *srv, const struct keeper_msg *m,
 		 int *fds, int nfds, struct pagein_error *err);

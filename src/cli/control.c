@@ -6,6 +6,7 @@
  * by one thread, one client at a time: requests are short, and a client
  * that stalls is cut off after CONTROL_TIMEOUT_S. */
 #include "control.h"
+#include "keeper_link.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -337,6 +338,9 @@ void daemon_wait(bool control)
 		if (s[i]->running)
 			pthread_join(s[i]->thread, NULL);
 	if (atomic_load(&handing_over)) {
+		for (size_t i = 0; i < n; i++)
+			if (s[i]->srv)
+				keeper_quiesce(s[i]->srv);
 		/* keeper: the workers are done, every session stays as it is
 		 * (its state memfd complete): the next engine takes them. */
 		daemon_log(PAGEIN_LOG_INFO, "handed_over", "workers stopped; exiting for the new engine");
