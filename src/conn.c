@@ -24,6 +24,10 @@
 #include "protocol.h"
 #include "server_internal.h"
 #include "source.h"
+#include "keeper_link.h"
+#include "state.h"
+#include "recover.h"
+#include "session.h"
 #include "workingset.h"
 
 #ifndef SO_PEERPIDFD
@@ -92,6 +96,7 @@ void conn_free(struct conn *c)
 		pagein_session_free(c->session); /* closes the fds it owns */
 	else
 		close_received_fds(c);
+	kstate_free(c->kst); /* keeper: after the session, whose tables it holds */
 	json_decoder_free(c->dec);
 	if (c->pidfd >= 0)
 		close(c->pidfd);
@@ -256,6 +261,8 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 	if (perr)
 		server_log(srv, PAGEIN_LOG_ERROR, c, "prefetch_stopped", "prefetch stopped: %s", perr);
 	apply_failure_policy(srv, c, why);
+	if (c->kst)
+		keeper_send_drop(c); /* keeper: forget its fds */
 	save_recording(srv, c);
 }
 
@@ -417,11 +424,27 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 	};
 	struct pagein_error err = {{0}};
 	struct pagein_session *s;
-	int r = pagein_session_new(&cfg, &s, &err);
+	int r;
+	if (keeper_link_active()) {
+		/* keeper: page tables and journals in a memfd the keeper holds */
+		r = kstate_create(&c->kst, c->name, c->id, (int)c->pid, (unsigned)c->nfds,
+				  hs->regions, hs->nregions);
+		/* A layout the state cannot hold (more than 64 regions, or
+		 * regions the session will refuse anyway): not kept. */
+		r = r < 0 ? pagein_session_new(&cfg, &s, &err)
+			  : session_new_state(&cfg, c->kst, &s, &err);
+		if (r == 0 && !c->kst)
+			server_log(srv, PAGEIN_LOG_WARN, c, "not_kept",
+				   "this session's layout does not fit a state memfd: it will not survive an engine restart");
+	} else {
+		r = pagein_session_new(&cfg, &s, &err);
+	}
 	if (r < 0)
 		return refuse(srv, c, err.msg[0] ? err.msg : strerror(-r));
 	c->session = s;
 	c->nfds = 0; /* the session owns them now */
+	if (c->kst)
+		keeper_send_keep(c); /* keeper: hold its fds from now on */
 	metrics_session_start(srv, c);
 	c->state = CONN_SESSION;
 	server_charge_handshake(srv, c, 0); /* gives the handshake's bytes back */
@@ -479,6 +502,8 @@ static bool feed_handshake(struct pagein_server *srv, struct conn *c,
 		return refuse(srv, c, err.msg);
 	bool ok = start_session(srv, c, &hs);
 	handshake_fini(&hs);
+	if (ok && used < len && c->kst)
+		kstate_raw_append(c->kst, buf + used, len - used); /* keeper */
 	if (ok && used < len)
 		ok = feed_requests(srv, c, buf + used, len - used);
 	return ok;
@@ -490,6 +515,8 @@ static bool feed_handshake(struct pagein_server *srv, struct conn *c,
 static bool flush_out(struct conn *c)
 {
 	size_t done = 0;
+	if (c->kst && c->out_len)
+		kstate_sending(c->kst, c->out_len); /* keeper */
 	while (done < c->out_len) {
 		ssize_t n = send(c->sock, c->out + done, c->out_len - done,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -502,6 +529,8 @@ static bool flush_out(struct conn *c)
 		}
 		done += (size_t)n;
 	}
+	if (c->kst)
+		kstate_sent(c->kst, done); /* keeper: replies sent are done */
 	memmove(c->out, c->out + done, c->out_len - done);
 	c->out_len -= done;
 	return true;
@@ -534,7 +563,7 @@ static uint32_t conn_sock_events(const struct conn *c)
 }
 
 static bool serve_request(struct pagein_server *srv, struct conn *c,
-			  const struct fault_request *rq)
+			  const struct fault_request *rq, struct state_request *je)
 {
 	uint64_t len;
 	bool zero;
@@ -556,6 +585,8 @@ static bool serve_request(struct pagein_server *srv, struct conn *c,
 	} else {
 		n = protocol_format_reply(reply, sizeof(reply), rq, len, zero, NULL);
 	}
+	if (c->kst && n >= 0)
+		kstate_request_queued(c->kst, je, (size_t)n); /* keeper */
 	if (n < 0 || !queue_reply(c, reply, (size_t)n)) {
 		server_end_conn(srv, c, END_FAILED, "cannot send a fault reply");
 		return false;
@@ -566,6 +597,14 @@ static bool serve_request(struct pagein_server *srv, struct conn *c,
 static bool feed_requests(struct pagein_server *srv, struct conn *c,
 			  const char *buf, size_t len)
 {
+	/* keeper: buf was appended to the journal's raw bytes, after what
+	 * the decoder already holds (carry). */
+	size_t carry = 0;
+	if (c->kst) {
+		size_t l;
+		kstate_raw(c->kst, &l);
+		carry = l >= len ? l - len : 0;
+	}
 	while (len) {
 		size_t used;
 		struct fault_request rq;
@@ -577,7 +616,13 @@ static bool feed_requests(struct pagein_server *srv, struct conn *c,
 			server_end_conn(srv, c, END_FAILED, why);
 			return false;
 		}
-		if (r == DECODE_VALUE && !serve_request(srv, c, &rq))
+		struct state_request *je = NULL;
+		if (r == DECODE_VALUE && c->kst) { /* keeper: pending, then parsed */
+			je = kstate_request_push(c->kst, &rq);
+			kstate_raw_consume(c->kst, carry + used);
+			carry = 0;
+		}
+		if (r == DECODE_VALUE && !serve_request(srv, c, &rq, je))
 			return false;
 		buf += used;
 		len -= used;
@@ -619,6 +664,22 @@ static bool on_eof(struct pagein_server *srv, struct conn *c)
 	return true;
 }
 
+/* keeper: a request-stream read that a SIGKILL cannot lose: the bytes
+ * are peeked, journalled as raw bytes, then consumed. */
+static ssize_t journalled_recv(struct conn *c, struct msghdr *mh)
+{
+	ssize_t n = recv(c->sock, mh->msg_iov[0].iov_base, mh->msg_iov[0].iov_len,
+			 MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return n < 0 ? n : recvmsg(c->sock, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	kstate_raw_append(c->kst, mh->msg_iov[0].iov_base, (size_t)n);
+	kstate_peeked(c->kst, (size_t)n);
+	mh->msg_iov[0].iov_len = (size_t)n;
+	ssize_t m = recvmsg(c->sock, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	kstate_peeked(c->kst, 0);
+	return m;
+}
+
 static bool on_sock_locked(struct pagein_server *srv, struct conn *c)
 {
 	if (c->out_len) {
@@ -651,7 +712,9 @@ static bool on_sock_locked(struct pagein_server *srv, struct conn *c)
 		};
 		if (c->state == CONN_SESSION)
 			iov.iov_len = REQUEST_BYTES_PER_WAKE;
-		ssize_t n = recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		ssize_t n = c->kst && c->state == CONN_SESSION
+				    ? journalled_recv(c, &mh) /* keeper */
+				    : recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -723,4 +786,171 @@ bool conn_on_pidfd(struct pagein_server *srv, struct conn *c)
 {
 	server_end_conn(srv, c, END_VMM_EXITED, NULL);
 	return false;
+}
+
+/* ---- keeper: a session handed over by the keeper ---------------------- */
+
+/* Serves again the requests whose replies never completely left (a page
+ * already PRESENT just gets its reply), then the bytes read but not yet
+ * parsed. Caller holds sock_lock. */
+static bool resume_requests(struct pagein_server *srv, struct conn *c)
+{
+	struct state_hdr *h = c->kst->hdr;
+	kstate_recover_sent(c->kst);
+	char sock_head[STATE_RAW_CAP];
+	ssize_t hn = recv(c->sock, sock_head, sizeof(sock_head), MSG_PEEK | MSG_DONTWAIT);
+	kstate_recover_peeked(c->kst, sock_head, hn > 0 ? (size_t)hn : 0);
+	uint64_t head = atomic_load(&h->rq_head), tail = atomic_load(&h->rq_tail);
+	size_t n = tail - head > STATE_REQUEST_SLOTS ? STATE_REQUEST_SLOTS : (size_t)(tail - head);
+	struct fault_request *rqs = n ? calloc(n, sizeof(*rqs)) : NULL;
+	if (n && !rqs)
+		return refuse(srv, c, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const struct state_request *e = &c->kst->rq[(head + i) % STATE_REQUEST_SLOTS];
+		rqs[i].vcpu = e->vcpu;
+		rqs[i].offset = e->offset;
+		rqs[i].flags = e->flags;
+		memcpy(rqs[i].token, e->token, sizeof(rqs[i].token));
+	}
+	atomic_store(&h->rq_head, 0);
+	atomic_store(&h->rq_tail, 0);
+	atomic_store(&h->out_queued, 0);
+	atomic_store(&h->out_sent, 0);
+	atomic_store(&h->out_sending, 0);
+	if (n)
+		server_log(srv, PAGEIN_LOG_INFO, c, "requests_replayed",
+			   "serving again %zu fault request%s whose reply was not sent", n, n == 1 ? "" : "s");
+	for (size_t i = 0; i < n; i++)
+		if (!serve_request(srv, c, &rqs[i], kstate_request_push(c->kst, &rqs[i]))) {
+			free(rqs);
+			return false;
+		}
+	free(rqs);
+	size_t len;
+	const char *raw = kstate_raw(c->kst, &len);
+	if (!len)
+		return true;
+	char buf[STATE_RAW_CAP];
+	memcpy(buf, raw, len);
+	return feed_requests(srv, c, buf, len);
+}
+
+int conn_adopt(struct pagein_server *srv, struct kstate *k, int sock, int pidfd,
+	       int uffd, int mem_fd, int bitmap_fd, struct pagein_error *err)
+{
+	struct conn *c = conn_new(srv, sock);
+	if (!c || server_add_conn(srv, c) < 0) {
+		if (c)
+			conn_free(c);
+		else
+			close(sock);
+		int fds[] = {pidfd, uffd, mem_fd, bitmap_fd};
+		for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		kstate_free(k);
+		return pagein_fail(err, ENOMEM, "out of memory adopting a session");
+	}
+	struct state_hdr *h = k->hdr;
+	if (pidfd >= 0) { /* the one pinned at the first accept */
+		if (c->pidfd >= 0)
+			close(c->pidfd);
+		c->pidfd = pidfd;
+	}
+	c->kst = k;
+	c->id = h->id;
+	c->pid = h->pid;
+	snprintf(c->name, sizeof(c->name), "vm%u pid %d", c->id, (int)c->pid);
+	unsigned want = c->id, cur = atomic_load(&srv->next_id);
+	while (cur < want && !atomic_compare_exchange_weak(&srv->next_id, &cur, want))
+		;
+	c->got_fds = true;
+	c->fds[0] = uffd;
+	c->fds[1] = mem_fd;
+	c->fds[2] = bitmap_fd;
+	c->nfds = 3;
+	atomic_fetch_add(&c->refs, 1); /* ours, while ending it may drop the table's */
+	pthread_mutex_lock(&c->sock_lock);
+	struct pagein_region regions[STATE_MAX_REGIONS];
+	for (uint32_t i = 0; i < h->nregions; i++)
+		regions[i] = (struct pagein_region){
+			.host_addr = h->regions[i].host_addr,
+			.size = h->regions[i].size,
+			.offset = h->regions[i].offset,
+			.page_size = h->regions[i].page_size,
+		};
+	struct pagein_session_config cfg = {
+		.regions = regions,
+		.nregions = h->nregions,
+		.uffd = uffd,
+		.mem_fd = mem_fd,
+		.bitmap_fd = bitmap_fd,
+		.source = srv->source,
+		.name = c->name,
+		.on_corrupt = srv->cfg.on_corrupt,
+		.fault_around = srv->cfg.fault_around,
+		.record = srv->record_path != NULL,
+		.on_event = on_session_event,
+		.event_opaque = c,
+	};
+	struct pagein_session *s;
+	int r = session_new_state(&cfg, k, &s, err);
+	bool ok = r == 0;
+	if (!ok) {
+		char why[320];
+		snprintf(why, sizeof(why), "cannot adopt the session: %s", err->msg);
+		refuse(srv, c, why);
+		goto out;
+	}
+	c->session = s;
+	for (int i = 0; i < 3; i++)
+		c->fds[i] = -1;
+	c->nfds = 0;
+	struct recover_stats rs;
+	r = session_recover(s, &rs);
+	if (r < 0) {
+		server_end_conn(srv, c, r == -ESRCH ? END_VMM_GONE : END_FAILED,
+				"recovering the session's state failed");
+		ok = false;
+		goto out;
+	}
+	metrics_session_start(srv, c);
+	c->state = CONN_SESSION;
+	json_decoder_free(c->dec);
+	c->dec = json_decoder_new(PROTOCOL_MAX_REQUEST);
+	if (!c->dec) {
+		ok = refuse(srv, c, "out of memory");
+		goto out;
+	}
+	server_log(srv, PAGEIN_LOG_INFO, c, "session_adopted",
+		   "session adopted from the keeper: %u region%s, %s protocol; fills in flight: %" PRIu64
+		   " present, %" PRIu64 " absent, %" PRIu64 " removed; %" PRIu64 " discard%s replayed; %" PRIu64 " pages present",
+		   h->nregions, h->nregions == 1 ? "" : "s", mem_fd >= 0 ? "secret-hiding" : "mainline",
+		   rs.filling_present, rs.filling_absent, rs.filling_removed, rs.removes_replayed,
+		   rs.removes_replayed == 1 ? "" : "s", rs.pages_present);
+	struct pagein_prefetch pf = {
+		.offsets = srv->working_set,
+		.count = srv->working_set_len,
+		.populate = srv->cfg.populate,
+	};
+	r = pagein_session_prefetch(s, &pf, err);
+	if (r < 0) {
+		server_end_conn(srv, c, r == -ESRCH ? END_VMM_GONE : END_FAILED,
+				err->msg[0] ? err->msg : strerror(-r));
+		ok = false;
+		goto out;
+	}
+	atomic_store_explicit(&c->published, s, memory_order_release);
+	if (server_watch_session(srv, c) < 0) {
+		ok = refuse(srv, c, "cannot watch the session's fds");
+		goto out;
+	}
+	ok = resume_requests(srv, c);
+	if (ok && server_watch_sock(srv, c, conn_sock_events(c)) < 0)
+		ok = refuse(srv, c, "cannot watch the socket");
+out:
+	pthread_mutex_unlock(&c->sock_lock);
+	if (atomic_fetch_sub(&c->refs, 1) == 1)
+		conn_free(c);
+	return ok ? 0 : -EIO;
 }

@@ -9,13 +9,24 @@ int page_table_init(struct page_table *pt, size_t npages)
 {
 	pt->npages = npages;
 	pt->progress = NULL;
+	pt->external = false;
 	pt->state = calloc(npages ? npages : 1, sizeof(*pt->state));
 	return pt->state ? 0 : -ENOMEM;
 }
 
+/* keeper: the table lives in a session's state memfd (state.h). */
+void page_table_init_at(struct page_table *pt, size_t npages, _Atomic uint8_t *mem)
+{
+	pt->npages = npages;
+	pt->progress = NULL;
+	pt->external = true;
+	pt->state = mem;
+}
+
 void page_table_fini(struct page_table *pt)
 {
-	free((void *)pt->state);
+	if (!pt->external)
+		free((void *)pt->state);
 	pt->state = NULL;
 	pt->npages = 0;
 }

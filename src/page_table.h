@@ -65,10 +65,13 @@ struct page_table {
 	size_t npages;
 	_Atomic uint8_t *state;
 	struct page_progress *progress; /* may be NULL */
+	bool external;                  /* state is not ours (page_table_init_at) */
 };
 
 int page_table_init(struct page_table *pt, size_t npages);
 void page_table_fini(struct page_table *pt);
+/* keeper: a table in memory someone else owns (a state memfd), as is. */
+void page_table_init_at(struct page_table *pt, size_t npages, _Atomic uint8_t *mem);
 
 static inline uint8_t page_load(const struct page_table *pt, size_t i)
 {

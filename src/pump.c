@@ -14,6 +14,7 @@
 #include "error.h"
 #include "fault.h"
 #include "source.h"
+#include "state.h"
 #include "uffd.h"
 
 /* uffd_msg per read(): one read returns up to this many events, so a burst
@@ -37,6 +38,9 @@
  * are flagged so that the filler installs zeros or ends REMOVED. */
 static void apply_remove(struct pagein_session *s, uint64_t start, uint64_t end)
 {
+	/* keeper: journalled before the table changes, so that a new engine
+	 * applies it if this one dies in between (state.h). */
+	struct state_remove *journal = s->kst ? kstate_remove_begin(s->kst, start, end) : NULL;
 	count(&s->n.removes, 1);
 	for (size_t i = 0; i < s->nregions; i++) {
 		struct region *rg = &s->regions[i];
@@ -53,6 +57,7 @@ static void apply_remove(struct pagein_session *s, uint64_t start, uint64_t end)
 		if (last > first)
 			count(&s->n.pages_removed, last - first);
 	}
+	kstate_remove_end(journal);
 }
 
 static int queue_push(struct fault_queue *q, const struct uffd_msg *m,

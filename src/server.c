@@ -285,6 +285,17 @@ int server_watch_session(struct pagein_server *srv, struct conn *c)
 	return r;
 }
 
+/* keeper: an adopted connection (conn_adopt). */
+int server_add_conn(struct pagein_server *srv, struct conn *c)
+{
+	return table_add(&srv->conns, c);
+}
+
+int server_watch_sock(struct pagein_server *srv, struct conn *c, uint32_t events)
+{
+	return events ? watch(srv, EPOLL_CTL_ADD, c->sock, events, tag_of(c, WATCH_SOCK)) : 0;
+}
+
 static bool accept_paused_for_fds(int e)
 {
 	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;

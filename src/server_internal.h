@@ -64,6 +64,7 @@ struct conn {
 	pthread_mutex_t event_lock;
 	struct rate_limit event_log[2];
 	_Atomic(struct pagein_session *) published; /* for reports from other threads */
+	struct kstate *kst;    /* keeper: the session's state memfd, or NULL */
 };
 
 struct conn_table {
@@ -174,5 +175,15 @@ int server_listen_unix(const char *what, const char *path,
 void server_unlink_socket(const char *path, dev_t dev, ino_t ino);
 /* Charges handshake bytes to the daemon-wide budget; false if over. */
 bool server_charge_handshake(struct pagein_server *srv, struct conn *c, size_t n);
+
+/* keeper (keeper_link.c, conn.c, server.c) */
+struct kstate;
+/* A session the keeper hands over: resumes in the session state. Takes
+ * sock, pidfd (may be -1), uffd, mem_fd, bitmap_fd and k either way. */
+int conn_adopt(struct pagein_server *srv, struct kstate *k, int sock, int pidfd,
+	       int uffd, int mem_fd, int bitmap_fd, struct pagein_error *err);
+/* Puts c in the connection table / watches its socket for events. */
+int server_add_conn(struct pagein_server *srv, struct conn *c);
+int server_watch_sock(struct pagein_server *srv, struct conn *c, uint32_t events);
 
 #endif

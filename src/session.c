@@ -22,6 +22,7 @@
 #include "guard.h"
 #include "pump.h"
 #include "source.h"
+#include "state.h"
 #include "uffd.h"
 
 #ifndef RWF_NOWAIT
@@ -280,6 +281,12 @@ static void mark_holes(struct pagein_session *s)
 int pagein_session_new(const struct pagein_session_config *cfg,
 		       struct pagein_session **out, struct pagein_error *err)
 {
+	return session_new_state(cfg, NULL, out, err);
+}
+
+int session_new_state(const struct pagein_session_config *cfg, struct kstate *kst,
+		      struct pagein_session **out, struct pagein_error *err)
+{
 	int rr = reserved_check(cfg->reserved, RESERVED_WORDS_OF(cfg), "pagein_session_config", err);
 	if (rr < 0)
 		return rr;
@@ -333,7 +340,10 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 		struct region *rg = &s->regions[i];
 		rg->r = cfg->regions[i];
 		rg->page_shift = (uint64_t)__builtin_ctzll(rg->r.page_size);
-		if (page_table_init(&rg->pages, (size_t)(rg->r.size >> rg->page_shift)) < 0) {
+		if (kst) /* keeper: the table lives in the state memfd */
+			page_table_init_at(&rg->pages, (size_t)(rg->r.size >> rg->page_shift),
+					   kstate_table(kst, i));
+		else if (page_table_init(&rg->pages, (size_t)(rg->r.size >> rg->page_shift)) < 0) {
 			r = -ENOMEM;
 			goto fail;
 		}
@@ -378,6 +388,7 @@ int pagein_session_new(const struct pagein_session_config *cfg,
 	s->read_nowait = probe_read_nowait(cfg->uffd);
 	s->mem_fd = cfg->mem_fd;
 	s->bitmap_fd = cfg->bitmap_fd;
+	s->kst = kst;
 	*out = s;
 	return 0;
 fail:

@@ -105,6 +105,9 @@ struct pagein_session {
 	/* Faults parked on remote fetches (source_http.c); NULL when the
 	 * source is local. */
 	struct park_handle *park;
+	/* keeper: the state memfd holding the page tables and the remove
+	 * journal (state.h), or NULL. */
+	struct kstate *kst;
 
 	/* The prefetch thread (prefetch.c). */
 	struct prefetcher *prefetch;
@@ -174,6 +177,12 @@ void session_event(struct pagein_session *s, enum pagein_event_kind kind,
 /* First-touch order (config.record). */
 void session_record_touch(struct pagein_session *s, const struct region *rg,
 			  size_t idx, enum page_state prev);
+
+/* keeper: pagein_session_new with the page tables in k's memfd (kept as
+ * they are when adopt, else zeroed: ABSENT). The session does not own k. */
+struct kstate;
+int session_new_state(const struct pagein_session_config *cfg, struct kstate *k,
+		      struct pagein_session **out, struct pagein_error *err);
 
 /* prefetch.c: stops and joins the prefetch thread, if any. */
 void prefetch_stop(struct pagein_session *s);

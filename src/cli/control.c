@@ -6,12 +6,14 @@
  * by one thread, one client at a time: requests are short, and a client
  * that stalls is cut off after CONTROL_TIMEOUT_S. */
 #include "control.h"
+#include "keeper_link.h"
 
 #include <errno.h>
 #include <json-c/json.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +172,15 @@ static int start_served(struct served *sv, struct opt_err *e)
 	return 0;
 }
 
+/* keeper: the server adopted sessions go to (the only one). */
+struct pagein_server *daemon_first_server(void)
+{
+	pthread_mutex_lock(&D.lock);
+	struct pagein_server *srv = D.n ? D.s[0]->srv : NULL;
+	pthread_mutex_unlock(&D.lock);
+	return srv;
+}
+
 void daemon_launch(void)
 {
 	pthread_mutex_lock(&D.lock);
@@ -292,6 +303,8 @@ void daemon_drain_all(unsigned drain_ms)
 	pthread_mutex_unlock(&D.lock);
 }
 
+static atomic_bool handing_over; /* keeper: SIGUSR2 */
+
 void daemon_stop_all(void)
 {
 	pthread_mutex_lock(&D.lock);
@@ -321,12 +334,27 @@ void daemon_wait(bool control)
 	D.n = 0;
 	D.stopping = true; /* no add from here on */
 	pthread_mutex_unlock(&D.lock);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		if (s[i]->running)
 			pthread_join(s[i]->thread, NULL);
-		served_free(s[i]);
+	if (atomic_load(&handing_over)) {
+		for (size_t i = 0; i < n; i++)
+			if (s[i]->srv)
+				keeper_quiesce(s[i]->srv);
+		/* keeper: the workers are done, every session stays as it is
+		 * (its state memfd complete): the next engine takes them. */
+		daemon_log(PAGEIN_LOG_INFO, "handed_over", "workers stopped; exiting for the new engine");
+		_exit(DAEMON_EXIT_HANDOVER);
 	}
+	for (size_t i = 0; i < n; i++)
+		served_free(s[i]);
 	free(s);
+}
+
+void daemon_hand_over(void)
+{
+	atomic_store(&handing_over, true);
+	daemon_stop_all();
 }
 
 /* ---- the control socket -------------------------------------------------- */

@@ -59,4 +59,12 @@ void control_stop(void);
 void daemon_log(enum pagein_log_level lvl, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* keeper: SIGUSR2: stop the workers without ending any session, then
+ * exit DAEMON_EXIT_HANDOVER from daemon_wait() for the next engine. */
+#define DAEMON_EXIT_HANDOVER 3
+void daemon_hand_over(void);
+
+/* keeper: the first server added (the one adopted sessions join). */
+struct pagein_server *daemon_first_server(void);
+
 #endif

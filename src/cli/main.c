@@ -22,6 +22,8 @@
 
 
 #include "control.h"
+#include "keeper.h"
+#include "keeper_link.h"
 #include "pagein.h"
 #include "serve_opts.h"
 
@@ -32,6 +34,8 @@
 int cmd_snapshot(int argc, char **argv) __attribute__((weak));
 int cmd_ctl(int argc, char **argv); /* ctl_cmd.c */
 
+/* main()'s argv: what the keeper runs again as its engine. */
+static char **main_argv;
 
 static void usage(FILE *f)
 {
@@ -143,6 +147,9 @@ static void serve_usage(FILE *f)
 		"                      added and removed while the daemon runs; then\n"
 		"                      --snapshot/--socket are optional, and the daemon\n"
 		"                      runs until SIGTERM even with no socket left\n"
+		"  --no-keeper         one process, without the keeper (see below);\n"
+		"                      --keeper (the default) asks for it; with\n"
+		"                      --control there is no keeper yet\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Log lines go to stderr (or --log-file), one per event, prefixed with\n"
@@ -155,7 +162,15 @@ static void serve_usage(FILE *f)
 		"still open then are ended (cause server_stopping; their VMMs are not\n"
 		"killed). A second SIGTERM or SIGINT stops at once. SIGHUP reopens\n"
 		"--log-file (there is no configuration file to re-read). SIGUSR1 logs\n"
-		"every open session's statistics.\n"
+		"every open session's statistics. SIGUSR2 upgrades: every session is\n"
+		"handed to the binary now at the path pagein was started from.\n"
+		"\n"
+		"The keeper: pagein serve is a small process that holds the listening\n"
+		"socket and every session's fds and state, and runs the engine as its\n"
+		"child; signals go to the keeper, which forwards them. If the engine\n"
+		"dies, a new one takes every session over at once (the guests pause,\n"
+		"they do not freeze); five deaths within 1 s of start in a row make the\n"
+		"keeper apply --on-failure and exit 1.\n"
 		"\n"
 		"systemd: with NOTIFY_SOCKET set (Type=notify) the daemon sends READY=1\n"
 		"once it listens, STATUS= lines (sessions open, draining) and STOPPING=1\n"
@@ -288,6 +303,8 @@ static void serve_signals(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGHUP);
 	sigaddset(set, SIGUSR1);
+	if (keeper_link_active())
+		sigaddset(set, SIGUSR2); /* keeper: hand over (an upgrade) */
 }
 
 struct sig_ctx {
@@ -323,6 +340,10 @@ static void *signal_thread(void *arg)
 			continue;
 		}
 		switch (sig) {
+		case SIGUSR2: /* keeper: an upgrade */
+			cli_log(PAGEIN_LOG_INFO, "handover", "SIGUSR2: stopping the workers to hand every session over to a new engine");
+			daemon_hand_over();
+			break;
 		case SIGUSR1:
 			daemon_report_all();
 			break;
@@ -348,11 +369,37 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
+/* keeper: the sessions the keeper hands over, until DONE. */
+static int adopt_sessions(void)
+{
+	struct pagein_server *srv = daemon_first_server();
+	for (;;) {
+		struct keeper_msg m;
+		int fds[KMSG_MAX_FDS], nfds;
+		int r = keeper_recv(keeper_link_fd(), &m, fds, &nfds, true);
+		if (r <= 0) {
+			fprintf(stderr, "pagein serve: the keeper's link: %s\n", r ? strerror(-r) : "closed");
+			return -1;
+		}
+		if (m.type == KMSG_DONE)
+			return 0;
+		if (m.type != KMSG_ADOPT || !srv) {
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+			continue;
+		}
+		struct pagein_error err = {{0}};
+		if (keeper_adopt(srv, &m, fds, nfds, &err) < 0 && err.msg[0])
+			pagein_server_log(srv, PAGEIN_LOG_ERROR, "adopt_failed", "%s: %s", m.name, err.msg);
+	}
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	static enum pagein_log_format log_format;
 	struct serve_opts o = {
 		.drain_s = DEFAULT_DRAIN_TIMEOUT_S,
+		.keeper = true, /* --no-keeper: one process, as before */
 		.cfg = {
 			.log_level = PAGEIN_LOG_INFO,
 			.fault_around = DEFAULT_FAULT_AROUND,
@@ -372,6 +419,14 @@ static int cmd_serve(int argc, char **argv)
 	}
 	log_format = o.log_format;
 	log_path = o.log_path;
+	/* keeper: this process is the engine of a keeper (keeper.c). */
+	const char *kfd = getenv(KEEPER_ENV);
+	if (kfd) {
+		int fd = atoi(kfd);
+		unsetenv(KEEPER_ENV);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		keeper_link_attach(fd);
+	}
 	/* Before any thread exists: it edits the environment. */
 	o.cfg.listen_fd = inherited_socket();
 	if (o.cfg.listen_fd < 0)
@@ -394,6 +449,12 @@ static int cmd_serve(int argc, char **argv)
 		serve_opts_free(&o);
 		return 2;
 	}
+	if (o.keeper && !kfd && !o.control_path) { /* keeper: this process keeps */
+		int r = keeper_run(main_argv, &o, log_fd);
+		serve_opts_free(&o);
+		return r;
+	}
+
 	/* Signals go to one thread (drain, stop, reopen the log, report);
 	 * workers inherit the blocked mask. */
 	sigset_t set;
@@ -426,6 +487,13 @@ static int cmd_serve(int argc, char **argv)
 		serve_opts_free(&o);
 		return 1;
 	}
+	if (kfd && adopt_sessions() < 0) {
+		daemon_stop_all();
+		daemon_wait(false);
+		pagein_metrics_free(metrics);
+		serve_opts_free(&o);
+		return 1;
+	}
 	/* It listens: from here on, everything goes to the log file. Errors
 	 * at start went to the terminal (or the journal) instead. */
 	if (log_fd >= 0) {
@@ -438,7 +506,10 @@ static int cmd_serve(int argc, char **argv)
 	pthread_t sig;
 	pthread_create(&sig, NULL, signal_thread, &x);
 	/* Connections queue on the sockets until the workers start. */
-	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)getpid());
+	/* Under a keeper, the keeper is the main process systemd watches. */
+	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)(kfd ? getppid() : getpid()));
+	if (kfd)
+		keeper_send_ready(daemon_first_server());
 	daemon_wait(control);
 	pthread_cancel(sig);
 	pthread_join(sig, NULL);
@@ -456,6 +527,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[1];
+	main_argv = argv;
 	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;

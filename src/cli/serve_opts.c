@@ -13,7 +13,7 @@
 
 /* Options of the daemon as a whole (log, metrics, control, drain):
  * refused by `pagein ctl add`. */
-#define DAEMON_WIDE "lLMWDC"
+#define DAEMON_WIDE "lLMWDCKN"
 
 static void opt_fail(struct opt_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -156,6 +156,8 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 		{"fetch-parallel", required_argument, NULL, 1004},
 		{"fetch-deadline", required_argument, NULL, 1005},
 		{"control", required_argument, NULL, 'C'},
+		{"keeper", no_argument, NULL, 'K'},
+		{"no-keeper", no_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -348,6 +350,12 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 			o->cfg.fetch_deadline_ms = (uint32_t)(d * 1000);
 			break;
 		}
+		case 'K':
+			o->keeper = true;
+			break;
+		case 'N':
+			o->keeper = false;
+			break;
 		case 'h':
 			o->help = true;
 			return 0;

@@ -24,6 +24,7 @@ struct serve_opts {
 	const char *control_path; /* --control */
 	uint32_t *allow_uids, *allow_gids; /* cfg's lists; owned */
 	bool help;                /* --help: nothing else was parsed */
+	bool keeper;              /* --keeper (keeper.c) */
 };
 
 /* One sentence: what is wrong and what to do. */
