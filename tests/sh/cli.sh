@@ -83,7 +83,9 @@ else
 fi
 RUN_AS=""
 # A live socket is refused, not taken over; a stale one is replaced.
-start_pagein "$WORK/snap"
+# --no-keeper: one process, so that kill -9 leaves the socket file behind
+# (with the keeper, the engine drains and removes it when its keeper dies).
+start_pagein "$WORK/snap" --no-keeper
 refused_at_start "--socket $SOCK: a server is already listening there: stop it, or choose another path" \
 	--snapshot "$WORK/snap" --socket "$SOCK"
 [ -S "$SOCK" ] || fail "the refused second server removed the live socket"
