@@ -71,10 +71,13 @@ enum cstate { C_NONE, C_QUEUED, C_INFLIGHT };
 
 /* Fetch priorities. A chunk a fault or a stage-2 request waits on goes out
  * first, even past `parallel` (RESERVE more requests), and only with
- * neighbours that are as urgent (a small range lands soonest); working-set
- * chunks next; background population last, in at most half the slots, so
- * that it never fills the link while a fault waits. */
-enum { PRI_BG, PRI_WS, PRI_FAULT, NPRI };
+ * neighbours that are as urgent (a small range lands soonest); then the
+ * one chunk the prefetch thread waits on (it holds claimed pages a vCPU
+ * may fault on meanwhile: that fault waits for its fill, not for a fetch of
+ * its own); then working-set chunks fetched ahead; background ones last,
+ * in at most half the slots, so that they never fill the link while a
+ * fault waits. */
+enum { PRI_BG, PRI_WS, PRI_WAIT, PRI_FAULT, NPRI };
 #define RESERVE 2
 
 struct chunkst {
@@ -110,6 +113,8 @@ struct xfer {
 	unsigned pri;
 	unsigned char *buf;
 	bool overflow;
+	char ebody[1024];   /* the start of an error answer (S3's <Code>) */
+	size_t elen;
 	struct xfer *next;  /* in flight */
 };
 
@@ -469,8 +474,13 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *arg)
 	size_t n = sz * nm;
 	long code = 0;
 	curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &code);
-	if (code != 200 && code != 206)
-		return n; /* an error page: the status says it all */
+	if (code != 200 && code != 206) {
+		/* An error page: keep its start, for S3's <Code>. */
+		size_t k = n < sizeof(x->ebody) - x->elen ? n : sizeof(x->ebody) - x->elen;
+		memcpy(x->ebody + x->elen, p, k);
+		x->elen += k;
+		return n;
+	}
 	if (x->got + n > x->len) {
 		x->overflow = true; /* not our range (a 200 with the whole object) */
 		return 0;
@@ -750,9 +760,16 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 		fail_locked(rm, c, -EIO);
 	}
 	mem_evict_locked(rm);
-	if (!ok)
+	if (!ok && rm->s3 && cc == CURLE_OK && code >= 300) {
+		/* e.g. credentials rotated or expired since the start: S3's
+		 * own sentence, not a transfer error. */
+		char d[160];
+		s3_describe_error(code, x->ebody, x->elen, d, sizeof(d));
+		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: %s", rm->shown, d);
+	} else if (!ok) {
 		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: HTTP %ld, %s",
 			 rm->shown, code, curl_easy_strerror(cc));
+	}
 	pthread_mutex_unlock(&rm->lock);
 	xfer_free(rm, x);
 }
@@ -871,8 +888,8 @@ static int r_ensure(void *arg, uint64_t c)
 		}
 		/* A fault (parked or MINOR) or a stage-2 request jumps the
 		 * queue; the prefetch thread (working set, then population)
-		 * does not. */
-		want_locked(rm, c, !tls.cancel ? PRI_FAULT : chunk_pri(rm, c));
+		 * comes next: it waits for this one chunk, holding pages. */
+		want_locked(rm, c, !tls.cancel ? PRI_FAULT : PRI_WAIT);
 		if (park) {
 			if (tls.off / cs_size == c && !tls.parked) {
 				if (rm->npark == rm->cappark) {
@@ -1080,6 +1097,7 @@ static int get_range(struct remote *rm, uint64_t a, uint64_t b, void *buf,
 		if (!e)
 			return pagein_fail(err, ENOMEM, "%s: cannot make a request", rm->shown);
 		x.got = 0;
+		x.elen = 0;
 		x.overflow = false;
 		x.e = e;
 		memset(hc, 0, sizeof(*hc));
@@ -1121,6 +1139,12 @@ static int get_range(struct remote *rm, uint64_t a, uint64_t b, void *buf,
 				   rm->shown, x.got, x.len);
 	if (code == 416)
 		return pagein_fail(err, EINVAL, "%s: HTTP 416: the object is shorter than a pagein snapshot header", rm->shown);
+	if (rm->s3) {
+		char d[160];
+		s3_describe_error(code, x.ebody, x.elen, d, sizeof(d));
+		return pagein_fail(err, code == 404 ? ENOENT : code == 403 || code == 401 ? EACCES : EIO,
+				   "%s: %s", rm->shown, d);
+	}
 	return pagein_fail(err, code == 404 ? ENOENT : code == 403 || code == 401 ? EACCES : EIO,
 			   "%s: HTTP %ld%s", rm->shown, code,
 			   code == 404 ? " (not found): check the URL" :
