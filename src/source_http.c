@@ -708,6 +708,18 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 	pthread_mutex_lock(&rm->lock);
 	rm->st.bytes += x->got;
 	rm->inflight_bytes -= x->len;
+	/* Before the chunks fail: the faults woken by that may end their
+	 * session, whose line shows this. */
+	if (!ok && rm->s3 && cc == CURLE_OK && code >= 300) {
+		/* e.g. credentials rotated or expired since the start: S3's
+		 * own sentence, not a transfer error. */
+		char d[160];
+		s3_describe_error(code, x->ebody, x->elen, d, sizeof(d));
+		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: %s", rm->shown, d);
+	} else if (!ok) {
+		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: HTTP %ld, %s",
+			 rm->shown, code, curl_easy_strerror(cc));
+	}
 	if (ok)
 		note_version(rm, x->e);
 	for (uint64_t i = 0; i < x->n; i++) {
@@ -760,16 +772,6 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 		fail_locked(rm, c, -EIO);
 	}
 	mem_evict_locked(rm);
-	if (!ok && rm->s3 && cc == CURLE_OK && code >= 300) {
-		/* e.g. credentials rotated or expired since the start: S3's
-		 * own sentence, not a transfer error. */
-		char d[160];
-		s3_describe_error(code, x->ebody, x->elen, d, sizeof(d));
-		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: %s", rm->shown, d);
-	} else if (!ok) {
-		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: HTTP %ld, %s",
-			 rm->shown, code, curl_easy_strerror(cc));
-	}
 	pthread_mutex_unlock(&rm->lock);
 	xfer_free(rm, x);
 }
