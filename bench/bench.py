@@ -1509,7 +1509,7 @@ def main():
                     help="real guest image for the format section (auto: scripts/make-guest-image.sh)")
     ap.add_argument("--render", metavar="JSON",
                     help="only redraw the plots and rewrite the doc from a results file")
-    ap.add_argument("--only", default=None, help="targeted run: these workloads (w1,w2,w3,w5)")
+    ap.add_argument("--only", default=None, help="targeted run: these workloads (w1,w2,w3,w5), or remote: the remote section alone")
     ap.add_argument("--configs", default="pagein-fa,pagein-none,pagein-fa64",
                     help="targeted run: these configurations; ratios are to the first")
     a = ap.parse_args()
@@ -1572,6 +1572,17 @@ def run_targeted(a):
     subprocess.run(["cat", snap], stdout=subprocess.DEVNULL, check=True)
     npages = a.size // PAGE
     wls = {}
+    if a.only == "remote":  # the remote section alone (w1 over HTTP)
+        run_trace, ws, _ = prepare_w1(b, snap, npages, "synthetic")
+        try:
+            rem = bench_remote.run_remote(b, a, snap, run_trace, ws, Handler)
+        finally:
+            b.cleanup()
+        print("commit %s, %s, %s, load %.2f" % (git("rev-parse", "--short", "HEAD"),
+              os.path.basename(snap), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              os.getloadavg()[0]))
+        print(json.dumps(rem, indent=1, default=str))
+        return
     ws_file = None
     for wl in a.only.split(","):
         if wl == "w1":

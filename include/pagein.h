@@ -399,14 +399,17 @@ struct pagein_server_config {
 	 * AWS); cache_dir: chunk cache shared by sessions, processes and
 	 * restarts (NULL: none), bounded by cache_size bytes (0: 1 GiB);
 	 * fetch_parallel: range requests in flight (0: 8); fetch_deadline_ms:
-	 * a chunk not fetched by then fails the session needing it (0: 30 s). */
+	 * a chunk not fetched by then fails the session needing it (0: 30 s);
+	 * ca_file: PEM CA certificates trusted for https:// (NULL: the
+	 * system's). */
 	const char *s3_endpoint;
 	const char *cache_dir;
 	uint64_t cache_size;
 	uint32_t fetch_parallel;
 	uint32_t fetch_deadline_ms;
+	const char *ca_file;
 	/* Keep last: new fields go above, taking words from here. */
-	uint64_t reserved[PAGEIN_RESERVED_WORDS - 5]; /* zero it */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS - 6]; /* zero it */
 };
 
 struct pagein_server;

@@ -3,7 +3,7 @@
 # the toolchain and libraries, and what the tests start themselves (spin
 # for the model; qemu, a kernel image and busybox for the real-guest test;
 # prometheus for the metrics test; systemd for systemd-socket-activate in
-# the lifecycle test; nginx-light and python3 for the remote-snapshot tests;
+# the lifecycle test; nginx-light, python3 and openssl (a test CA) for the remote-snapshot tests;
 # libcurl and, when no npm is on the PATH, nodejs and npm for the s3://
 # test's S3 server, tests/tools/s3server), and scdoc for the man pages. debhelper
 # and dpkg-dev (the Debian package) are installed by
@@ -11,7 +11,7 @@
 set -e
 need=""
 for p in gcc make pkg-config libjson-c-dev libzstd-dev libxxhash-dev libcmocka-dev libmicrohttpd-dev libssl-dev libcurl4-openssl-dev scdoc spin \
-	nginx-light python3 \
+	nginx-light python3 openssl \
 	qemu-system-x86 linux-image-cloud-amd64 busybox-static prometheus systemd; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done

@@ -276,9 +276,10 @@ static void remote_suffix(struct pagein_server *srv, char *line, size_t len)
 	size_t n = strlen(line);
 	snprintf(line + n, len - n,
 		 "; remote (daemon totals): %" PRIu64 " fetches, %.1f MiB fetched, %" PRIu64
-		 " retries, cache %" PRIu64 " hits/%" PRIu64 " misses, %" PRIu64 " faults parked%s%s",
+		 " retries, cache %" PRIu64 " hits/%" PRIu64 " misses, %" PRIu64 " faults parked, %s%s%s",
 		 rs.fetches, (double)rs.bytes / (1 << 20), rs.retries, rs.cache_hits,
-		 rs.cache_misses, rs.parked, rs.last_error[0] ? "; last fetch error: " : "",
+		 rs.cache_misses, rs.parked, rs.http_version[0] ? rs.http_version : "HTTP ?",
+		 rs.last_error[0] ? "; last fetch error: " : "",
 		 rs.last_error);
 }
 

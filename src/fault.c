@@ -89,11 +89,12 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 				rq.first = lo;
 				rq.n = hi - lo;
 			}
-			if (!s->park || rq.op != FILL_OP_MAP)
+			if (!s->park || (rq.op != FILL_OP_MAP && rq.op != FILL_OP_MINOR))
 				return fill(s, &rq, err);
-			/* A remote chunk not here yet parks this fault instead of
-			 * waiting: the page goes back to ABSENT unanswered, and
-			 * the fetch wakes the vCPU, which faults again. */
+			/* A remote chunk not here yet parks this fault (MISSING
+			 * or MINOR) instead of waiting: the page goes back to
+			 * ABSENT unanswered, and the fetch wakes the vCPU, which
+			 * faults again. */
 			source_park_begin(s->park, page_offset(rg, idx), page_addr(rg, idx),
 					  rg->r.page_size);
 			int r = fill(s, &rq, err);

@@ -594,9 +594,27 @@ static int write_page(struct pagein_session *s, struct region *rg, size_t idx,
 	uint64_t off = page_offset(rg, idx), ps = rg->r.page_size;
 	int r;
 	*zero = true;
+	struct page_bytes pb;
+	bool have = false;
+	if (!reader && source_pagein_remote(s->source) &&
+	    !(page_load(&rg->pages, idx) & (PAGE_ZERO_FILL | PAGE_DISCARDED))) {
+		/* A remote chunk may wait for the network (a stage-2 request
+		 * or population on this thread, up to --fetch-deadline): get
+		 * the bytes before taking remove_lock, which the pump takes
+		 * exclusively for every read of the uffd. Held shared across
+		 * the wait, it would make the pump wait for the network. */
+		r = page_bytes_get(s, off, ps, &pb);
+		if (r < 0) {
+			*bad_chunk = pb.ext.bad_chunk;
+			return r;
+		}
+		have = true;
+	}
 	if (!reader)
 		pthread_rwlock_rdlock(&s->remove_lock); /* see fill_lock() */
 	if (page_load(&rg->pages, idx) & (PAGE_ZERO_FILL | PAGE_DISCARDED)) {
+		if (have) /* discarded meanwhile */
+			page_bytes_put(s, &pb);
 		/* Discarded: MADV_DONTNEED on shared memory keeps the page
 		 * cache (the guest's data stays); MADV_REMOVE punched it. Only
 		 * a hole needs zeros, and writing them overwrites no data. On
@@ -618,8 +636,7 @@ static int write_page(struct pagein_session *s, struct region *rg, size_t idx,
 				count(&s->n.pages_zeroed, 1);
 		}
 	} else {
-		struct page_bytes pb;
-		r = page_bytes_get(s, off, ps, &pb);
+		r = have ? 0 : page_bytes_get(s, off, ps, &pb);
 		if (r < 0) {
 			if (!reader)
 				pthread_rwlock_unlock(&s->remove_lock);
@@ -754,6 +771,15 @@ static int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
 		bool zero;
 		uint64_t bad_chunk = 0;
 		r = write_page(s, rg, idx, true, &zero, &bad_chunk, err);
+		if (r == -EINPROGRESS) {
+			/* A remote chunk in flight: the fault was parked (only
+			 * a parking fault gets -EINPROGRESS). The page goes back
+			 * unanswered; the chunk's landing wakes the vCPU, whose
+			 * retry raises a new MINOR fault. */
+			if (abandon_pages(s, rg, idx, idx + 1) || !source_park_parked())
+				wake_range(s, rg, idx, idx + 1); /* not parked: it retries */
+			return 0;
+		}
 		if (is_corruption(r)) {
 			note_corrupt(s, rg, idx, r, bad_chunk);
 			fail_corrupt(s, rg, idx, r, bad_chunk, err);

@@ -835,7 +835,7 @@ int pagein_server_new(const struct pagein_server_config *cfg,
 	struct source_remote_opts ro = {
 		.s3_endpoint = cfg->s3_endpoint, .cache_dir = cfg->cache_dir,
 		.cache_size = cfg->cache_size, .parallel = cfg->fetch_parallel,
-		.deadline_ms = cfg->fetch_deadline_ms,
+		.deadline_ms = cfg->fetch_deadline_ms, .ca_file = cfg->ca_file,
 	};
 	r = source_open_opts(cfg->snapshot_path, &ro, &srv->source, err);
 	if (r < 0)

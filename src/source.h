@@ -78,6 +78,7 @@ struct source_remote_opts {
 	uint64_t cache_size;      /* bytes; 0: 1 GiB */
 	unsigned parallel;        /* range requests in flight; 0: 8 */
 	unsigned deadline_ms;     /* a chunk not fetched by then fails; 0: 30 s */
+	const char *ca_file;      /* https: PEM CAs to trust; NULL: the system's */
 };
 
 /* http://, https:// or s3:// */
@@ -98,6 +99,7 @@ struct source_remote_stats {
 	uint64_t cache_evictions;
 	uint64_t failed_chunks; /* past the deadline, or refused */
 	uint64_t parked;       /* faults parked on a fetch */
+	char http_version[12]; /* negotiated by the last response: "HTTP/2", ... */
 	char last_error[192];
 };
 /* false if s is not remote. */

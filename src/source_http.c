@@ -7,7 +7,8 @@
  * driving libcurl's multi interface: connections are reused, HTTP/2 is
  * used where the server offers it, at most `parallel` range requests are
  * in flight, and chunks wanted together that sit next to each other in
- * the object go out as one range (up to COALESCE_MAX bytes). A fetched
+ * the object go out as one range (up to COALESCE_MAX bytes), by priority
+ * (faults first, then the working set, then population: PRI_*). A fetched
  * chunk's stored bytes are checked against its XXH3 checksum, kept in
  * memory (bounded) and written to the cache directory.
  *
@@ -68,9 +69,20 @@
 
 enum cstate { C_NONE, C_QUEUED, C_INFLIGHT };
 
+/* Fetch priorities. A chunk a fault or a stage-2 request waits on goes out
+ * first, even past `parallel` (RESERVE more requests), and only with
+ * neighbours that are as urgent (a small range lands soonest); then the
+ * one chunk the prefetch thread waits on (it holds claimed pages a vCPU
+ * may fault on meanwhile: that fault waits for its fill, not for a fetch of
+ * its own); then working-set chunks fetched ahead; background ones last,
+ * in at most half the slots, so that they never fill the link while a
+ * fault waits. */
+enum { PRI_BG, PRI_WS, PRI_WAIT, PRI_FAULT, NPRI };
+#define RESERVE 2
+
 struct chunkst {
 	uint8_t state;
-	bool urgent;
+	uint8_t pri;        /* PRI_*: the highest anyone asked for */
 	uint32_t tries;
 	uint64_t want_ns;   /* first wanted (the deadline runs from here) */
 	uint64_t next_ns;   /* queued: not before */
@@ -98,8 +110,11 @@ struct xfer {
 	struct curl_slist *hdrs;
 	uint64_t first, n;  /* ranks in file order */
 	uint64_t start, len, got;
+	unsigned pri;
 	unsigned char *buf;
 	bool overflow;
+	char ebody[1024];   /* the start of an error answer (S3's <Code>) */
+	size_t elen;
 	struct xfer *next;  /* in flight */
 };
 
@@ -114,6 +129,7 @@ struct remote {
 	unsigned parallel;
 	uint64_t deadline_ns;
 	char *cache_dir;
+	char *ca_file;           /* NULL: the system's CAs */
 	bool private_cache;      /* made by us (no --cache-dir): removed at the end */
 	uint64_t cache_size, cache_used;
 	char key[17];
@@ -124,7 +140,7 @@ struct remote {
 	uint64_t mem_bytes, mem_seq;
 	uint64_t unused_bytes;   /* landed and not read yet */
 	uint64_t inflight_bytes; /* requested, not landed */
-	uint64_t *queue;         /* wanted chunks, urgent ones first when picked */
+	uint64_t *queue;         /* wanted chunks, by priority when picked */
 	size_t nqueue, capqueue;
 	struct parked *park;
 	size_t npark, cappark;
@@ -133,6 +149,7 @@ struct remote {
 
 	CURLM *multi;
 	struct xfer *inflight;   /* fetcher thread only */
+	int running[NPRI];       /* requests in flight per priority (fetcher thread) */
 	pthread_t thread;
 	bool started;
 };
@@ -358,20 +375,24 @@ static bool queue_push_locked(struct remote *rm, uint64_t c)
 	return true;
 }
 
-static void want_locked(struct remote *rm, uint64_t c, bool urgent)
+static void want_locked(struct remote *rm, uint64_t c, unsigned pri)
 {
 	struct chunkst *cs = &rm->c[c];
 	if (cs->mem || !rm->m->chunks[c].stored)
 		return;
 	if (cs->state != C_NONE) {
-		cs->urgent |= urgent;
+		if (pri > cs->pri) {
+			cs->pri = pri;
+			if (cs->state == C_QUEUED && rm->multi)
+				curl_multi_wakeup(rm->multi); /* it may go out now */
+		}
 		return;
 	}
 	if (!queue_push_locked(rm, c))
 		return;
 	uint64_t now = mono_ns();
 	cs->state = C_QUEUED;
-	cs->urgent = urgent;
+	cs->pri = pri;
 	cs->tries = 0;
 	cs->want_ns = now;
 	cs->next_ns = now;
@@ -380,7 +401,7 @@ static void want_locked(struct remote *rm, uint64_t c, bool urgent)
 }
 
 /* Over MEM_LIMIT: frees the oldest chunks already read (decompressed
- * since), then, if still over (urgent fetches do not wait for room), the
+ * since), then, if still over (fetches do not wait for room), the
  * oldest not read yet (in the cache directory if there is one). */
 static void mem_evict_locked(struct remote *rm)
 {
@@ -453,8 +474,13 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *arg)
 	size_t n = sz * nm;
 	long code = 0;
 	curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &code);
-	if (code != 200 && code != 206)
-		return n; /* an error page: the status says it all */
+	if (code != 200 && code != 206) {
+		/* An error page: keep its start, for S3's <Code>. */
+		size_t k = n < sizeof(x->ebody) - x->elen ? n : sizeof(x->ebody) - x->elen;
+		memcpy(x->ebody + x->elen, p, k);
+		x->elen += k;
+		return n;
+	}
 	if (x->got + n > x->len) {
 		x->overflow = true; /* not our range (a 200 with the whole object) */
 		return 0;
@@ -478,6 +504,8 @@ static CURL *easy_new(struct remote *rm, const char *range, struct curl_slist **
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 3L);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "pagein");
+	if (rm->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, rm->ca_file);
 	*hdrs = NULL;
 	if (rm->s3) {
 		char **h = NULL;
@@ -499,8 +527,27 @@ static CURL *easy_new(struct remote *rm, const char *range, struct curl_slist **
 	return e;
 }
 
+/* The HTTP version the response on e was received in (lock held). */
+static void note_version(struct remote *rm, CURL *e)
+{
+	long v = 0;
+	if (curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &v) != CURLE_OK)
+		return;
+	const char *s = v == CURL_HTTP_VERSION_1_0 ? "HTTP/1.0" :
+			v == CURL_HTTP_VERSION_1_1 ? "HTTP/1.1" :
+			v == CURL_HTTP_VERSION_2_0 ? "HTTP/2" :
+#ifdef CURL_HTTP_VERSION_3
+			v == CURL_HTTP_VERSION_3 ? "HTTP/3" :
+#endif
+			NULL;
+	if (s)
+		snprintf(rm->st.http_version, sizeof(rm->st.http_version), "%s", s);
+}
+
 static bool transient(CURLcode cc, long code)
 {
+	if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE)
+		return false; /* no retry makes a certificate trusted */
 	if (cc != CURLE_OK)
 		return true;
 	return code >= 500 || code == 408 || code == 429;
@@ -510,7 +557,7 @@ static bool queue_push_locked(struct remote *rm, uint64_t c);
 
 /* Starts one range request for the chunks of ranks [r0, r0+n), in flight
  * already (lock held). False if it could not: they are queued again. */
-static bool start_xfer(struct remote *rm, uint64_t r0, uint64_t n)
+static bool start_xfer(struct remote *rm, uint64_t r0, uint64_t n, unsigned pri)
 {
 	const struct snapshot_meta *m = rm->m;
 	uint64_t c0 = rm->by_off[r0], cl = rm->by_off[r0 + n - 1];
@@ -539,6 +586,7 @@ static bool start_xfer(struct remote *rm, uint64_t r0, uint64_t n)
 	}
 	x->first = r0;
 	x->n = n;
+	x->pri = pri;
 	x->start = start;
 	x->len = len;
 	curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, on_body);
@@ -556,29 +604,36 @@ static bool due(struct remote *rm, uint64_t c, uint64_t now)
 	return rm->c[c].state == C_QUEUED && rm->c[c].next_ns <= now;
 }
 
-/* Starts requests for due queued chunks while fewer than `parallel` are in
- * flight: urgent ones first; each extended over its queued neighbours in
- * the object. Returns how long to sleep at most (ms). */
+/* Starts requests for due queued chunks, by priority: fault chunks while
+ * fewer than parallel + RESERVE requests are in flight, working-set chunks
+ * while fewer than `parallel`, background ones while fewer than `parallel`
+ * in all and at most half of them background. Each is extended over its
+ * due queued neighbours in the object of at least its priority. Returns
+ * how long to sleep at most (ms). */
 static long dispatch(struct remote *rm, int *running)
 {
 	uint64_t now = mono_ns();
 	long sleep_ms = 1000;
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < rm->nqueue && *running < (int)rm->parallel;) {
+	int bg_max = rm->parallel > 1 ? (int)rm->parallel / 2 : 1;
+	for (int pri = PRI_FAULT; pri >= PRI_BG; pri--) {
+		int cap = pri == PRI_FAULT ? (int)rm->parallel + RESERVE : (int)rm->parallel;
+		for (size_t i = 0; i < rm->nqueue && *running < cap;) {
 			uint64_t c = rm->queue[i];
 			struct chunkst *cs = &rm->c[c];
 			if (cs->state != C_QUEUED) {
 				rm->queue[i] = rm->queue[--rm->nqueue];
 				continue;
 			}
-			if (pass == 0 && !cs->urgent) {
+			if (cs->pri != pri) {
 				i++;
 				continue;
 			}
-			/* Fetching ahead (not urgent) stops while what landed
-			 * unread plus what is in flight fills the memory bound:
-			 * it would only evict chunks before they are used. */
-			if (!cs->urgent && rm->unused_bytes + rm->inflight_bytes >= MEM_LIMIT) {
+			if (pri == PRI_BG && rm->running[PRI_BG] >= bg_max)
+				break;
+			/* Fetching ahead (not for a fault) stops while what
+			 * landed unread plus what is in flight fills the memory
+			 * bound: it would only evict chunks before they are used. */
+			if (pri != PRI_FAULT && rm->unused_bytes + rm->inflight_bytes >= MEM_LIMIT) {
 				if (sleep_ms > 50)
 					sleep_ms = 50;
 				i++;
@@ -597,18 +652,20 @@ static long dispatch(struct remote *rm, int *running)
 			 * that one bad request does not fail many chunks again. */
 			uint64_t cmax = COALESCE_MAX >> (cs->tries < 4 ? cs->tries : 4);
 			const struct snapshot_chunk *ch = rm->m->chunks;
-			while (lo > 0 && due(rm, rm->by_off[lo - 1], now) &&
+#define NEXT_OK(r) (due(rm, rm->by_off[r], now) && rm->c[rm->by_off[r]].pri >= pri)
+			while (lo > 0 && NEXT_OK(lo - 1) &&
 			       ch[rm->by_off[lo - 1]].offset + ch[rm->by_off[lo - 1]].stored == ch[rm->by_off[lo]].offset &&
 			       bytes + ch[rm->by_off[lo - 1]].stored <= cmax) {
 				lo--;
 				bytes += ch[rm->by_off[lo]].stored;
 			}
-			while (hi < rm->m->h.chunk_count && due(rm, rm->by_off[hi], now) &&
+			while (hi < rm->m->h.chunk_count && NEXT_OK(hi) &&
 			       ch[rm->by_off[hi - 1]].offset + ch[rm->by_off[hi - 1]].stored == ch[rm->by_off[hi]].offset &&
 			       bytes + ch[rm->by_off[hi]].stored <= cmax) {
 				bytes += ch[rm->by_off[hi]].stored;
 				hi++;
 			}
+#undef NEXT_OK
 			for (uint64_t r = lo; r < hi; r++) {
 				struct chunkst *q = &rm->c[rm->by_off[r]];
 				rm->inflight_bytes += rm->m->chunks[rm->by_off[r]].stored;
@@ -616,8 +673,10 @@ static long dispatch(struct remote *rm, int *running)
 				if (!q->tries)
 					q->want_ns = now; /* the deadline runs from the first request */
 			}
-			if (start_xfer(rm, lo, hi - lo))
+			if (start_xfer(rm, lo, hi - lo, (unsigned)pri)) {
 				(*running)++;
+				rm->running[pri]++;
+			}
 		}
 	}
 	if (rm->nqueue == 0)
@@ -649,6 +708,20 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 	pthread_mutex_lock(&rm->lock);
 	rm->st.bytes += x->got;
 	rm->inflight_bytes -= x->len;
+	/* Before the chunks fail: the faults woken by that may end their
+	 * session, whose line shows this. */
+	if (!ok && rm->s3 && cc == CURLE_OK && code >= 300) {
+		/* e.g. credentials rotated or expired since the start: S3's
+		 * own sentence, not a transfer error. */
+		char d[160];
+		s3_describe_error(code, x->ebody, x->elen, d, sizeof(d));
+		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: %s", rm->shown, d);
+	} else if (!ok) {
+		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: HTTP %ld, %s",
+			 rm->shown, code, curl_easy_strerror(cc));
+	}
+	if (ok)
+		note_version(rm, x->e);
 	for (uint64_t i = 0; i < x->n; i++) {
 		uint64_t c = rm->by_off[x->first + i];
 		const struct snapshot_chunk *ch = &rm->m->chunks[c];
@@ -699,9 +772,6 @@ static void finish_xfer(struct remote *rm, struct xfer *x, CURLcode cc)
 		fail_locked(rm, c, -EIO);
 	}
 	mem_evict_locked(rm);
-	if (!ok)
-		snprintf(rm->st.last_error, sizeof(rm->st.last_error), "%s: HTTP %ld, %s",
-			 rm->shown, code, curl_easy_strerror(cc));
 	pthread_mutex_unlock(&rm->lock);
 	xfer_free(rm, x);
 }
@@ -726,11 +796,12 @@ static void *fetcher(void *arg)
 			struct xfer *x = NULL;
 			CURLcode cc = msg->data.result;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+			rm->running[x->pri]--;
 			finish_xfer(rm, x, cc);
 			running--;
 		}
 		pthread_mutex_lock(&rm->lock);
-		bool more = rm->nqueue && running < (int)rm->parallel;
+		bool more = rm->nqueue && running < (int)rm->parallel + RESERVE;
 		pthread_mutex_unlock(&rm->lock);
 		long t = sleep_ms < 1000 ? sleep_ms : 1000;
 		if (running || more)
@@ -779,6 +850,13 @@ static void sweep_private(const char *parent)
 
 /* ---- chunk_remote_ops --------------------------------------------------- */
 
+/* What a fetch ahead of chunk c is worth: the working-set chunks are
+ * stored first, before ws_data_end. */
+static unsigned chunk_pri(const struct remote *rm, uint64_t c)
+{
+	return rm->m->chunks[c].offset < rm->m->h.ws_data_end ? PRI_WS : PRI_BG;
+}
+
 static int r_ensure(void *arg, uint64_t c)
 {
 	struct remote *rm = arg;
@@ -810,7 +888,10 @@ static int r_ensure(void *arg, uint64_t c)
 			pthread_mutex_unlock(&rm->lock);
 			return e;
 		}
-		want_locked(rm, c, true);
+		/* A fault (parked or MINOR) or a stage-2 request jumps the
+		 * queue; the prefetch thread (working set, then population)
+		 * comes next: it waits for this one chunk, holding pages. */
+		want_locked(rm, c, !tls.cancel ? PRI_FAULT : PRI_WAIT);
 		if (park) {
 			if (tls.off / cs_size == c && !tls.parked) {
 				if (rm->npark == rm->cappark) {
@@ -870,7 +951,7 @@ static void r_want(void *arg, uint64_t c)
 		return;
 	pthread_mutex_lock(&rm->lock);
 	if (!(rm->c[c].fail_until && mono_ns() < rm->c[c].fail_until))
-		want_locked(rm, c, false);
+		want_locked(rm, c, chunk_pri(rm, c));
 	pthread_mutex_unlock(&rm->lock);
 }
 
@@ -906,6 +987,7 @@ static void r_destroy(void *arg)
 		s3_target_free(rm->s3);
 	free(rm->url);
 	free(rm->shown);
+	free(rm->ca_file);
 	pthread_cond_destroy(&rm->landed);
 	pthread_mutex_destroy(&rm->lock);
 	free(rm);
@@ -1017,6 +1099,7 @@ static int get_range(struct remote *rm, uint64_t a, uint64_t b, void *buf,
 		if (!e)
 			return pagein_fail(err, ENOMEM, "%s: cannot make a request", rm->shown);
 		x.got = 0;
+		x.elen = 0;
 		x.overflow = false;
 		x.e = e;
 		memset(hc, 0, sizeof(*hc));
@@ -1028,6 +1111,8 @@ static int get_range(struct remote *rm, uint64_t a, uint64_t b, void *buf,
 		curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
 		cc = curl_easy_perform(e);
 		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+		if (cc == CURLE_OK)
+			note_version(rm, e); /* before the fetcher runs: no lock needed */
 		curl_easy_cleanup(e);
 		curl_slist_free_all(hdrs);
 		if (cc == CURLE_WRITE_ERROR && x.overflow && code == 200)
@@ -1045,6 +1130,10 @@ static int get_range(struct remote *rm, uint64_t a, uint64_t b, void *buf,
 		if (!transient(cc, code) && !(cc == CURLE_OK && code == 206))
 			break;
 	}
+	if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE)
+		return pagein_fail(err, EACCES,
+				   "%s: the server's TLS certificate was refused (%s): if it is signed by a private CA, give that CA with --ca-file FILE",
+				   rm->shown, curl_easy_strerror(cc));
 	if (cc != CURLE_OK)
 		return pagein_fail(err, EIO, "%s: %s", rm->shown, curl_easy_strerror(cc));
 	if (code == 206 || code == 200)
@@ -1052,6 +1141,12 @@ static int get_range(struct remote *rm, uint64_t a, uint64_t b, void *buf,
 				   rm->shown, x.got, x.len);
 	if (code == 416)
 		return pagein_fail(err, EINVAL, "%s: HTTP 416: the object is shorter than a pagein snapshot header", rm->shown);
+	if (rm->s3) {
+		char d[160];
+		s3_describe_error(code, x.ebody, x.elen, d, sizeof(d));
+		return pagein_fail(err, code == 404 ? ENOENT : code == 403 || code == 401 ? EACCES : EIO,
+				   "%s: %s", rm->shown, d);
+	}
 	return pagein_fail(err, code == 404 ? ENOENT : code == 403 || code == 401 ? EACCES : EIO,
 			   "%s: HTTP %ld%s", rm->shown, code,
 			   code == 404 ? " (not found): check the URL" :
@@ -1076,6 +1171,10 @@ int source_http_open(const char *url, const struct source_remote_opts *o,
 	pthread_mutex_init(&rm->lock, NULL);
 	pthread_cond_init(&rm->landed, NULL);
 	rm->shown = strdup(url);
+	if (o && o->ca_file && !(rm->ca_file = strdup(o->ca_file))) {
+		r_destroy(rm);
+		return -ENOMEM;
+	}
 	rm->parallel = o && o->parallel ? o->parallel : 8;
 	rm->deadline_ns = (o && o->deadline_ms ? o->deadline_ms : 30000) * 1000000ull;
 	int r;
@@ -1181,7 +1280,7 @@ int source_http_open(const char *url, const struct source_remote_opts *o,
 		return -ENOMEM;
 	}
 	curl_multi_setopt(rm->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(rm->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)rm->parallel);
+	curl_multi_setopt(rm->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)rm->parallel + RESERVE);
 	struct pagein_source *src;
 	r = source_pagein_new(-1, url, &m, &remote_ops, rm, &src);
 	if (r < 0) {

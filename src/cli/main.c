@@ -121,6 +121,8 @@ static void serve_usage(FILE *f)
 		"                      to end (default %.0f; 0 = stop at once)\n"
 		"  --s3-endpoint URL   for an s3://BUCKET/KEY snapshot: an S3-compatible\n"
 		"                      service (path-style), instead of AWS\n"
+		"  --ca-file FILE      PEM CA certificates to trust for https:// (and\n"
+		"                      https S3 endpoints), e.g. a private CA\n"
 		"  --cache-dir DIR     chunk cache for an http(s):// or s3:// snapshot,\n"
 		"                      shared by sessions, restarts and processes\n"
 		"  --cache-size SIZE   bound of --cache-dir (default 1G; LRU eviction)\n"

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Options of the daemon as a whole (log, metrics, control, drain):
  * refused by `pagein ctl add`. */
@@ -155,6 +156,7 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 		{"cache-size", required_argument, NULL, 1003},
 		{"fetch-parallel", required_argument, NULL, 1004},
 		{"fetch-deadline", required_argument, NULL, 1005},
+		{"ca-file", required_argument, NULL, 1006},
 		{"control", required_argument, NULL, 'C'},
 		{"keeper", no_argument, NULL, 'K'},
 		{"no-keeper", no_argument, NULL, 'N'},
@@ -322,6 +324,13 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 			break;
 		case 1001:
 			o->cfg.s3_endpoint = optarg;
+			break;
+		case 1006:
+			if (access(optarg, R_OK) < 0) {
+				FAIL("--ca-file %s: cannot read it: %s", optarg, strerror(errno));
+				return -1;
+			}
+			o->cfg.ca_file = optarg;
 			break;
 		case 1002:
 			o->cfg.cache_dir = optarg;

@@ -142,4 +142,22 @@ grep -qF "wrong-secret-0" "$WORK/bad.log" && fail "the log shows the secret acce
 note "a wrong secret: pagein refused to start: $(head -1 "$WORK/bad.log")"
 grep -qE "403|SignatureDoesNotMatch|forbidden|denied" "$WORK/bad.log" ||
 	note "(that message does not say the server answered 403 SignatureDoesNotMatch)"
+
+note "a 403 on a later range request (credentials expired meanwhile): S3's own sentence"
+# faultproxy.py in front of the S3 server answers every 3rd request 403
+# ExpiredToken: the two requests at open pass, the first chunk's does not.
+python3 "$top/tests/tools/faultproxy.py" --listen 0 --upstream "127.0.0.1:$PORT_checked" \
+	--fault 403 --fault-every 3 --port-file "$WORK/p403.port" >"$WORK/p403.log" 2>&1 &
+S3PIDS+=($!)
+for _ in $(seq 1 100); do
+	[ -s "$WORK/p403.port" ] && break
+	sleep 0.05
+done
+[ -s "$WORK/p403.port" ] || fail "faultproxy did not start: $(cat "$WORK/p403.log")"
+start_pagein "s3://snaps/$KEY" --s3-endpoint "http://127.0.0.1:$(cat "$WORK/p403.port")" --populate none
+"$VMMSIM" run --socket "$SOCK" --timeout 30 --snapshot "$WORK/mem.pgn" --expect "$WORK/mem.raw" \
+	--pattern random --touch 0.2 >"$WORK/403.out" 2>&1 && fail "a VM restored through a 403"
+expect_log "last fetch error: s3://snaps/.*: HTTP 403 ExpiredToken: the session token expired"
+grep -oE "last fetch error: .*" "$WORK/pagein.log" | tail -1
+stop_pagein
 exit 0

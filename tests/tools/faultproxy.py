@@ -3,7 +3,7 @@
 benchmarks of remote snapshots (python3 standard library only).
 
     faultproxy.py --listen PORT --upstream HOST:PORT [--delay-ms N]
-                  [--rate-mbit N] [--fault none|reset|503|truncate|stall]
+                  [--rate-mbit N] [--fault none|reset|503|403|truncate|stall]
                   [--fault-every N] [--port-file F]
 
 Each client connection gets its own upstream connection (kept alive);
@@ -11,7 +11,8 @@ requests are forwarded as they are, responses read whole (Content-Length)
 and sent back. --delay-ms waits before each response; --rate-mbit caps each
 connection's bandwidth; on every Nth request overall (--fault-every, default
 1) the --fault is injected: `reset` closes the client connection with a TCP
-RST and no answer, `503` answers 503 Service Unavailable, `truncate` sends
+RST and no answer, `503` answers 503 Service Unavailable, `403` answers
+403 with S3's ExpiredToken error body, `truncate` sends
 the headers and half the body then closes, `stall` sends the headers and
 nothing more (until the client gives up). --listen 0 picks a free port;
 --port-file writes the port there once listening. SIGTERM stops it.
@@ -107,6 +108,12 @@ def serve(client, args):
             if fault == "503":
                 client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
                 continue
+            if fault == "403":
+                b403 = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
+                        b'<Message>The provided token has expired.</Message></Error>')
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(b403) + b403)
+                continue
             for attempt in range(2):
                 try:
                     if up is None:
@@ -156,7 +163,7 @@ def main():
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--rate-mbit", type=float, default=0)
-    ap.add_argument("--fault", choices=["none", "reset", "503", "truncate", "stall"], default="none")
+    ap.add_argument("--fault", choices=["none", "reset", "503", "403", "truncate", "stall"], default="none")
     ap.add_argument("--fault-every", type=int, default=1)
     ap.add_argument("--port-file")
     args = ap.parse_args()
