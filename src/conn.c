@@ -235,6 +235,10 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 	/* Stop the session's helpers before the policy acts, so that the
 	 * statistics are final. */
 	pagein_session_stop(c->session);
+	/* A round another worker is serving counts its last fills (the fill
+	 * wakes the vCPU before it counts: a VMM that exits at once could
+	 * otherwise end its session one page short of "complete"). */
+	session_quiesce(c->session);
 	/* Lines the rate limit held back and no later line reported. */
 	pthread_mutex_lock(&c->event_lock);
 	uint64_t held[2] = {c->event_log[0].held, c->event_log[1].held};

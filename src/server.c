@@ -14,6 +14,7 @@
  * by half-sent handshakes daemon-wide; accept() failing for lack of fds or
  * memory pauses accepting (no busy loop) while open sessions go on. */
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -252,6 +253,17 @@ void server_end_conn(struct pagein_server *srv, struct conn *c,
 	pthread_mutex_unlock(&t->lock);
 	if (!mine)
 		return;
+	/* ESRCH from a fill means the VMM's memory is gone: it is exiting.
+	 * Its pidfd says so a moment later (the mm goes before the exit is
+	 * reported): wait briefly, so the cause is "VMM exited", the same
+	 * whichever of the two a worker saw first. */
+	if (why == END_VMM_GONE && c->pidfd >= 0) {
+		struct pollfd p = {.fd = c->pidfd, .events = POLLIN};
+		if (poll(&p, 1, 200) == 1 && (p.revents & POLLIN)) {
+			why = END_VMM_EXITED;
+			detail = NULL;
+		}
+	}
 	epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->sock, NULL);
 	if (c->pidfd >= 0)
 		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->pidfd, NULL);

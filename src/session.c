@@ -312,7 +312,15 @@ int session_new_state(const struct pagein_session_config *cfg, struct kstate *ks
 		return -ENOMEM;
 	snprintf(s->name, sizeof(s->name), "%s", cfg->name ? cfg->name : "vm");
 	pthread_mutex_init(&s->record_lock, NULL);
-	pthread_mutex_init(&s->reader_lock, NULL);
+	{
+		/* Error-checking: session_quiesce() may be called by a thread
+		 * that holds the pump role itself (it then need not wait). */
+		pthread_mutexattr_t ma;
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ERRORCHECK);
+		pthread_mutex_init(&s->reader_lock, &ma);
+		pthread_mutexattr_destroy(&ma);
+	}
 	pthread_mutex_init(&s->wait_lock, NULL);
 	pthread_mutex_init(&s->fail_lock, NULL);
 	pthread_condattr_t ca;
@@ -529,6 +537,12 @@ void pagein_session_stop(struct pagein_session *s)
 {
 	atomic_store(&s->stopping, true);
 	session_signal(s);
+}
+
+void session_quiesce(struct pagein_session *s)
+{
+	if (pthread_mutex_lock(&s->reader_lock) == 0)
+		pthread_mutex_unlock(&s->reader_lock);
 }
 
 void session_event(struct pagein_session *s, enum pagein_event_kind kind,

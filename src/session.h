@@ -166,6 +166,11 @@ enum wait_for {
 int session_wait(struct pagein_session *s, enum wait_for why, uint64_t gen,
 		 bool reader, struct pagein_error *err);
 
+/* Waits until a pump round in progress on another thread has ended (its
+ * fills done and counted): before a session's final statistics are read.
+ * Call after pagein_session_stop(); returns at once on the pump itself. */
+void session_quiesce(struct pagein_session *s);
+
 /* Wakes every waiter (a round ended, a page settled, the session stops). */
 void session_signal(struct pagein_session *s);
 

@@ -12,6 +12,7 @@
 #include "source.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,9 @@ struct raw_source {
 	const unsigned char *map;
 	struct data_extent *ext; /* sorted, disjoint */
 	size_t next;
+	/* The last window advise() asked the kernel for, [start, end):
+	 * consecutive runs of a working set mostly fall in one window. */
+	_Atomic uint64_t advised_start, advised_end;
 };
 
 static int find_data_extents(struct raw_source *r, uint64_t size)
@@ -136,6 +140,25 @@ static void raw_advise(struct pagein_source *s, uint64_t off, uint64_t len)
 	uint64_t b = (off + len + ADVISE_ALIGN - 1) & ~(uint64_t)(ADVISE_ALIGN - 1);
 	if (b > s->size)
 		b = s->size;
+	/* Asked already (best effort: racing callers may both ask). */
+	if (a >= atomic_load_explicit(&r->advised_start, memory_order_relaxed) &&
+	    b <= atomic_load_explicit(&r->advised_end, memory_order_relaxed))
+		return;
+	atomic_store_explicit(&r->advised_start, a, memory_order_relaxed);
+	atomic_store_explicit(&r->advised_end, b, memory_order_relaxed);
+	/* In the page cache already (a warm restore): a WILLNEED walk of
+	 * cached pages costs ~25 us per call for nothing (16k calls, 0.43 s
+	 * of a 512 MiB w1 replay by strace -c); mincore of the window costs
+	 * far less. */
+	unsigned char vec[ADVISE_ALIGN / 4096];
+	size_t n = (size_t)((b - a + 4095) / 4096);
+	if (r->map && n <= sizeof(vec) && mincore((void *)(r->map + a), b - a, vec) == 0) {
+		size_t i = 0;
+		while (i < n && (vec[i] & 1))
+			i++;
+		if (i == n)
+			return;
+	}
 	posix_fadvise(r->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
 }
 
