@@ -389,8 +389,13 @@ static int adopt_sessions(void)
 			continue;
 		}
 		struct pagein_error err = {{0}};
-		if (keeper_adopt(srv, &m, fds, nfds, &err) < 0 && err.msg[0])
-			pagein_server_log(srv, PAGEIN_LOG_ERROR, "adopt_failed", "%s: %s", m.name, err.msg);
+		if (keeper_adopt(srv, &m, fds, nfds, &err) < 0) {
+			if (err.msg[0])
+				pagein_server_log(srv, PAGEIN_LOG_ERROR, "adopt_failed", "%s: %s", m.name, err.msg);
+			/* The keeper (and systemd's fd store) let it go. */
+			struct keeper_msg d = {.type = KMSG_DROP, .id = m.id};
+			keeper_send(keeper_link_fd(), &d, NULL, 0);
+		}
 	}
 }
 
@@ -428,7 +433,7 @@ static int cmd_serve(int argc, char **argv)
 		keeper_link_attach(fd);
 	}
 	/* Before any thread exists: it edits the environment. */
-	o.cfg.listen_fd = inherited_socket();
+	o.cfg.listen_fd = o.keeper && !kfd && !o.control_path ? keeper_listen_fds() : inherited_socket();
 	if (o.cfg.listen_fd < 0)
 		return 2;
 	/* One socket from the command line, and/or any number added later
