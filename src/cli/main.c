@@ -177,7 +177,13 @@ static void serve_usage(FILE *f)
 		"when it drains or stops. With LISTEN_FDS/LISTEN_PID (socket activation,\n"
 		"one listening Unix stream socket) it serves the inherited socket instead\n"
 		"of creating one: --socket may then be left out, or must name the same\n"
-		"path; the daemon never unlinks a socket file it did not create.\n",
+		"path; the daemon never unlinks a socket file it did not create.\n"
+		"fd store: with NOTIFY_SOCKET set the keeper also stores every fd it\n"
+		"holds in systemd's fd store (FDNAME=s<id>-state|sock|uffd|pidfd|mem|\n"
+		"bitmap, and listen for a socket it created; FileDescriptorStoreMax=\n"
+		"in the unit) and removes them when the session ends; started again\n"
+		"with them in LISTEN_FDS/LISTEN_FDNAMES, it adopts every VM: a crash or\n"
+		"SIGKILL of the whole service loses none (SIGTERM still drains).\n",
 		DEFAULT_DRAIN_TIMEOUT_S);
 }
 
