@@ -8,7 +8,10 @@
 # secret-hiding stage-2 requests, each with balloon discards); the whole
 # daemon (keeper and engine) is SIGKILLed while they restore and is down
 # 1 s (the VMs stall on their faults); the new daemon must adopt all three
-# and every VM must end with "verify: ok".
+# and every VM must end with "verify: ok". Run twice: the daemon creating
+# its socket (stored as "listen"), then (FDSTORE_UNIT=1) the listener
+# holding the socket as a .socket unit would and passing it to both
+# daemons, named "pagein.socket".
 . "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || skip "no python3"
 SIZE=${KEEPER_FDSTORE_SIZE:-256M}
@@ -24,6 +27,13 @@ log = open(os.path.join(d, "fakesd.log"), "a", buffering=1)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(path)
 store = {}  # name -> fd, in the order stored
+units = []  # (name, fd): a .socket unit's sockets, passed first
+if os.environ.get("FAKESD_SOCKET"):
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(os.environ["FAKESD_SOCKET"])
+    ls.listen(128)
+    units.append(("pagein.socket", ls.fileno()))
+spawned = 0
 restart = False
 def on_usr1(*_):
     global restart
@@ -31,22 +41,24 @@ def on_usr1(*_):
 signal.signal(signal.SIGUSR1, on_usr1)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 def spawn():
-    names = list(store)
-    fds = [store[n] for n in names]
+    global spawned
+    names = [n for n, _ in units] + list(store)
+    fds = [f for _, f in units] + [store[n] for n in list(store)]
+    spawned += 1
     pid = os.fork()
     if pid == 0:
         high = [fcntl.fcntl(f, fcntl.F_DUPFD, 1000) for f in fds]
         for i, f in enumerate(high):
             os.dup2(f, 3 + i)  # inheritable
-        out = os.open(os.path.join(d, "pagein2.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        out = os.open(os.path.join(d, "pagein%d.log" % spawned), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(out, 1)
         os.dup2(out, 2)
         env = dict(os.environ, LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)),
                    LISTEN_FDNAMES=":".join(names), NOTIFY_SOCKET=path)
         os.execve(argv[0], argv, env)
-    with open(os.path.join(d, "pid2.tmp"), "w") as f:
+    with open(os.path.join(d, "pid.tmp"), "w") as f:
         f.write(str(pid))
-    os.rename(os.path.join(d, "pid2.tmp"), os.path.join(d, "pid2"))
+    os.rename(os.path.join(d, "pid.tmp"), os.path.join(d, "pid%d" % spawned))
     log.write("spawned %d with %d fds: %s\n" % (pid, len(fds), ":".join(names)))
 s.settimeout(0.1)
 while True:
@@ -90,18 +102,32 @@ while True:
 PY
 
 serve_args=(serve --snapshot "$WORK/snap" --socket "$SOCK" --populate none --log-level info)
-python3 "$WORK/fakesd.py" "$WORK/notify" "$WORK" "$PAGEIN" "${serve_args[@]}" &
+FAKESD_SOCKET=${FDSTORE_UNIT:+$SOCK} python3 "$WORK/fakesd.py" "$WORK/notify" "$WORK" "$PAGEIN" "${serve_args[@]}" &
 SD=$!
 pid2=""
-trap '[ -n "$pid2" ] && kill -9 "$pid2" 2>/dev/null; kill "$SD" 2>/dev/null; cleanup' EXIT
+keeper=""
+trap '[ -n "$pid2" ] && kill -9 "$pid2" 2>/dev/null; [ -n "$keeper" ] && kill -9 "$keeper" 2>/dev/null; kill "$SD" 2>/dev/null; cleanup' EXIT
 for _ in $(seq 1 100); do [ -S "$WORK/notify" ] && break; sleep 0.05; done
 [ -S "$WORK/notify" ] || fail "the fake systemd did not start"
 
-NOTIFY_SOCKET=$WORK/notify start_pagein "$WORK/snap" --populate none --log-level info
-keeper=$PAGEIN_PID
+unit=${FDSTORE_UNIT:-}
+if [ -z "$unit" ]; then
+	NOTIFY_SOCKET=$WORK/notify start_pagein "$WORK/snap" --populate none --log-level info
+	keeper=$PAGEIN_PID
+	first=$WORK/pagein.log
+else
+	kill -USR1 "$SD"
+	for _ in $(seq 1 100); do [ -f "$WORK/pid1" ] && break; sleep 0.05; done
+	keeper=$(cat "$WORK/pid1")
+	first=$WORK/pagein1.log
+fi
 for _ in $(seq 1 100); do grep -q '^ready' "$WORK/fakesd.log" 2>/dev/null && break; sleep 0.05; done
 grep -q "^ready MAINPID=$keeper" "$WORK/fakesd.log" || fail "no READY=1 naming the keeper"
-grep -q '^store listen$' "$WORK/fakesd.log" || fail "the listening socket was not stored"
+if [ -z "$unit" ]; then
+	grep -q '^store listen$' "$WORK/fakesd.log" || fail "the listening socket was not stored"
+else
+	grep -q '^store listen$' "$WORK/fakesd.log" && fail "the .socket unit's socket was stored again"
+fi
 
 vms=()
 "$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/snap" --timeout 60 --seed 1 \
@@ -124,7 +150,7 @@ sleep 0.3
 engine=$(cat /proc/"$keeper"/task/*/children 2>/dev/null | awk '{print $1; exit}')
 [ -n "$engine" ] || fail "no engine"
 kill -9 "$keeper" "$engine"
-wait "$keeper" 2>/dev/null
+[ -z "$unit" ] && wait "$keeper" 2>/dev/null
 PAGEIN_PID=""
 alive=0
 for p in "${vms[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
@@ -132,9 +158,12 @@ note "daemon (keeper $keeper, engine $engine) SIGKILLed with $alive of 3 VMs res
 [ $alive -ge 1 ] || fail "every VM had finished before the kill: make KEEPER_FDSTORE_SIZE larger"
 sleep 1
 kill -USR1 "$SD"
-for _ in $(seq 1 100); do [ -f "$WORK/pid2" ] && break; sleep 0.05; done
-[ -f "$WORK/pid2" ] || fail "the fake systemd did not start the new daemon"
-pid2=$(cat "$WORK/pid2")
+n2=2
+[ -z "$unit" ] && n2=1
+for _ in $(seq 1 100); do [ -f "$WORK/pid$n2" ] && break; sleep 0.05; done
+[ -f "$WORK/pid$n2" ] || fail "the fake systemd did not start the new daemon"
+pid2=$(cat "$WORK/pid$n2")
+log2=$WORK/pagein$n2.log
 note "$(grep '^spawned' "$WORK/fakesd.log")"
 bad=0
 for p in "${vms[@]}"; do wait "$p" || bad=$((bad + 1)); done
@@ -143,11 +172,11 @@ for f in anon memfd stage2; do
 		echo "== $f"; tail -15 "$WORK/$f.out"; bad=$((bad + 1))
 	fi
 done
-cat "$WORK/pagein2.log" | tail -30
+cat "$log2" | tail -30
 [ $bad = 0 ] || fail "$bad VMs did not verify"
-adopted=$(grep -c 'session_adopted\|adopted' "$WORK/pagein2.log")
+adopted=$(grep -c 'session_adopted\|adopted' "$log2")
 note "new daemon: $adopted adoption lines"
-grep -q 'fdstore_restored\|passed back' "$WORK/pagein2.log" || fail "the new keeper took no session from LISTEN_FDS"
+grep -q 'fdstore_restored\|passed back' "$log2" || fail "the new keeper took no session from LISTEN_FDS"
 # Every session ended: its fds left the store; the socket stays stored.
 for _ in $(seq 1 100); do
 	left=$(python3 - "$WORK/fakesd.log" <<'PY'
@@ -160,17 +189,24 @@ for l in open(sys.argv[1]):
 print(" ".join(sorted(s)))
 PY
 )
-	[ "$left" = "listen" ] && break
+	want=listen
+	[ -n "$unit" ] && want=""
+	[ "$left" = "$want" ] && break
 	sleep 0.05
 done
-[ "$left" = "listen" ] || fail "fds still stored after every session ended: $left"
+[ "$left" = "$want" ] || fail "fds still stored after every session ended: $left"
 kill -TERM "$pid2"
 # pid2 is the fake systemd's child, not ours: it logs its exit.
 for _ in $(seq 1 200); do grep -q "^exited $pid2 " "$WORK/fakesd.log" && break; sleep 0.05; done
 grep -q "^exited $pid2 0$" "$WORK/fakesd.log" ||
 	fail "the new daemon did not exit 0 on SIGTERM: $(grep "^exited" "$WORK/fakesd.log")"
-grep -qE "Sanitizer|runtime error" "$WORK/pagein2.log" "$WORK/pagein.log" && fail "sanitizer report"
-[ -e "$SOCK" ] && fail "socket $SOCK left behind"
-grep -q '^remove listen$' "$WORK/fakesd.log" || fail "the listening socket was not removed from the store at a clean exit"
+grep -qE "Sanitizer|runtime error" "$log2" "$first" && fail "sanitizer report"
+if [ -z "$unit" ]; then
+	[ -e "$SOCK" ] && fail "socket $SOCK left behind"
+	grep -q '^remove listen$' "$WORK/fakesd.log" || fail "the listening socket was not removed from the store at a clean exit"
+fi
 pid2=""
-note "3 VMs verified across a SIGKILL of the whole daemon"
+note "3 VMs verified across a SIGKILL of the whole daemon${unit:+ (socket from a .socket unit)}"
+if [ -z "$unit" ]; then
+	FDSTORE_UNIT=1 bash "$0" || fail "with a .socket unit's socket"
+fi
