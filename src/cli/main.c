@@ -395,13 +395,8 @@ static int adopt_sessions(void)
 			continue;
 		}
 		struct pagein_error err = {{0}};
-		if (keeper_adopt(srv, &m, fds, nfds, &err) < 0) {
-			if (err.msg[0])
-				pagein_server_log(srv, PAGEIN_LOG_ERROR, "adopt_failed", "%s: %s", m.name, err.msg);
-			/* The keeper (and systemd's fd store) let it go. */
-			struct keeper_msg d = {.type = KMSG_DROP, .id = m.id};
-			keeper_send(keeper_link_fd(), &d, NULL, 0);
-		}
+		if (keeper_adopt(srv, &m, fds, nfds, &err) < 0 && err.msg[0])
+			pagein_server_log(srv, PAGEIN_LOG_ERROR, "adopt_failed", "%s: %s", m.name, err.msg);
 	}
 }
 

@@ -195,6 +195,7 @@ PY
 	sleep 0.05
 done
 [ "$left" = "$want" ] || fail "fds still stored after every session ended: $left"
+grep -q '^dup' "$WORK/fakesd.log" && fail "an fd was stored twice under one name: $(grep '^dup' "$WORK/fakesd.log")"
 kill -TERM "$pid2"
 # pid2 is the fake systemd's child, not ours: it logs its exit.
 for _ in $(seq 1 200); do grep -q "^exited $pid2 " "$WORK/fakesd.log" && break; sleep 0.05; done
