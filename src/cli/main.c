@@ -316,6 +316,7 @@ static void serve_signals(sigset_t *set)
 struct sig_ctx {
 	unsigned drain_ms;
 	bool draining;
+	bool handing_over; /* keeper: SIGUSR2 came */
 };
 
 static void send_status(struct sig_ctx *x)
@@ -348,6 +349,7 @@ static void *signal_thread(void *arg)
 		switch (sig) {
 		case SIGUSR2: /* keeper: an upgrade */
 			cli_log(PAGEIN_LOG_INFO, "handover", "SIGUSR2: stopping the workers to hand every session over to a new engine");
+			x->handing_over = true;
 			daemon_hand_over();
 			break;
 		case SIGUSR1:
@@ -357,6 +359,15 @@ static void *signal_thread(void *arg)
 			reopen_log();
 			break;
 		default: /* SIGTERM, SIGINT */
+			if (x->handing_over) {
+				/* Every session goes to the next engine as it is
+				 * (after the keeper died with systemd's fd store,
+				 * systemd's SIGTERM follows the handover); the
+				 * keeper asks the next engine again. */
+				cli_log(PAGEIN_LOG_INFO, "signal", "%s during a handover: ignored",
+					sig == SIGTERM ? "SIGTERM" : "SIGINT");
+				break;
+			}
 			notify("STOPPING=1");
 			if (!x->draining) {
 				x->draining = true;
