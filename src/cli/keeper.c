@@ -23,7 +23,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <stddef.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +55,7 @@ static struct {
 	const char *log_path;
 	int listen_fd;    /* -1 until the first engine created it */
 	bool created;     /* it created the socket file (dev, ino): unlink it */
+	bool listen_stored; /* listen_fd is in systemd's fd store as "listen" */
 	dev_t dev;
 	ino_t ino;
 } K;
@@ -93,26 +96,244 @@ static void close_kept(struct kept *k)
 	k->nfds = 0;
 }
 
+/* ---- systemd's fd store (docs/operations.md, "Restarts, upgrades and
+ * crashes"): with NOTIFY_SOCKET set, every fd the keeper holds is also
+ * sent there (FDSTORE=1, one datagram per fd, FDNAME=s<id>-<role>), and
+ * removed when its session ends, so that a restart of the whole service
+ * (keeper included) gets them back through LISTEN_FDS/LISTEN_FDNAMES. */
+static struct {
+	int fd;
+	struct sockaddr_un addr;
+	socklen_t len;
+} N = {.fd = -1};
+
+static const char *const ROLES[KMSG_MAX_FDS] = {"state", "sock", "uffd", "pidfd", "mem", "bitmap"};
+
+static void fdstore_init(void)
+{
+	if (N.fd >= 0)
+		return;
+	const char *p = getenv("NOTIFY_SOCKET");
+	if (!p || (p[0] != '/' && p[0] != '@') || strlen(p) >= sizeof(N.addr.sun_path))
+		return;
+	N.addr.sun_family = AF_UNIX;
+	memcpy(N.addr.sun_path, p, strlen(p));
+	if (p[0] == '@')
+		N.addr.sun_path[0] = 0;
+	N.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(p));
+	N.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
+/* The role of each of a session's fds, in the order they are kept. */
+static int kept_roles(uint32_t flags, int *roles)
+{
+	int n = 0;
+	roles[n++] = 0;
+	roles[n++] = 1;
+	roles[n++] = 2;
+	if (flags & KMSG_PIDFD)
+		roles[n++] = 3;
+	if (flags & KMSG_MEM) {
+		roles[n++] = 4;
+		roles[n++] = 5;
+	}
+	return n;
+}
+
+static void fdstore_msg(const char *text, int fd)
+{
+	if (N.fd < 0)
+		return;
+	union {
+		struct cmsghdr align;
+		char b[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = (void *)text, .iov_len = strlen(text)};
+	struct msghdr mh = {.msg_name = &N.addr, .msg_namelen = N.len, .msg_iov = &iov, .msg_iovlen = 1};
+	if (fd >= 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.b;
+		mh.msg_controllen = sizeof(ctl.b);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	ssize_t r;
+	do
+		r = sendmsg(N.fd, &mh, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		klog("warn", "fdstore_failed", "%.40s to $NOTIFY_SOCKET: %s (a restart of the service would lose it)",
+		     text, strerror(errno));
+}
+
+/* FDPOLL=0: systemd must not drop an fd on POLLHUP/POLLERR by itself;
+ * the keeper removes a session's fds when the session ends. */
+static void fdstore_put(const char *name, int fd)
+{
+	char msg[320];
+	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDPOLL=0\nFDNAME=%s", name);
+	fdstore_msg(msg, fd);
+}
+
+static void fdstore_remove(const char *name)
+{
+	char msg[320];
+	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	fdstore_msg(msg, -1);
+}
+
+static void fdstore_session(const struct kept *k, bool put)
+{
+	if (N.fd < 0)
+		return;
+	int roles[KMSG_MAX_FDS];
+	int n = kept_roles(k->flags, roles);
+	for (int i = 0; i < n && i < k->nfds; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "s%u-%s", k->id, ROLES[roles[i]]);
+		if (put)
+			fdstore_put(name, k->fds[i]);
+		else
+			fdstore_remove(name);
+	}
+}
+
+static bool push_kept(const struct kept *k)
+{
+	if (K.n == K.cap) {
+		size_t cap = K.cap ? K.cap * 2 : 16;
+		struct kept *v = realloc(K.s, cap * sizeof(*v));
+		if (!v)
+			return false;
+		K.s = v;
+		K.cap = cap;
+	}
+	K.s[K.n++] = *k;
+	return true;
+}
+
+/* The name of a listening socket the keeper stored itself (one the first
+ * engine created; a .socket unit's is systemd's already). */
+#define FDNAME_LISTEN "listen"
+
+int keeper_listen_fds(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
+		return 0;
+	long n = strtol(fds, NULL, 10);
+	const char *names = getenv("LISTEN_FDNAMES");
+	char *copy = strdup(names ? names : "");
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (n <= 0 || n > 1 << 20 || !copy) {
+		free(copy);
+		return 0;
+	}
+	fdstore_init();
+	int listen = 0;
+	bool listen_stored = false;
+	struct {
+		uint32_t id;
+		int fd[KMSG_MAX_FDS];
+	} *b = calloc((size_t)n, sizeof(*b));
+	size_t nb = 0;
+	char *save = NULL, *tok = strtok_r(copy, ":", &save);
+	for (long i = 0; i < n; i++, tok = tok ? strtok_r(NULL, ":", &save) : NULL) {
+		int fd = 3 + (int)i;
+		const char *name = tok ? tok : "unknown";
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		unsigned id = 0;
+		char role[16] = "";
+		int used = 0, r = -1;
+		if (sscanf(name, "s%u-%15[a-z]%n", &id, role, &used) == 2 && name[used] == 0)
+			for (int j = 0; j < KMSG_MAX_FDS; j++)
+				if (!strcmp(role, ROLES[j]))
+					r = j;
+		if (r < 0) { /* a listening socket */
+			bool stored = !strcmp(name, FDNAME_LISTEN);
+			if (!listen) {
+				listen = fd;
+				listen_stored = stored;
+			} else if (listen_stored && !stored) { /* the .socket unit's wins */
+				close(listen);
+				listen = fd;
+				listen_stored = false;
+			} else {
+				close(fd);
+			}
+			continue;
+		}
+		size_t j = 0;
+		while (j < nb && b[j].id != id)
+			j++;
+		if (!b || j == nb) {
+			if (!b) {
+				close(fd);
+				continue;
+			}
+			b[nb].id = id;
+			for (int q = 0; q < KMSG_MAX_FDS; q++)
+				b[nb].fd[q] = -1;
+			nb++;
+		}
+		if (b[j].fd[r] >= 0)
+			close(b[j].fd[r]); /* stored twice: one is enough */
+		b[j].fd[r] = fd;
+	}
+	free(copy);
+	for (size_t j = 0; j < nb; j++) {
+		struct kept k = {.id = b[j].id};
+		snprintf(k.name, sizeof(k.name), "vm%u", k.id);
+		if (b[j].fd[3] >= 0)
+			k.flags |= KMSG_PIDFD;
+		if (b[j].fd[4] >= 0 && b[j].fd[5] >= 0)
+			k.flags |= KMSG_MEM;
+		bool ok = b[j].fd[0] >= 0 && b[j].fd[1] >= 0 && b[j].fd[2] >= 0 &&
+			  (b[j].fd[4] >= 0) == (b[j].fd[5] >= 0);
+		int roles[KMSG_MAX_FDS];
+		int nr = kept_roles(k.flags, roles);
+		for (int q = 0; q < nr; q++)
+			k.fds[k.nfds++] = b[j].fd[roles[q]];
+		if (!ok || !push_kept(&k)) {
+			klog("error", "fdstore_incomplete",
+			     "session %u: the fds passed back are incomplete (state, sock and uffd are needed; mem and bitmap go together): dropped",
+			     k.id);
+			for (int q = 0; q < KMSG_MAX_FDS; q++)
+				if (b[j].fd[q] >= 0) {
+					char name[64];
+					snprintf(name, sizeof(name), "s%u-%s", k.id, ROLES[q]);
+					fdstore_remove(name);
+					close(b[j].fd[q]);
+				}
+		}
+	}
+	free(b);
+	if (nb)
+		klog("info", "fdstore_restored", "%zu session%s passed back by the service manager (LISTEN_FDS): the first engine adopts them",
+		     K.n, K.n == 1 ? "" : "s");
+	K.listen_stored = listen_stored;
+	return listen;
+}
+
 static void on_message(const struct keeper_msg *m, int *fds, int nfds)
 {
 	if (m->type == KMSG_KEEP) {
-		if (K.n == K.cap) {
-			size_t cap = K.cap ? K.cap * 2 : 16;
-			struct kept *v = realloc(K.s, cap * sizeof(*v));
-			if (!v) {
-				klog("error", "keeper_oom", "out of memory: session %u not kept", m->id);
-				for (int i = 0; i < nfds; i++)
-					close(fds[i]);
-				return;
-			}
-			K.s = v;
-			K.cap = cap;
+		struct kept k = {.id = m->id, .flags = m->flags, .pid = m->pid, .nfds = nfds};
+		memcpy(k.name, m->name, sizeof(k.name));
+		k.name[sizeof(k.name) - 1] = 0;
+		memcpy(k.fds, fds, sizeof(int) * (size_t)nfds);
+		if (!push_kept(&k)) {
+			klog("error", "keeper_oom", "out of memory: session %u not kept", m->id);
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+			return;
 		}
-		struct kept *k = &K.s[K.n++];
-		*k = (struct kept){.id = m->id, .flags = m->flags, .pid = m->pid, .nfds = nfds};
-		memcpy(k->name, m->name, sizeof(k->name));
-		k->name[sizeof(k->name) - 1] = 0;
-		memcpy(k->fds, fds, sizeof(int) * (size_t)nfds);
+		fdstore_session(&k, true);
 		return;
 	}
 	if (m->type == KMSG_READY) {
@@ -123,6 +344,8 @@ static void on_message(const struct keeper_msg *m, int *fds, int nfds)
 			K.created = m->dev || m->ino;
 			K.dev = (dev_t)m->dev;
 			K.ino = (ino_t)m->ino;
+			fdstore_put(FDNAME_LISTEN, K.listen_fd);
+			K.listen_stored = true;
 		}
 	}
 	for (int i = 0; i < nfds; i++)
@@ -130,6 +353,7 @@ static void on_message(const struct keeper_msg *m, int *fds, int nfds)
 	if (m->type == KMSG_DROP)
 		for (size_t i = 0; i < K.n; i++)
 			if (K.s[i].id == m->id) {
+				fdstore_session(&K.s[i], false);
 				close_kept(&K.s[i]);
 				K.s[i] = K.s[--K.n];
 				break;
@@ -206,8 +430,11 @@ static pid_t spawn(const char *exe, char **argv, int listen_fd, int *link_out)
 		}
 		unsetenv("LISTEN_FDNAMES");
 		setenv(KEEPER_ENV, "4", 1);
-		/* The keeper gone, the engine drains: no orphan serves on. */
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		/* The keeper gone, the engine drains: no orphan serves on.
+		 * With systemd's fd store, every session is there for the
+		 * next keeper: the engine hands over instead (SIGUSR2: stop
+		 * the workers, end no session, exit). */
+		prctl(PR_SET_PDEATHSIG, N.fd >= 0 ? SIGUSR2 : SIGTERM);
 		if (getppid() == 1)
 			_exit(1);
 		sigset_t all;
@@ -257,6 +484,16 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	/* Inherited (socket activation), or created by the first engine,
 	 * which hands it over with READY. */
 	K.listen_fd = o->cfg.listen_fd > 0 ? o->cfg.listen_fd : -1;
+	fdstore_init();
+	/* Our own socket, back from the fd store: its file is ours to
+	 * unlink at a clean exit, as if this keeper's engine created it. */
+	struct stat sst;
+	if (K.listen_fd >= 0 && K.listen_stored && o->cfg.socket_path && stat(o->cfg.socket_path, &sst) == 0 &&
+	    S_ISSOCK(sst.st_mode)) {
+		K.created = true;
+		K.dev = sst.st_dev;
+		K.ino = sst.st_ino;
+	}
 	if (log_fd >= 0) {
 		dup2(log_fd, STDERR_FILENO);
 		close(log_fd);
@@ -386,6 +623,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 				if (o->cfg.on_failure == PAGEIN_FAILURE_KEEP || !(K.s[i].flags & KMSG_PIDFD))
 					continue;
 				syscall(SYS_pidfd_send_signal, K.s[i].fds[3], SIGKILL, NULL, 0);
+				fdstore_session(&K.s[i], false);
 			}
 			rc = 1;
 			break;
@@ -413,6 +651,8 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	free(K.s);
 	if (K.listen_fd >= 0)
 		close(K.listen_fd);
+	if (rc == 0 && K.listen_stored)
+		fdstore_remove(FDNAME_LISTEN);
 	if (K.created)
 		server_unlink_socket(o->cfg.socket_path, K.dev, K.ino);
 	return rc;

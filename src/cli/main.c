@@ -179,7 +179,13 @@ static void serve_usage(FILE *f)
 		"when it drains or stops. With LISTEN_FDS/LISTEN_PID (socket activation,\n"
 		"one listening Unix stream socket) it serves the inherited socket instead\n"
 		"of creating one: --socket may then be left out, or must name the same\n"
-		"path; the daemon never unlinks a socket file it did not create.\n",
+		"path; the daemon never unlinks a socket file it did not create.\n"
+		"fd store: with NOTIFY_SOCKET set the keeper also stores every fd it\n"
+		"holds in systemd's fd store (FDNAME=s<id>-state|sock|uffd|pidfd|mem|\n"
+		"bitmap, and listen for a socket it created; FileDescriptorStoreMax=\n"
+		"in the unit) and removes them when the session ends; started again\n"
+		"with them in LISTEN_FDS/LISTEN_FDNAMES, it adopts every VM: a crash or\n"
+		"SIGKILL of the whole service loses none (SIGTERM still drains).\n",
 		DEFAULT_DRAIN_TIMEOUT_S);
 }
 
@@ -312,6 +318,7 @@ static void serve_signals(sigset_t *set)
 struct sig_ctx {
 	unsigned drain_ms;
 	bool draining;
+	bool handing_over; /* keeper: SIGUSR2 came */
 };
 
 static void send_status(struct sig_ctx *x)
@@ -344,6 +351,7 @@ static void *signal_thread(void *arg)
 		switch (sig) {
 		case SIGUSR2: /* keeper: an upgrade */
 			cli_log(PAGEIN_LOG_INFO, "handover", "SIGUSR2: stopping the workers to hand every session over to a new engine");
+			x->handing_over = true;
 			daemon_hand_over();
 			break;
 		case SIGUSR1:
@@ -353,6 +361,15 @@ static void *signal_thread(void *arg)
 			reopen_log();
 			break;
 		default: /* SIGTERM, SIGINT */
+			if (x->handing_over) {
+				/* Every session goes to the next engine as it is
+				 * (after the keeper died with systemd's fd store,
+				 * systemd's SIGTERM follows the handover); the
+				 * keeper asks the next engine again. */
+				cli_log(PAGEIN_LOG_INFO, "signal", "%s during a handover: ignored",
+					sig == SIGTERM ? "SIGTERM" : "SIGINT");
+				break;
+			}
 			notify("STOPPING=1");
 			if (!x->draining) {
 				x->draining = true;
@@ -430,7 +447,7 @@ static int cmd_serve(int argc, char **argv)
 		keeper_link_attach(fd);
 	}
 	/* Before any thread exists: it edits the environment. */
-	o.cfg.listen_fd = inherited_socket();
+	o.cfg.listen_fd = o.keeper && !kfd && !o.control_path ? keeper_listen_fds() : inherited_socket();
 	if (o.cfg.listen_fd < 0)
 		return 2;
 	/* One socket from the command line, and/or any number added later
