@@ -25,13 +25,8 @@ static void replay_remove(struct pagein_session *s, uint64_t start, uint64_t end
 {
 	for (size_t i = 0; i < s->nregions; i++) {
 		struct region *rg = &s->regions[i];
-		uint64_t rs = rg->r.host_addr, re = rs + rg->r.size;
-		uint64_t a = start > rs ? start : rs, b = end < re ? end : re;
-		if (a >= b)
-			continue;
-		uint64_t ps = rg->r.page_size;
-		size_t first = (size_t)((a - rs + ps - 1) >> rg->page_shift);
-		size_t last = (size_t)((b - rs) >> rg->page_shift);
+		size_t first, last;
+		region_pages_within(rg, start, end, &first, &last);
 		for (size_t p = first; p < last; p++)
 			atomic_store(&rg->pages.state[p], PAGE_REMOVED);
 	}

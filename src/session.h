@@ -122,6 +122,23 @@ static inline void count(atomic_uint_fast64_t *c, uint64_t v)
 	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
 
+/* The pages of rg wholly inside host addresses [start, end): [*first,
+ * *last), empty if none (a discard covers only whole pages). */
+static inline void region_pages_within(const struct region *rg, uint64_t start,
+				       uint64_t end, size_t *first, size_t *last)
+{
+	uint64_t rs = rg->r.host_addr, re = rs + rg->r.size;
+	uint64_t a = start > rs ? start : rs, b = end < re ? end : re;
+	*first = *last = 0;
+	if (a >= b)
+		return;
+	uint64_t ps = rg->r.page_size;
+	*first = (size_t)((a - rs + ps - 1) >> rg->page_shift);
+	*last = (size_t)((b - rs) >> rg->page_shift);
+	if (*last < *first)
+		*last = *first;
+}
+
 /* Region holding host address addr, or NULL. */
 struct region *session_region_by_addr(struct pagein_session *s, uint64_t addr);
 /* Region holding snapshot / mem_fd offset off, or NULL. */

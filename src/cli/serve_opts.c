@@ -103,8 +103,8 @@ static int parse_id_list(struct opt_err *e, const char *opt, const char *arg, bo
 	return r;
 }
 
-/* "512M", "20G", "1048576" (binary multiples). */
-static int parse_bytes(const char *s, uint64_t *out)
+/* "4096", "256K", "1M", "1MiB", "2G" (binary multiples). */
+int parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	errno = 0;
@@ -120,6 +120,8 @@ static int parse_bytes(const char *s, uint64_t *out)
 	}
 	if (shift && !strcmp(end, "iB"))
 		end += 2;
+	else if (*end == 'B' || *end == 'b')
+		end++;
 	if (*end || (shift && v > (UINT64_MAX >> shift)))
 		return -1;
 	*out = (uint64_t)v << shift;
@@ -336,7 +338,7 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 			o->cfg.cache_dir = optarg;
 			break;
 		case 1003:
-			if (parse_bytes(optarg, &o->cfg.cache_size) < 0 || o->cfg.cache_size < (1u << 20)) {
+			if (parse_size(optarg, &o->cfg.cache_size) < 0 || o->cfg.cache_size < (1u << 20)) {
 				FAIL("--cache-size %s: expected a size of at least 1M, e.g. 512M, 20G", optarg);
 				return -1;
 			}

@@ -41,5 +41,7 @@ int serve_opts_parse(int argc, char **argv, bool daemon, struct serve_opts *o,
 void serve_opts_free(struct serve_opts *o);
 
 int parse_level(const char *s, enum pagein_log_level *out);
+/* A size: "4096", "256K", "1M", "1MiB", "2G" (binary multiples). 0 or -1. */
+int parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -5,6 +5,7 @@
  * temporary file before the process dies, so OUT is either the old file or
  * the whole new one. A progress bar is drawn only when stderr is a terminal. */
 #include "snapshot_cmd.h"
+#include "serve_opts.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -39,30 +40,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* "4096", "256K", "1M", "1MiB", "2G" (binary multiples). */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *s == '-')
-		return -1;
-	int shift = 0;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	}
-	if (shift && !strcmp(end, "iB"))
-		end += 2;
-	else if (*end == 'B' || *end == 'b')
-		end++;
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -1;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
 
 static int parse_int(const char *s, long lo, long hi, long *out)
 {
