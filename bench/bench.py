@@ -957,11 +957,16 @@ def run_throttled(b, a, snap, wls, ws, pagein_file):
             cfg = "pagein-ws" if wl == "w1" else "pagein-fa"
             med["%s/throttled/%s.pagein" % (wl, cfg)] = b.median(
                 wl, cfg, "throttled", os.path.basename(pagein_file))
+    out["median"] = drop_cdf(med)
+    return out
+
+
+def drop_cdf(med):
+    """The medians of a section without their latency samples (no CDF plot)."""
     for v in med.values():
         if v:
             v.pop("cdf", None)
-    out["median"] = med
-    return out
+    return med
 
 
 def markdown_throttled(res):
@@ -1103,10 +1108,7 @@ def run_hugetlb(b, a):
             med["%s/warm/%s" % (wl, cfg)] = b.median(wl, cfg, "warm", os.path.basename(snap))
         med["%s/warm/pagein-fa.pagein" % wl] = b.median(wl, "pagein-fa", "warm",
                                                         os.path.basename(pf))
-    for v in med.values():
-        if v:
-            v.pop("cdf", None)
-    out["median"] = med
+    out["median"] = drop_cdf(med)
     return out
 
 

@@ -361,6 +361,24 @@ static size_t page_rank(const struct snapshot_meta *m, uint64_t c, uint32_t p)
 
 /* ---- the source interface ----------------------------------------------- */
 
+/* From page-aligned off (< size), the run of pages up to len bytes and
+ * within one chunk that are all stored (*present) or all zero: its length. */
+static uint64_t page_run(struct pagein_source *s, uint64_t off, uint64_t len, bool *present)
+{
+	const struct snapshot_meta *m = &to_file(s)->m;
+	uint64_t c = off / m->h.chunk_size;
+	uint64_t chunk_end = (c + 1) * m->h.chunk_size;
+	uint64_t end = off + (len < s->size - off ? len : s->size - off);
+	if (end > chunk_end)
+		end = chunk_end;
+	uint32_t p = (uint32_t)((off - c * m->h.chunk_size) / m->h.page_size);
+	*present = snapshot_page_present(m, c, p);
+	uint64_t run_end = off + m->h.page_size;
+	for (uint32_t q = p + 1; run_end < end && snapshot_page_present(m, c, q) == *present; q++)
+		run_end += m->h.page_size;
+	return (run_end < end ? run_end : end) - off;
+}
+
 static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 		      struct source_extent *ext)
 {
@@ -371,16 +389,10 @@ static int pagein_get(struct pagein_source *s, uint64_t off, uint64_t len,
 		return -EINVAL;
 	uint64_t c = off / m->h.chunk_size;
 	uint64_t chunk_end = (c + 1) * m->h.chunk_size;
-	uint64_t end = off + (len < s->size - off ? len : s->size - off);
-	if (end > chunk_end)
-		end = chunk_end;
 	uint32_t p = (uint32_t)((off - c * m->h.chunk_size) / m->h.page_size);
-	bool present = snapshot_page_present(m, c, p);
 	/* The extent is the run of pages that are all stored or all zero. */
-	uint64_t run_end = off + m->h.page_size;
-	for (uint32_t q = p + 1; run_end < end && snapshot_page_present(m, c, q) == present; q++)
-		run_end += m->h.page_size;
-	ext->len = (run_end < end ? run_end : end) - off;
+	bool present;
+	ext->len = page_run(s, off, len, &present);
 
 	if (!present) {
 		atomic_fetch_add_explicit(&f->zero_gets, 1, memory_order_relaxed);
@@ -471,17 +483,8 @@ static bool pagein_hole(struct pagein_source *s, uint64_t off, uint64_t len, uin
 		*run = len ? len : 1;
 		return false;
 	}
-	uint64_t c = off / m->h.chunk_size;
-	uint64_t chunk_end = (c + 1) * m->h.chunk_size;
-	uint64_t end = off + (len < s->size - off ? len : s->size - off);
-	if (end > chunk_end)
-		end = chunk_end;
-	uint32_t p = (uint32_t)((off - c * m->h.chunk_size) / m->h.page_size);
-	bool present = snapshot_page_present(m, c, p);
-	uint64_t run_end = off + m->h.page_size;
-	for (uint32_t q = p + 1; run_end < end && snapshot_page_present(m, c, q) == present; q++)
-		run_end += m->h.page_size;
-	*run = (run_end < end ? run_end : end) - off;
+	bool present;
+	*run = page_run(s, off, len, &present);
 	return !present;
 }
 
