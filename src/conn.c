@@ -56,6 +56,17 @@ static int pin_peer(int sock, pid_t pid)
 	return fd;
 }
 
+/* Connection numbers (the N of vmN, --record's %n, the keeper's key):
+ * one sequence for the whole process, every socket's connections. */
+static atomic_uint next_id;
+
+void conn_ids_from(unsigned id)
+{
+	unsigned cur = atomic_load(&next_id);
+	while (cur < id && !atomic_compare_exchange_weak(&next_id, &cur, id))
+		;
+}
+
 struct conn *conn_new(struct pagein_server *srv, int sock)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -77,7 +88,7 @@ struct conn *conn_new(struct pagein_server *srv, int sock)
 	c->pid = getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 ? cr.pid : 0;
 	c->pidfd = pin_peer(sock, c->pid);
 	c->accepted_ns = now_ns();
-	c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
+	c->id = atomic_fetch_add(&next_id, 1) + 1;
 	snprintf(c->name, sizeof(c->name), "vm%u pid %d", c->id, (int)c->pid);
 	return c;
 }
@@ -221,6 +232,8 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 {
 	enum pagein_log_level lvl = why == END_FAILED || why == END_REFUSED
 					    ? PAGEIN_LOG_ERROR : PAGEIN_LOG_INFO;
+	if (c->hs_peek && !c->kst)
+		keeper_send_drop(c); /* keeper: forget the socket it holds */
 	if (!c->session) {
 		struct json_object *f = end_fields(why, detail);
 		if (why == END_REFUSED)
@@ -402,9 +415,39 @@ static bool refuse(struct pagein_server *srv, struct conn *c, const char *why)
 static bool feed_requests(struct pagein_server *srv, struct conn *c,
 			  const char *buf, size_t len);
 
-/* The handshake is complete: check the fds, build the session. */
+/* keeper: a handshake peeked at, for a session the keeper does not keep
+ * (its layout does not fit a state memfd): taken off the socket here, and
+ * the keeper forgets the connection. */
+static bool consume_handshake(struct conn *c, size_t len)
+{
+	char buf[4096];
+	while (len) {
+		union {
+			struct cmsghdr align;
+			char b[CMSG_SPACE(sizeof(int) * 8)];
+		} ctl;
+		struct iovec iov = {.iov_base = buf, .iov_len = len < sizeof(buf) ? len : sizeof(buf)};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+				    .msg_controllen = sizeof(ctl.b)};
+		ssize_t n = recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		struct conn tmp = {.fds = {-1, -1, -1}};
+		take_fds(&tmp, &mh); /* copies of the ones peeked at */
+		close_received_fds(&tmp);
+		len -= (size_t)n;
+	}
+	conn_unpeek_handshake(c);
+	keeper_send_drop(c);
+	return true;
+}
+
+/* The handshake is complete: check the fds, build the session. consume:
+ * its length if it was only peeked at (keeper), else 0. */
 static bool start_session(struct pagein_server *srv, struct conn *c,
-			  struct handshake *hs)
+			  struct handshake *hs, size_t consume)
 {
 	char why[300];
 	if (c->extra_fds || (c->nfds != 1 && c->nfds != 3)) {
@@ -448,8 +491,13 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 		return refuse(srv, c, err.msg[0] ? err.msg : strerror(-r));
 	c->session = s;
 	c->nfds = 0; /* the session owns them now */
-	if (c->kst)
-		keeper_send_keep(c); /* keeper: hold its fds from now on */
+	/* keeper: it holds the session's fds from now on, and takes the
+	 * handshake off the socket; a session it does not keep takes it off
+	 * here. */
+	if (c->kst && keeper_send_keep(c, consume) < 0)
+		return refuse(srv, c, "the keeper could not take the session over");
+	if (!c->kst && consume && !consume_handshake(c, consume))
+		return refuse(srv, c, "cannot read the handshake off the socket");
 	metrics_session_start(srv, c);
 	c->state = CONN_SESSION;
 	server_charge_handshake(srv, c, 0); /* gives the handshake's bytes back */
@@ -505,11 +553,14 @@ static bool feed_handshake(struct pagein_server *srv, struct conn *c,
 		return true;
 	if (r == DECODE_ERROR)
 		return refuse(srv, c, err.msg);
-	bool ok = start_session(srv, c, &hs);
+	/* Peeked at (keeper): what follows the handshake is still in the
+	 * socket, and is read as requests from there. */
+	bool peeked = c->hs_peek;
+	bool ok = start_session(srv, c, &hs, peeked ? c->handshake_bytes - (len - used) : 0);
 	handshake_fini(&hs);
-	if (ok && used < len && c->kst)
+	if (ok && used < len && c->kst && !peeked)
 		kstate_raw_append(c->kst, buf + used, len - used); /* keeper */
-	if (ok && used < len)
+	if (ok && used < len && !peeked)
 		ok = feed_requests(srv, c, buf + used, len - used);
 	return ok;
 }
@@ -717,9 +768,12 @@ static bool on_sock_locked(struct pagein_server *srv, struct conn *c)
 		};
 		if (c->state == CONN_SESSION)
 			iov.iov_len = REQUEST_BYTES_PER_WAKE;
+		/* keeper: the handshake is peeked at (keeper_link.h) and the
+		 * requests journalled. */
 		ssize_t n = c->kst && c->state == CONN_SESSION
-				    ? journalled_recv(c, &mh) /* keeper */
-				    : recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+				    ? journalled_recv(c, &mh)
+				    : recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT |
+							     (c->hs_peek ? MSG_PEEK : 0));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -863,12 +917,11 @@ int conn_adopt(struct pagein_server *srv, struct kstate *k, int sock, int pidfd,
 		c->pidfd = pidfd;
 	}
 	c->kst = k;
+	conn_unpeek_handshake(c); /* an engine may have died before it did */
 	c->id = h->id;
 	c->pid = h->pid;
 	snprintf(c->name, sizeof(c->name), "vm%u pid %d", c->id, (int)c->pid);
-	unsigned want = c->id, cur = atomic_load(&srv->next_id);
-	while (cur < want && !atomic_compare_exchange_weak(&srv->next_id, &cur, want))
-		;
+	conn_ids_from(c->id);
 	c->got_fds = true;
 	c->fds[0] = uffd;
 	c->fds[1] = mem_fd;
@@ -958,4 +1011,46 @@ out:
 	if (atomic_fetch_sub(&c->refs, 1) == 1)
 		conn_free(c);
 	return ok ? 0 : -EIO;
+}
+
+/* ---- keeper: a connection handed over in its handshake ----------------- */
+
+bool conn_peek_handshake(struct conn *c)
+{
+	int off = 0;
+	if (setsockopt(c->sock, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)) < 0)
+		return false;
+	c->hs_peek = true;
+	return true;
+}
+
+void conn_unpeek_handshake(struct conn *c)
+{
+	int off = -1;
+	setsockopt(c->sock, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off));
+	c->hs_peek = false;
+}
+
+int conn_adopt_pending(struct pagein_server *srv, unsigned id, int sock,
+		       struct pagein_error *err)
+{
+	struct conn *c = conn_new(srv, sock);
+	if (!c) {
+		close(sock);
+		return pagein_fail(err, ENOMEM, "out of memory adopting a connection");
+	}
+	c->id = id;
+	snprintf(c->name, sizeof(c->name), "vm%u pid %d", c->id, (int)c->pid);
+	conn_ids_from(id);
+	/* From its first byte again: the offset the dead engine had peeked
+	 * to is the socket's, and stayed. */
+	if (!conn_peek_handshake(c) || server_add_conn(srv, c) < 0) {
+		conn_free(c);
+		return pagein_fail(err, ENOMEM, "cannot adopt connection %u", id);
+	}
+	server_log(srv, PAGEIN_LOG_INFO, c, "connection_adopted",
+		   "connection adopted from the keeper in its handshake: reading the handshake again");
+	if (server_watch_sock(srv, c, EPOLLIN | EPOLLRDHUP) < 0)
+		server_end_conn(srv, c, END_HUNG_UP, "cannot watch the socket");
+	return 0;
 }

@@ -35,6 +35,7 @@
 #include <json-c/json.h>
 
 #include "error.h"
+#include "keeper_link.h"
 #include "server_internal.h"
 #include "source.h"
 #include "workingset.h"
@@ -435,6 +436,7 @@ static void accept_some_locked(struct pagein_server *srv)
 		}
 		metrics_conn_accepted(srv);
 		server_log(srv, PAGEIN_LOG_INFO, c, "connected", "connected");
+		keeper_send_pending(c); /* keeper: it holds the socket from now on */
 		/* Until the handshake, the socket is the connection's only fd. */
 		if (watch(srv, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, tag_of(c, WATCH_SOCK)) < 0)
 			server_end_conn(srv, c, END_HUNG_UP, "cannot watch the socket");

@@ -65,6 +65,8 @@ struct conn {
 	struct rate_limit event_log[2];
 	_Atomic(struct pagein_session *) published; /* for reports from other threads */
 	struct kstate *kst;    /* keeper: the session's state memfd, or NULL */
+	bool hs_peek;          /* keeper: the handshake is peeked at, and the
+				* keeper holds the socket (keeper_link.h) */
 };
 
 struct conn_table {
@@ -93,7 +95,6 @@ struct pagein_server {
 	unsigned nworkers;
 	pthread_t *workers;
 	struct conn_table conns;
-	atomic_uint next_id;
 	uint64_t *working_set; /* --prefetch, loaded once, replayed per VM */
 	size_t working_set_len;
 	char *record_path;
@@ -107,6 +108,7 @@ struct pagein_server {
 	dev_t sock_dev; /* the socket file created, unlinked at exit if still it */
 	ino_t sock_ino;
 	struct metrics metrics; /* --metrics: totals kept whether served or not */
+	uint32_t keeper_sid;    /* keeper: the socket's number (--control) */
 };
 
 /* epoll tags: what an event is about (the low 2 bits of a connection's). */
@@ -182,6 +184,16 @@ struct kstate;
  * sock, pidfd (may be -1), uffd, mem_fd, bitmap_fd and k either way. */
 int conn_adopt(struct pagein_server *srv, struct kstate *k, int sock, int pidfd,
 	       int uffd, int mem_fd, int bitmap_fd, struct pagein_error *err);
+/* A connection the keeper holds in its handshake (a dead engine's):
+ * read again from its first byte. Takes sock either way. */
+int conn_adopt_pending(struct pagein_server *srv, unsigned id, int sock,
+		       struct pagein_error *err);
+/* The handshake is peeked at from its first byte on (SO_PEEK_OFF), or
+ * read as usual again (peek offset off). False if the socket cannot. */
+bool conn_peek_handshake(struct conn *c);
+void conn_unpeek_handshake(struct conn *c);
+/* Connection numbers go on after id (one sequence per process). */
+void conn_ids_from(unsigned id);
 /* Puts c in the connection table / watches its socket for events. */
 int server_add_conn(struct pagein_server *srv, struct conn *c);
 int server_watch_sock(struct pagein_server *srv, struct conn *c, uint32_t events);

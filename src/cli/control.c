@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,6 +39,11 @@ struct served {
 	int argc;
 	char **argv;           /* the options, copied: cfg strings point here */
 	struct serve_opts opts;
+	/* keeper: the socket's number (0: the command line's), and for one
+	 * a dead engine added, the socket file it had created (claimed). */
+	uint32_t sid;
+	uint64_t dev, ino;
+	bool remove_at_launch; /* its removal was cut short: finish it */
 };
 
 static struct {
@@ -48,6 +54,7 @@ static struct {
 	size_t n;
 	bool draining, stopping;
 	bool launched;         /* daemon_launch() ran: new servers run at once */
+	uint32_t next_sid;     /* keeper: the last socket number given out */
 	pthread_mutex_t parse_lock; /* getopt is not reentrant */
 } D = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -156,6 +163,13 @@ static int start_served(struct served *sv, struct opt_err *e)
 		served_free(sv);
 		return -1;
 	}
+	/* keeper: the socket and its options go to the keeper before any
+	 * connection can (a new engine re-adds it, then adopts its
+	 * sessions); one it gave back is claimed instead. */
+	keeper_set_sid(sv->srv, sv->sid);
+	keeper_claim_socket(sv->srv, sv->dev, sv->ino);
+	if (sv->sid && !o->cfg.listen_fd)
+		keeper_send_socket(sv->srv, sv->argc, sv->argv);
 	pthread_mutex_lock(&D.lock);
 	struct served **v = realloc(D.s, (D.n + 1) * sizeof(*v));
 	if (v)
@@ -172,25 +186,33 @@ static int start_served(struct served *sv, struct opt_err *e)
 	return 0;
 }
 
-/* keeper: the server adopted sessions go to (the only one). */
-struct pagein_server *daemon_first_server(void)
-{
-	pthread_mutex_lock(&D.lock);
-	struct pagein_server *srv = D.n ? D.s[0]->srv : NULL;
-	pthread_mutex_unlock(&D.lock);
-	return srv;
-}
+static void *remove_thread(void *arg);
 
 void daemon_launch(void)
 {
 	pthread_mutex_lock(&D.lock);
 	D.launched = true;
-	for (size_t i = 0; i < D.n; i++)
+	char *removing[64];
+	size_t nr = 0;
+	for (size_t i = 0; i < D.n; i++) {
 		if (!D.s[i]->running && pthread_create(&D.s[i]->thread, NULL, serve_thread, D.s[i]) == 0)
 			D.s[i]->running = true;
 		else if (!D.s[i]->running)
 			D.s[i]->done = true;
+		if (D.s[i]->remove_at_launch && nr < sizeof(removing) / sizeof(removing[0])) {
+			const char *p = pagein_server_socket(D.s[i]->srv);
+			if (p && (removing[nr] = strdup(p)))
+				nr++;
+		}
+	}
 	pthread_mutex_unlock(&D.lock);
+	for (size_t i = 0; i < nr; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, remove_thread, removing[i]) == 0)
+			pthread_detach(t);
+		else
+			free(removing[i]);
+	}
 }
 
 int daemon_add_parsed(struct serve_opts *o, struct opt_err *e)
@@ -205,20 +227,25 @@ int daemon_add_parsed(struct serve_opts *o, struct opt_err *e)
 	return start_served(sv, e);
 }
 
-int daemon_add(int argc, char **argv, struct opt_err *e)
+/* A socket by its options (argv[0] ignored): new (listen_fd -1), or one
+ * the keeper gave back (its fd, number, and file if an engine made it). */
+static int add_socket(int argc, char **argv, int listen_fd, uint32_t sid, uint64_t dev,
+		      uint64_t ino, struct opt_err *e)
 {
 	struct served *sv = calloc(1, sizeof(*sv));
-	if (!sv || !(sv->argv = calloc((size_t)argc + 1, sizeof(char *)))) {
-		free(sv);
+	bool oom = !sv || !(sv->argv = calloc((size_t)argc + 1, sizeof(char *)));
+	for (; !oom && sv->argc < argc; sv->argc++)
+		oom = !(sv->argv[sv->argc] = strdup(argv[sv->argc]));
+	if (oom) {
 		snprintf(e->msg, sizeof(e->msg), "out of memory");
+		if (sv && !sv->argv)
+			free(sv);
+		else
+			served_free(sv);
+		if (listen_fd >= 0)
+			close(listen_fd);
 		return -1;
 	}
-	for (sv->argc = 0; sv->argc < argc; sv->argc++)
-		if (!(sv->argv[sv->argc] = strdup(argv[sv->argc]))) {
-			snprintf(e->msg, sizeof(e->msg), "out of memory");
-			served_free(sv);
-			return -1;
-		}
 	struct serve_opts *o = &sv->opts;
 	o->cfg.fault_around = DEFAULT_FAULT_AROUND;
 	o->cfg.populate = PAGEIN_POPULATE_BACKGROUND;
@@ -231,9 +258,92 @@ int daemon_add(int argc, char **argv, struct opt_err *e)
 	}
 	if (r < 0) {
 		served_free(sv);
+		if (listen_fd >= 0)
+			close(listen_fd);
 		return -1;
 	}
-	return start_served(sv, e);
+	pthread_mutex_lock(&D.lock);
+	if (listen_fd < 0 && keeper_link_active())
+		sid = ++D.next_sid;
+	else if (sid > D.next_sid)
+		D.next_sid = sid;
+	pthread_mutex_unlock(&D.lock);
+	sv->sid = sid;
+	sv->dev = dev;
+	sv->ino = ino;
+	if (listen_fd >= 0)
+		o->cfg.listen_fd = listen_fd;
+	r = start_served(sv, e);
+	if (r < 0 && listen_fd >= 0)
+		close(listen_fd); /* not taken (the keeper keeps its copy) */
+	return r;
+}
+
+int daemon_add(int argc, char **argv, struct opt_err *e)
+{
+	return add_socket(argc, argv, -1, 0, 0, 0, e);
+}
+
+/* A socket that `ctl remove` was draining when its engine died: drained
+ * and removed again, once its sessions are adopted (daemon_launch). */
+static int daemon_remove(const char *path, struct opt_err *e);
+static void *remove_thread(void *arg)
+{
+	char *path = arg;
+	struct opt_err e = {{0}};
+	daemon_remove(path, &e);
+	free(path);
+	return NULL;
+}
+
+int daemon_add_kept(uint32_t sid, const char *payload, size_t plen, int listen_fd, uint64_t dev,
+		    uint64_t ino, bool draining, struct opt_err *e)
+{
+	int argc = 1;
+	for (size_t i = 0; i < plen; i++)
+		argc += payload[i] == 0;
+	char **argv = calloc((size_t)argc + 1, sizeof(char *));
+	if (!argv || (plen && payload[plen - 1])) {
+		free(argv);
+		close(listen_fd);
+		snprintf(e->msg, sizeof(e->msg), "socket %u: its options came back %s", sid,
+			 argv ? "cut short" : "and memory ran out");
+		return -1;
+	}
+	argv[0] = (char *)"add";
+	for (size_t i = 0, k = 1; i < plen; k++) {
+		argv[k] = (char *)payload + i;
+		i += strlen(payload + i) + 1;
+	}
+	int r = add_socket(argc, argv, listen_fd, sid, dev, ino, e);
+	free(argv);
+	if (r == 0 && draining) { /* once its sessions are adopted: at launch */
+		pthread_mutex_lock(&D.lock);
+		for (size_t i = 0; i < D.n; i++)
+			if (D.s[i]->sid == sid)
+				D.s[i]->remove_at_launch = true;
+		pthread_mutex_unlock(&D.lock);
+	}
+	return r;
+}
+
+void daemon_sids_from(uint32_t sid)
+{
+	pthread_mutex_lock(&D.lock);
+	if (sid > D.next_sid)
+		D.next_sid = sid;
+	pthread_mutex_unlock(&D.lock);
+}
+
+struct pagein_server *daemon_server_by_sid(uint32_t sid)
+{
+	struct pagein_server *srv = NULL;
+	pthread_mutex_lock(&D.lock);
+	for (size_t i = 0; i < D.n && !srv; i++)
+		if (D.s[i]->sid == sid)
+			srv = D.s[i]->srv;
+	pthread_mutex_unlock(&D.lock);
+	return srv;
 }
 
 void daemon_report_all(void)
@@ -264,10 +374,15 @@ static int daemon_remove(const char *path, struct opt_err *e)
 	}
 	daemon_log(PAGEIN_LOG_INFO, "socket_removing", "control: removing %s (draining up to %.1f s)",
 		   path, D.cfg.drain_ms / 1000.0);
+	uint32_t sid = sv->sid;
+	if (sid) /* keeper: a new engine drains it too, then forgets it */
+		keeper_send_socket_msg(KMSG_SOCKET_DRAIN, sid);
 	pagein_server_drain(sv->srv, D.cfg.drain_ms);
 	if (sv->running)
 		pthread_join(sv->thread, NULL);
 	served_free(sv);
+	if (sid)
+		keeper_send_socket_msg(KMSG_SOCKET_GONE, sid);
 	daemon_log(PAGEIN_LOG_INFO, "socket_removed", "control: removed %s", path);
 	pthread_mutex_lock(&D.lock);
 	pthread_cond_broadcast(&D.cond);
@@ -427,7 +542,7 @@ static struct json_object *handle(struct json_object *req)
 	struct json_object *opv, *v;
 	if (!json_object_is_type(req, json_type_object) ||
 	    !json_object_object_get_ex(req, "op", &opv) || !json_object_is_type(opv, json_type_string))
-		return error_reply("a request is a JSON object with an \"op\" string: add, remove, list or stats");
+		return error_reply("a request is a JSON object with an \"op\" string: add, remove, list, stats or upgrade");
 	const char *op = json_object_get_string(opv);
 	struct opt_err e = {{0}};
 	if (!strcmp(op, "add")) {
@@ -468,6 +583,22 @@ static struct json_object *handle(struct json_object *req)
 			return error_reply(e.msg);
 		return ok_reply();
 	}
+	if (!strcmp(op, "upgrade")) {
+		/* The keeper starts the binary now at its path and this engine
+		 * hands every socket and session over (SIGUSR2 to the keeper). */
+		if (!keeper_link_active())
+			return error_reply("this daemon runs without a keeper (--no-keeper): it cannot hand over; restart it to run another binary");
+		pid_t keeper = getppid();
+		if (kill(keeper, SIGUSR2) < 0) {
+			snprintf(e.msg, sizeof(e.msg), "cannot signal the keeper (pid %ld): %s", (long)keeper, strerror(errno));
+			return error_reply(e.msg);
+		}
+		daemon_log(PAGEIN_LOG_INFO, "upgrade_asked", "control: upgrade asked: the keeper (pid %ld) starts a new engine", (long)keeper);
+		struct json_object *o = ok_reply();
+		add_u64(o, "engine_pid", (uint64_t)getpid());
+		add_u64(o, "keeper_pid", (uint64_t)keeper);
+		return o;
+	}
 	if (!strcmp(op, "list") || !strcmp(op, "stats")) {
 		bool found;
 		struct json_object *arr = describe(sock, !strcmp(op, "stats"), &found);
@@ -480,7 +611,7 @@ static struct json_object *handle(struct json_object *req)
 		json_object_object_add(o, "sockets", arr);
 		return o;
 	}
-	snprintf(e.msg, sizeof(e.msg), "unknown op \"%.64s\": use add, remove, list or stats", op);
+	snprintf(e.msg, sizeof(e.msg), "unknown op \"%.64s\": use add, remove, list, stats or upgrade", op);
 	return error_reply(e.msg);
 }
 
@@ -609,8 +740,16 @@ int control_start(const char *path, struct opt_err *e)
 		snprintf(e->msg, sizeof(e->msg), "--control %s: cannot listen: %s", path, strerror(err));
 		return -1;
 	}
-	control_dev = st.st_dev;
-	control_ino = st.st_ino;
+	if (control_serve(path, fd, (uint64_t)st.st_dev, (uint64_t)st.st_ino, e) < 0)
+		return -1;
+	keeper_send_control(fd, (uint64_t)st.st_dev, (uint64_t)st.st_ino); /* keeper: keep it */
+	return 0;
+}
+
+int control_serve(const char *path, int fd, uint64_t dev, uint64_t ino, struct opt_err *e)
+{
+	control_dev = (dev_t)dev;
+	control_ino = (ino_t)ino;
 	control_fd = fd;
 	control_stop_fd = eventfd(0, EFD_CLOEXEC);
 	control_path = strdup(path);

@@ -9,6 +9,8 @@
 #define PAGEIN_CLI_CONTROL_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "pagein.h"
 #include "serve_opts.h"
@@ -53,6 +55,9 @@ void daemon_wait(bool control);
  * stale one replaced) and serves it on a thread of its own. 0, or -1
  * with e->msg set. */
 int control_start(const char *path, struct opt_err *e);
+/* keeper: serves the control socket fd a dead engine made at path (dev,
+ * ino: its file, unlinked at the end if it is still that file). */
+int control_serve(const char *path, int fd, uint64_t dev, uint64_t ino, struct opt_err *e);
 void control_stop(void);
 
 /* A line in the daemon's log, in its format (text or JSON). */
@@ -64,7 +69,13 @@ void daemon_log(enum pagein_log_level lvl, const char *event, const char *fmt, .
 #define DAEMON_EXIT_HANDOVER 3
 void daemon_hand_over(void);
 
-/* keeper: the first server added (the one adopted sessions join). */
-struct pagein_server *daemon_first_server(void);
+/* keeper: the server of socket number sid (0: the command line's), or
+ * NULL; a socket added by a dead engine, given back by the keeper (its
+ * options as NUL-terminated strings; draining: removed again). */
+struct pagein_server *daemon_server_by_sid(uint32_t sid);
+/* keeper: socket numbers go on after sid (DONE's: the highest given out). */
+void daemon_sids_from(uint32_t sid);
+int daemon_add_kept(uint32_t sid, const char *payload, size_t plen, int listen_fd, uint64_t dev,
+		    uint64_t ino, bool draining, struct opt_err *e);
 
 #endif

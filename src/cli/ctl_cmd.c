@@ -1,6 +1,6 @@
 /* ctl_cmd.c - `pagein ctl`: add, remove, list and show the sockets a
- * running `pagein serve --control PATH` serves, over its control socket
- * (JSON lines; docs/protocols.md). */
+ * running `pagein serve --control PATH` serves, and upgrade it, over its
+ * control socket (JSON lines; docs/protocols.md). */
 #include <errno.h>
 #include <json-c/json.h>
 #include <inttypes.h>
@@ -34,6 +34,10 @@ static void ctl_usage(FILE *f)
 		"                 the daemon's --drain-timeout), then forget it\n"
 		"  list           the sockets served, their snapshots, connections\n"
 		"  stats [SOCK]   totals per socket: sessions, faults, pages, bytes\n"
+		"  upgrade        run the pagein binary now installed at the path the\n"
+		"                 daemon was started from: every socket and session\n"
+		"                 is handed to it, none is lost (as SIGUSR2 to the\n"
+		"                 keeper; not with --no-keeper)\n"
 		"\n"
 		"  --control PATH the daemon's control socket (default %s)\n"
 		"  --json         print the daemon's JSON answer as it is\n"
@@ -141,6 +145,11 @@ static const char *sfield(struct json_object *o, const char *k)
 static void print_answer(const char *op, struct json_object *ans)
 {
 	struct json_object *arr;
+	if (!strcmp(op, "upgrade")) {
+		printf("upgrading: engine pid %" PRIu64 " hands over to a new engine (keeper pid %" PRIu64 ")\n",
+		       field(ans, "engine_pid"), field(ans, "keeper_pid"));
+		return;
+	}
 	if (!json_object_object_get_ex(ans, "sockets", &arr)) {
 		printf("ok\n");
 		return;
@@ -224,8 +233,8 @@ int cmd_ctl(int argc, char **argv)
 			json_object_put(req);
 			return 2;
 		}
-	} else if (strcmp(op, "list")) {
-		fprintf(stderr, "pagein ctl: unknown command '%s': use add, remove, list or stats\n", op);
+	} else if (strcmp(op, "list") && strcmp(op, "upgrade")) {
+		fprintf(stderr, "pagein ctl: unknown command '%s': use add, remove, list, stats or upgrade\n", op);
 		json_object_put(req);
 		return 2;
 	}

@@ -38,24 +38,45 @@
 #define CRASH_WINDOW_NS 1000000000ull
 /* The engine's exit status after a handover (SIGUSR2). */
 #define EXIT_HANDOVER 3
+/* A connection still in its handshake: only its socket is kept. */
+#define KEPT_PENDING 0x100u
 
 struct kept {
 	uint32_t id, flags;
+	uint32_t sid;     /* the socket it came to (--control; 0: --socket) */
 	int32_t pid;
 	char name[48];
 	int fds[KMSG_MAX_FDS];
 	int nfds;
 };
 
+/* --control: a socket `pagein ctl add` made, and its serve options. */
+struct ksock {
+	uint32_t sid;
+	int fd;
+	bool draining;    /* `ctl remove` began: the next engine drains it */
+	dev_t dev;        /* the socket file created (0, 0: none) */
+	ino_t ino;
+	char *args;       /* NUL-terminated strings, alen bytes */
+	size_t alen;
+};
+
 static struct {
 	struct kept *s;
 	size_t n, cap;
+	struct ksock *socks;
+	size_t nsocks;
+	int control_fd;   /* --control's socket, once the first engine made it */
+	dev_t control_dev;
+	ino_t control_ino;
 	bool json;
 	bool ready;       /* the engine said it serves */
 	const char *log_path;
 	int listen_fd;    /* -1 until the first engine created it */
 	bool created;     /* it created the socket file (dev, ino): unlink it */
 	bool listen_stored; /* listen_fd is in systemd's fd store as "listen" */
+	uint32_t max_id;  /* the highest connection number given out */
+	uint32_t max_sid; /* the highest socket number given out (--control) */
 	dev_t dev;
 	ino_t ino;
 } K;
@@ -128,6 +149,10 @@ static void fdstore_init(void)
 static int kept_roles(uint32_t flags, int *roles)
 {
 	int n = 0;
+	if (flags & KEPT_PENDING) {
+		roles[n++] = 1;
+		return n;
+	}
 	roles[n++] = 0;
 	roles[n++] = 1;
 	roles[n++] = 2;
@@ -203,6 +228,8 @@ static void fdstore_session(const struct kept *k, bool put)
 
 static bool push_kept(const struct kept *k)
 {
+	if (k->id > K.max_id)
+		K.max_id = k->id;
 	if (K.n == K.cap) {
 		size_t cap = K.cap ? K.cap * 2 : 16;
 		struct kept *v = realloc(K.s, cap * sizeof(*v));
@@ -295,6 +322,13 @@ int keeper_listen_fds(void)
 			k.flags |= KMSG_MEM;
 		bool ok = b[j].fd[0] >= 0 && b[j].fd[1] >= 0 && b[j].fd[2] >= 0 &&
 			  (b[j].fd[4] >= 0) == (b[j].fd[5] >= 0);
+		bool only_sock = b[j].fd[1] >= 0;
+		for (int q = 0; q < KMSG_MAX_FDS; q++)
+			only_sock &= q == 1 || b[j].fd[q] < 0;
+		if (only_sock) { /* a connection in its handshake */
+			k.flags = KEPT_PENDING;
+			ok = true;
+		}
 		int roles[KMSG_MAX_FDS];
 		int nr = kept_roles(k.flags, roles);
 		for (int q = 0; q < nr; q++)
@@ -320,10 +354,143 @@ int keeper_listen_fds(void)
 	return listen;
 }
 
-static void on_message(const struct keeper_msg *m, int *fds, int nfds)
+static void drop_kept(uint32_t id, bool pending)
 {
+	for (size_t i = 0; i < K.n; i++)
+		if (K.s[i].id == id && (!pending || (K.s[i].flags & KEPT_PENDING))) {
+			fdstore_session(&K.s[i], false);
+			close_kept(&K.s[i]);
+			K.s[i] = K.s[--K.n];
+			return;
+		}
+}
+
+/* Takes a complete handshake's len bytes (and the fds that came with
+ * them, which the KEEP carries too) off the socket. */
+static bool consume(int sock, uint64_t len)
+{
+	char buf[4096];
+	while (len) {
+		union {
+			struct cmsghdr align;
+			char b[CMSG_SPACE(sizeof(int) * 8)];
+		} ctl;
+		struct iovec iov = {.iov_base = buf, .iov_len = len < sizeof(buf) ? (size_t)len : sizeof(buf)};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+				    .msg_controllen = sizeof(ctl.b)};
+		ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); n >= 0 && cm; cm = CMSG_NXTHDR(&mh, cm))
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+				for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
+					close(((int *)CMSG_DATA(cm))[i]);
+		if (n <= 0)
+			return false;
+		len -= (uint64_t)n;
+	}
+	return true;
+}
+
+/* CONTROL or SOCKET (--control): kept for the next engines. */
+static void on_socket(const struct keeper_msg *m, const char *payload, size_t plen, int *fds, int nfds)
+{
+	if (nfds != 1) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return;
+	}
+	if (m->type == KMSG_CONTROL) {
+		if (K.control_fd >= 0)
+			close(K.control_fd);
+		K.control_fd = fds[0];
+		K.control_dev = (dev_t)m->file.dev;
+		K.control_ino = (ino_t)m->file.ino;
+		return;
+	}
+	struct ksock k = {.sid = m->id, .fd = fds[0], .dev = (dev_t)m->file.dev, .ino = (ino_t)m->file.ino,
+			  .args = malloc(plen ? plen : 1), .alen = plen};
+	struct ksock *v = k.args ? realloc(K.socks, (K.nsocks + 1) * sizeof(*v)) : NULL;
+	if (!v) {
+		klog("error", "keeper_oom", "out of memory: socket %u not kept", m->id);
+		free(k.args);
+		close(fds[0]);
+		return;
+	}
+	memcpy(k.args, payload, plen);
+	if (k.sid > K.max_sid)
+		K.max_sid = k.sid;
+	K.socks = v;
+	K.socks[K.nsocks++] = k;
+}
+
+static void on_message(int link, const struct keeper_msg *m, const char *payload, size_t plen,
+		       int *fds, int nfds)
+{
+	if (m->type == KMSG_CONTROL || m->type == KMSG_SOCKET) {
+		on_socket(m, payload, plen, fds, nfds);
+		return;
+	}
+	if (m->type == KMSG_SOCKET_DRAIN || m->type == KMSG_SOCKET_GONE) {
+		for (size_t i = 0; i < K.nsocks; i++) {
+			struct ksock *k = &K.socks[i];
+			if (k->sid != m->id)
+				continue;
+			if (m->type == KMSG_SOCKET_DRAIN) {
+				/* `ctl remove`: our copy refuses connections too */
+				k->draining = true;
+				if (k->dev || k->ino)
+					shutdown(k->fd, SHUT_RD);
+				break;
+			}
+			close(k->fd);
+			free(k->args);
+			K.socks[i] = K.socks[--K.nsocks];
+			break;
+		}
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return;
+	}
+	if (m->type == KMSG_PENDING) {
+		struct kept k = {.id = m->id, .flags = KEPT_PENDING, .pid = m->pid, .sid = (uint32_t)m->conn.sid};
+		memcpy(k.name, m->name, sizeof(k.name));
+		k.name[sizeof(k.name) - 1] = 0;
+		if (nfds == 1) {
+			k.fds[k.nfds++] = fds[0];
+			nfds = 0;
+			if (push_kept(&k))
+				fdstore_session(&k, true);
+			else
+				close_kept(&k);
+		}
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return;
+	}
+	if (m->type == KMSG_KEEP && (m->flags & KMSG_CONSUME)) {
+		/* The session, and its handshake off the socket, in one step
+		 * (keeper_link.h): the connection is no longer pending. */
+		drop_kept(m->id, true);
+		bool ok = nfds >= 2 && consume(fds[1], m->conn.consume);
+		struct keeper_msg r = {.type = KMSG_KEPT, .id = m->id, .flags = ok ? 0 : KMSG_FAILED};
+		if (!ok) {
+			klog("error", "keeper_consume_failed", "%.48s: cannot take its handshake (%llu bytes) off the socket: %s",
+			     m->name, (unsigned long long)m->conn.consume, strerror(errno));
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+			keeper_send(link, &r, NULL, 0);
+			return;
+		}
+		struct keeper_msg kept = *m;
+		kept.flags &= KMSG_PIDFD | KMSG_MEM;
+		on_message(link, &kept, NULL, 0, fds, nfds);
+		keeper_send(link, &r, NULL, 0);
+		return;
+	}
 	if (m->type == KMSG_KEEP) {
-		struct kept k = {.id = m->id, .flags = m->flags, .pid = m->pid, .nfds = nfds};
+		struct kept k = {.id = m->id, .flags = m->flags, .pid = m->pid, .nfds = nfds,
+				 .sid = (uint32_t)m->conn.sid};
 		memcpy(k.name, m->name, sizeof(k.name));
 		k.name[sizeof(k.name) - 1] = 0;
 		memcpy(k.fds, fds, sizeof(int) * (size_t)nfds);
@@ -341,9 +508,9 @@ static void on_message(const struct keeper_msg *m, int *fds, int nfds)
 		if (nfds == 1 && K.listen_fd < 0) {
 			K.listen_fd = fds[0];
 			nfds = 0;
-			K.created = m->dev || m->ino;
-			K.dev = (dev_t)m->dev;
-			K.ino = (ino_t)m->ino;
+			K.created = m->file.dev || m->file.ino;
+			K.dev = (dev_t)m->file.dev;
+			K.ino = (ino_t)m->file.ino;
 			fdstore_put(FDNAME_LISTEN, K.listen_fd);
 			K.listen_stored = true;
 		}
@@ -351,29 +518,55 @@ static void on_message(const struct keeper_msg *m, int *fds, int nfds)
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
 	if (m->type == KMSG_DROP)
-		for (size_t i = 0; i < K.n; i++)
-			if (K.s[i].id == m->id) {
-				fdstore_session(&K.s[i], false);
-				close_kept(&K.s[i]);
-				K.s[i] = K.s[--K.n];
-				break;
-			}
+		drop_kept(m->id, false);
 }
 
 /* Everything the engine said; false once it closed its end. */
 static bool read_link(int fd)
 {
+	static char payload[KMSG_MAX_PAYLOAD];
 	for (;;) {
 		struct keeper_msg m;
 		int fds[KMSG_MAX_FDS], nfds;
-		int r = keeper_recv(fd, &m, fds, &nfds, false);
+		size_t plen;
+		int r = keeper_recv_payload(fd, &m, payload, sizeof(payload), &plen, fds, &nfds, false);
 		if (r == -EAGAIN)
 			return true;
 		if (r == 0 || (r < 0 && r != -EPROTO))
 			return false;
 		if (r > 0)
-			on_message(&m, fds, nfds);
+			on_message(fd, &m, payload, plen, fds, nfds);
 	}
+}
+
+/* A drain: the sockets this daemon created refuse new connections, our
+ * copies too (connect() gets ECONNREFUSED once one is shut down). One a
+ * .socket unit passed is left as it is: connections queue there for the
+ * next start, which is what socket activation is for (a shut-down socket
+ * would refuse them for good). */
+static void refuse_new(void)
+{
+	if (K.listen_fd >= 0 && K.created)
+		shutdown(K.listen_fd, SHUT_RD);
+	for (size_t i = 0; i < K.nsocks; i++)
+		if (K.socks[i].dev || K.socks[i].ino)
+			shutdown(K.socks[i].fd, SHUT_RD);
+}
+
+/* At exit: a socket file created by an engine of this keeper, if it is
+ * still the same file (an engine removes its own; this is for one that
+ * could not). */
+static void unlink_created(int fd, dev_t dev, ino_t ino)
+{
+	struct sockaddr_un a;
+	socklen_t al = sizeof(a);
+	memset(&a, 0, sizeof(a));
+	if ((!dev && !ino) || getsockname(fd, (struct sockaddr *)&a, &al) < 0 ||
+	    al <= offsetof(struct sockaddr_un, sun_path) || !a.sun_path[0])
+		return;
+	char path[sizeof(a.sun_path) + 1];
+	snprintf(path, sizeof(path), "%.*s", (int)(al - offsetof(struct sockaddr_un, sun_path)), a.sun_path);
+	server_unlink_socket(path, dev, ino);
 }
 
 /* The path pagein was started from, absolute, looked up in PATH if it has
@@ -447,14 +640,30 @@ static pid_t spawn(const char *exe, char **argv, int listen_fd, int *link_out)
 	close(sv[1]);
 	K.ready = false;
 	int link = sv[0];
+	if (K.control_fd >= 0) {
+		struct keeper_msg m = {.type = KMSG_CONTROL};
+		m.file.dev = (uint64_t)K.control_dev;
+		m.file.ino = (uint64_t)K.control_ino;
+		keeper_send(link, &m, &K.control_fd, 1);
+	}
+	for (size_t i = 0; i < K.nsocks; i++) {
+		struct ksock *k = &K.socks[i];
+		struct keeper_msg m = {.type = KMSG_SOCKET, .id = k->sid, .flags = k->draining ? KMSG_DRAINING : 0};
+		m.file.dev = (uint64_t)k->dev;
+		m.file.ino = (uint64_t)k->ino;
+		keeper_send_payload(link, &m, k->args, k->alen, &k->fd, 1);
+	}
 	for (size_t i = 0; i < K.n; i++) {
-		struct keeper_msg m = {.type = KMSG_ADOPT, .id = K.s[i].id, .flags = K.s[i].flags,
-				       .pid = K.s[i].pid};
+		bool pending = K.s[i].flags & KEPT_PENDING;
+		struct keeper_msg m = {.type = pending ? KMSG_ADOPT_PENDING : KMSG_ADOPT, .id = K.s[i].id,
+				       .flags = pending ? 0 : K.s[i].flags, .pid = K.s[i].pid};
+		m.conn.sid = K.s[i].sid;
 		memcpy(m.name, K.s[i].name, sizeof(m.name));
 		if (keeper_send(link, &m, K.s[i].fds, K.s[i].nfds) < 0)
 			break; /* it died already: the next one gets them */
 	}
-	struct keeper_msg done = {.type = KMSG_DONE};
+	struct keeper_msg done = {.type = KMSG_DONE, .flags = KMSG_CAN_PENDING, .id = K.max_id};
+	done.conn.sid = K.max_sid;
 	keeper_send(link, &done, NULL, 0);
 	fcntl(link, F_SETFL, fcntl(link, F_GETFL) | O_NONBLOCK);
 	*link_out = link;
@@ -484,7 +693,9 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	/* Inherited (socket activation), or created by the first engine,
 	 * which hands it over with READY. */
 	K.listen_fd = o->cfg.listen_fd > 0 ? o->cfg.listen_fd : -1;
-	fdstore_init();
+	K.control_fd = -1;
+	if (!o->control_path) /* --control: sockets come and go; no fd store */
+		fdstore_init();
 	/* Our own socket, back from the fd store: its file is ours to
 	 * unlink at a clean exit, as if this keeper's engine created it. */
 	struct stat sst;
@@ -539,8 +750,10 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			kill(engine, SIGTERM); /* its signals are handled from READY on */
 		if (first && K.ready && !announced) {
 			announced = true;
-			klog("info", "keeper_started", "keeper pid %ld holds %s; engine pid %ld (%s)", (long)getpid(),
-			     o->cfg.socket_path ? o->cfg.socket_path : "the inherited socket", (long)engine, exe);
+			klog("info", "keeper_started", "keeper pid %ld holds %s%s%s; engine pid %ld (%s)", (long)getpid(),
+			     o->cfg.socket_path ? o->cfg.socket_path : K.listen_fd >= 0 ? "the inherited socket" : "",
+			     o->control_path && K.listen_fd >= 0 ? " and " : "",
+			     o->control_path ? "the sockets added through --control" : "", (long)engine, exe);
 		}
 		struct signalfd_siginfo si;
 		bool child = false;
@@ -557,8 +770,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 				if (sig == SIGTERM || sig == SIGINT) {
 					stops++;
 					resend += resend < 2;
-					if (K.listen_fd >= 0)
-						shutdown(K.listen_fd, SHUT_RD);
+					refuse_new();
 				}
 			} else if (sig == SIGUSR2) {
 				klog("info", "upgrade", "SIGUSR2: the engine (pid %ld) hands over to %s", (long)engine, exe);
@@ -567,11 +779,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			} else {
 				if (sig == SIGTERM || sig == SIGINT) {
 					stops++;
-					/* The drain refuses new connections: our copy
-					 * of the socket too (connect() gets
-					 * ECONNREFUSED once it is shut down). */
-					if (K.listen_fd >= 0)
-						shutdown(K.listen_fd, SHUT_RD);
+					refuse_new();
 				}
 				if (sig == SIGHUP && K.log_path) { /* logrotate: ours too */
 					int fd = open(K.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -649,6 +857,16 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	for (size_t i = 0; i < K.n; i++)
 		close_kept(&K.s[i]);
 	free(K.s);
+	for (size_t i = 0; i < K.nsocks; i++) {
+		unlink_created(K.socks[i].fd, K.socks[i].dev, K.socks[i].ino);
+		close(K.socks[i].fd);
+		free(K.socks[i].args);
+	}
+	free(K.socks);
+	if (K.control_fd >= 0) {
+		unlink_created(K.control_fd, K.control_dev, K.control_ino);
+		close(K.control_fd);
+	}
 	if (K.listen_fd >= 0)
 		close(K.listen_fd);
 	if (rc == 0 && K.listen_stored)

@@ -388,27 +388,51 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
-/* keeper: the sessions the keeper hands over, until DONE. */
-static int adopt_sessions(void)
+/* keeper: what the keeper hands over, until DONE: the control socket and
+ * the sockets `ctl add` made (--control), then sessions and connections
+ * in their handshake, each to its socket's server. */
+static int adopt_sessions(const char *control_path, bool *control_adopted)
 {
-	struct pagein_server *srv = daemon_first_server();
+	static char payload[KMSG_MAX_PAYLOAD];
 	for (;;) {
 		struct keeper_msg m;
 		int fds[KMSG_MAX_FDS], nfds;
-		int r = keeper_recv(keeper_link_fd(), &m, fds, &nfds, true);
+		size_t plen;
+		int r = keeper_recv_payload(keeper_link_fd(), &m, payload, sizeof(payload), &plen, fds, &nfds, true);
 		if (r <= 0) {
 			fprintf(stderr, "pagein serve: the keeper's link: %s\n", r ? strerror(-r) : "closed");
 			return -1;
 		}
-		if (m.type == KMSG_DONE)
+		if (m.type == KMSG_DONE) {
+			keeper_link_done(&m);
+			daemon_sids_from((uint32_t)m.conn.sid);
 			return 0;
-		if (m.type != KMSG_ADOPT || !srv) {
+		}
+		struct opt_err e = {{0}};
+		if (m.type == KMSG_CONTROL && nfds == 1 && control_path && !*control_adopted) {
+			*control_adopted = control_serve(control_path, fds[0], m.file.dev, m.file.ino, &e) == 0;
+			if (!*control_adopted)
+				daemon_log(PAGEIN_LOG_ERROR, "adopt_failed", "the control socket: %s", e.msg);
+			continue;
+		}
+		if (m.type == KMSG_SOCKET && nfds == 1) {
+			if (daemon_add_kept(m.id, payload, plen, fds[0], m.file.dev, m.file.ino,
+					    (m.flags & KMSG_DRAINING) != 0, &e) < 0)
+				daemon_log(PAGEIN_LOG_ERROR, "adopt_failed", "socket %u (and its sessions): %s", m.id, e.msg);
+			continue;
+		}
+		struct pagein_server *srv = daemon_server_by_sid((uint32_t)m.conn.sid);
+		if ((m.type != KMSG_ADOPT && m.type != KMSG_ADOPT_PENDING) || !srv) {
+			if (m.type == KMSG_ADOPT || m.type == KMSG_ADOPT_PENDING)
+				keeper_orphan(&m, fds, nfds); /* fails closed */
 			for (int i = 0; i < nfds; i++)
 				close(fds[i]);
 			continue;
 		}
 		struct pagein_error err = {{0}};
-		if (keeper_adopt(srv, &m, fds, nfds, &err) < 0 && err.msg[0])
+		int ar = m.type == KMSG_ADOPT ? keeper_adopt(srv, &m, fds, nfds, &err)
+					     : keeper_adopt_pending(srv, &m, fds, nfds, &err);
+		if (ar < 0 && err.msg[0])
 			pagein_server_log(srv, PAGEIN_LOG_ERROR, "adopt_failed", "%s: %s", m.name, err.msg);
 	}
 }
@@ -468,7 +492,7 @@ static int cmd_serve(int argc, char **argv)
 		serve_opts_free(&o);
 		return 2;
 	}
-	if (o.keeper && !kfd && !o.control_path) { /* keeper: this process keeps */
+	if (o.keeper && !kfd) { /* keeper: this process keeps */
 		int r = keeper_run(main_argv, &o, log_fd);
 		serve_opts_free(&o);
 		return r;
@@ -495,21 +519,25 @@ static int cmd_serve(int argc, char **argv)
 		.log_level = o.cfg.log_level, .log_format = &log_format, .log = log_line,
 		.metrics = metrics, .drain_ms = drain_ms,
 	});
-	bool control = o.control_path != NULL;
-	if ((one && daemon_add_parsed(&o, &e) < 0) || (control && control_start(o.control_path, &e) < 0)) {
-		fprintf(stderr, "pagein serve: %s\n", e.msg);
+	bool control = o.control_path != NULL, control_adopted = false;
+	/* keeper: what a dead engine served comes back before the control
+	 * socket takes requests (or is made, by the first engine). */
+	int started = one ? daemon_add_parsed(&o, &e) : 0;
+	if (started == 0 && kfd && adopt_sessions(o.control_path, &control_adopted) < 0) {
+		started = -1;
+		e.msg[0] = 0;
+	}
+	if (started == 0 && control && !control_adopted)
+		started = control_start(o.control_path, &e);
+	if (started < 0) {
+		if (e.msg[0])
+			fprintf(stderr, "pagein serve: %s\n", e.msg);
+		control_stop();
 		daemon_stop_all();
 		daemon_wait(false);
 		pagein_metrics_free(metrics);
 		if (log_fd >= 0)
 			close(log_fd);
-		serve_opts_free(&o);
-		return 1;
-	}
-	if (kfd && adopt_sessions() < 0) {
-		daemon_stop_all();
-		daemon_wait(false);
-		pagein_metrics_free(metrics);
 		serve_opts_free(&o);
 		return 1;
 	}
@@ -528,7 +556,7 @@ static int cmd_serve(int argc, char **argv)
 	/* Under a keeper, the keeper is the main process systemd watches. */
 	notify("READY=1\nSTATUS=serving 0 sessions\nMAINPID=%ld", (long)(kfd ? getppid() : getpid()));
 	if (kfd)
-		keeper_send_ready(daemon_first_server());
+		keeper_send_ready(daemon_server_by_sid(0)); /* the command line's socket */
 	daemon_wait(control);
 	pthread_cancel(sig);
 	pthread_join(sig, NULL);
