@@ -147,6 +147,46 @@ for second in TERM INT; do
 	wait "$VM_PID" 2>/dev/null
 done
 
+note "an inherited socket is not shut down by a drain: connections queue for the next start"
+# A python3 parent plays the service manager: it holds the listening
+# socket, passes it (LISTEN_FDS) and keeps it after the daemon exits.
+HELD=$WORK/held.sock
+python3 - "$HELD" "$PAGEIN" "$SNAP" "$WORK/held.log" "$WORK/held.result" <<'EOF' &
+import os, socket, sys, time
+path, pagein, snap, log, result = sys.argv[1:]
+ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ls.bind(path)
+ls.listen(16)
+pid = os.fork()
+if pid == 0:
+    if ls.fileno() != 3:
+        os.dup2(ls.fileno(), 3)
+    os.set_inheritable(3, True)
+    os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.execv(pagein, [pagein, "serve", "--snapshot", snap, "--log-level", "info"])
+for _ in range(100):
+    if os.path.exists(log) and "keeper pid" in open(log).read():
+        break
+    time.sleep(0.05)
+os.kill(pid, 15)
+os.waitpid(pid, 0)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    c.connect(path)
+    out = "queued"
+except ConnectionRefusedError:
+    out = "refused"
+open(result, "w").write(out + "\n")
+EOF
+HOLDER=$!
+wait "$HOLDER" || fail "the socket holder failed: $(cat "$WORK/held.log")"
+[ "$(cat "$WORK/held.result")" = queued ] ||
+	fail "after the drain, a connection to the inherited socket was $(cat "$WORK/held.result") (it must queue for the next start)"
+grep -q "drained" "$WORK/held.log" || fail "the daemon with the held socket did not drain: $(cat "$WORK/held.log")"
+
 note "socket activation and readiness under systemd-socket-activate"
 command -v systemd-socket-activate >/dev/null ||
 	skip "systemd-socket-activate not found (Debian package systemd; scripts/install-deps.sh installs it)"
