@@ -20,6 +20,7 @@
 static int link_fd = -1;
 /* The keeper takes PENDING and KEEP with KMSG_CONSUME (its DONE said so). */
 static bool can_pending;
+static bool fdstore; /* DONE said KMSG_FDSTORE */
 /* One KEEP waiting for its KEPT at a time: the only message the keeper
  * sends after DONE, so the waiter that holds this reads its own answer. */
 static pthread_mutex_t keep_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -127,7 +128,13 @@ int keeper_recv(int fd, struct keeper_msg *m, int *fds, int *nfds, bool block)
 void keeper_link_done(const struct keeper_msg *m)
 {
 	can_pending = (m->flags & KMSG_CAN_PENDING) != 0;
+	fdstore = (m->flags & KMSG_FDSTORE) != 0;
 	conn_ids_from(m->id);
+}
+
+bool keeper_link_fdstore(void)
+{
+	return fdstore;
 }
 
 bool keeper_send_pending(struct conn *c)

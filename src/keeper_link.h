@@ -41,6 +41,9 @@ enum { KMSG_KEEP = 1, KMSG_DROP = 2, KMSG_ADOPT = 3, KMSG_DONE = 4,
 #define KMSG_CAN_PENDING 16u /* DONE: the keeper takes PENDING and CONSUME
 			      * (an older keeper, after an upgrade, does not) */
 #define KMSG_DRAINING 32u /* SOCKET (keeper -> engine): its drain had begun */
+#define KMSG_FDSTORE 64u  /* DONE: systemd's fd store holds every session:
+			   * a drain that gives up hands them over (exit 3)
+			   * instead of ending them */
 /* The largest payload (SOCKET's options). */
 #define KMSG_MAX_PAYLOAD 65536
 /* fds, in order: state memfd, socket, uffd, [pidfd], [memory, bitmap] */
@@ -91,6 +94,7 @@ void keeper_quiesce(struct pagein_server *srv);
  * highest connection number an engine gave out (id): numbers go on from
  * there, so that no two VMs of one daemon share a name or a --record %n. */
 void keeper_link_done(const struct keeper_msg *m);
+bool keeper_link_fdstore(void);
 
 /* Engine: a session or connection whose socket no longer exists (nothing
  * can serve it): its VMM is killed through its pidfd (fail closed), the

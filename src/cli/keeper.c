@@ -662,7 +662,8 @@ static pid_t spawn(const char *exe, char **argv, int listen_fd, int *link_out)
 		if (keeper_send(link, &m, K.s[i].fds, K.s[i].nfds) < 0)
 			break; /* it died already: the next one gets them */
 	}
-	struct keeper_msg done = {.type = KMSG_DONE, .flags = KMSG_CAN_PENDING, .id = K.max_id};
+	struct keeper_msg done = {.type = KMSG_DONE, .flags = KMSG_CAN_PENDING | (N.fd >= 0 ? KMSG_FDSTORE : 0),
+				  .id = K.max_id};
 	done.conn.sid = K.max_sid;
 	keeper_send(link, &done, NULL, 0);
 	fcntl(link, F_SETFL, fcntl(link, F_GETFL) | O_NONBLOCK);
@@ -731,6 +732,7 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	unsigned fast_deaths = 0, stops = 0, resend = 0;
 	uint64_t link_closed = 0, restarted_at = 0;
 	bool upgrading = false, first = true, announced = false;
+	bool in_store = false; /* a drain left the sessions in the fd store */
 	int rc = 0;
 	for (;;) {
 		struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = link, .events = POLLIN}};
@@ -809,6 +811,17 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 			rc = 0;
 			break;
 		}
+		if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_HANDOVER && !upgrading && stops && N.fd >= 0) {
+			/* A drain that gave up with the fd store in use: every
+			 * session, the listening socket and its file stay for
+			 * the next start (systemd keeps the store across a
+			 * restart). */
+			klog("info", "keeper_exit", "engine handed %zu session%s to the fd store; exiting",
+			     K.n, K.n == 1 ? "" : "s");
+			in_store = true;
+			rc = 0;
+			break;
+		}
 		if (first && !K.ready) {
 			/* The first engine failed at start (the snapshot
 			 * unreadable, the metrics port taken): it said why;
@@ -869,9 +882,9 @@ int keeper_run(char **argv, struct serve_opts *o, int log_fd)
 	}
 	if (K.listen_fd >= 0)
 		close(K.listen_fd);
-	if (rc == 0 && K.listen_stored)
+	if (rc == 0 && K.listen_stored && !in_store)
 		fdstore_remove(FDNAME_LISTEN);
-	if (K.created)
+	if (K.created && !in_store)
 		server_unlink_socket(o->cfg.socket_path, K.dev, K.ino);
 	return rc;
 }

@@ -319,7 +319,32 @@ struct sig_ctx {
 	unsigned drain_ms;
 	bool draining;
 	bool handing_over; /* keeper: SIGUSR2 came */
+	/* keeper with systemd's fd store: when a drain gives up, the sessions
+	 * still open go to the store for the next start instead of ending
+	 * (the servers' own deadline is set later, as a backstop). */
+	uint64_t store_at_ns;
 };
+
+#define DRAIN_BACKSTOP_MS 60000
+
+static uint64_t mono_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* keeper + fd store: every session still open goes to the next start. */
+static void hand_to_store(struct sig_ctx *x, const char *why)
+{
+	unsigned n = daemon_sessions();
+	cli_log(PAGEIN_LOG_INFO, "handed_to_fdstore",
+		"%s: leaving the %u session%s still open in the service manager's fd store for the next start",
+		why, n, n == 1 ? "" : "s");
+	x->handing_over = true;
+	x->store_at_ns = 0;
+	daemon_hand_over();
+}
 
 static void send_status(struct sig_ctx *x)
 {
@@ -340,10 +365,20 @@ static void *signal_thread(void *arg)
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	for (;;) {
 		struct timespec every = {STATUS_INTERVAL_S, 0};
+		if (x->store_at_ns) {
+			uint64_t now = mono_now_ns(), left = x->store_at_ns > now ? x->store_at_ns - now : 0;
+			if (left < 1000000000ull * STATUS_INTERVAL_S)
+				every = (struct timespec){(time_t)(left / 1000000000ull), (long)(left % 1000000000ull)};
+		}
 		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-		int sig = notify_fd >= 0 ? sigtimedwait(&set, NULL, &every) : sigwaitinfo(&set, NULL);
+		int sig = notify_fd >= 0 || x->store_at_ns ? sigtimedwait(&set, NULL, &every) : sigwaitinfo(&set, NULL);
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 		if (sig < 0) {
+			if (errno == EAGAIN && x->store_at_ns && mono_now_ns() >= x->store_at_ns) {
+				if (daemon_sessions())
+					hand_to_store(x, "drain timeout");
+				x->store_at_ns = 0;
+			}
 			if (errno == EAGAIN)
 				send_status(x);
 			continue;
@@ -371,7 +406,16 @@ static void *signal_thread(void *arg)
 				break;
 			}
 			notify("STOPPING=1");
-			if (!x->draining) {
+			if (!x->draining && keeper_link_fdstore()) {
+				x->draining = true;
+				cli_log(PAGEIN_LOG_INFO, "signal",
+					"%s: draining; sessions still open in %.1f s go to the fd store for the next start (send it again to do that at once)",
+					sig == SIGTERM ? "SIGTERM" : "SIGINT", x->drain_ms / 1000.0);
+				x->store_at_ns = mono_now_ns() + (uint64_t)x->drain_ms * 1000000ull;
+				daemon_drain_all(x->drain_ms + DRAIN_BACKSTOP_MS);
+			} else if (x->draining && keeper_link_fdstore()) {
+				hand_to_store(x, sig == SIGTERM ? "SIGTERM during the drain" : "SIGINT during the drain");
+			} else if (!x->draining) {
 				x->draining = true;
 				cli_log(PAGEIN_LOG_INFO, "signal", "%s: draining (send SIGTERM or SIGINT again to stop at once)",
 					sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -11,7 +11,11 @@
 # and every VM must end with "verify: ok". Run twice: the daemon creating
 # its socket (stored as "listen"), then (FDSTORE_UNIT=1) the listener
 # holding the socket as a .socket unit would and passing it to both
-# daemons, named "pagein.socket".
+# daemons, named "pagein.socket". A third run (FDSTORE_DRAIN=1) stops the
+# daemon with SIGTERM and --drain-timeout 1 instead, as `systemctl
+# restart` does: the restores still open at the deadline must be left in
+# the store (not ended), the daemon must exit 0 leaving its socket file,
+# and the next start must finish them.
 . "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || skip "no python3"
 SIZE=${KEEPER_FDSTORE_SIZE:-256M}
@@ -101,7 +105,10 @@ while True:
         log.write("ready MAINPID=%s\n" % kv.get("MAINPID", "?"))
 PY
 
-serve_args=(serve --snapshot "$WORK/snap" --socket "$SOCK" --populate none --log-level info)
+drain=${FDSTORE_DRAIN:-}
+extra=()
+[ -n "$drain" ] && extra=(--drain-timeout 1)
+serve_args=(serve --snapshot "$WORK/snap" --socket "$SOCK" --populate none --log-level info "${extra[@]}")
 FAKESD_SOCKET=${FDSTORE_UNIT:+$SOCK} python3 "$WORK/fakesd.py" "$WORK/notify" "$WORK" "$PAGEIN" "${serve_args[@]}" &
 SD=$!
 pid2=""
@@ -112,7 +119,7 @@ for _ in $(seq 1 100); do [ -S "$WORK/notify" ] && break; sleep 0.05; done
 
 unit=${FDSTORE_UNIT:-}
 if [ -z "$unit" ]; then
-	NOTIFY_SOCKET=$WORK/notify start_pagein "$WORK/snap" --populate none --log-level info
+	NOTIFY_SOCKET=$WORK/notify start_pagein "$WORK/snap" --populate none --log-level info "${extra[@]}"
 	keeper=$PAGEIN_PID
 	first=$WORK/pagein.log
 else
@@ -149,12 +156,27 @@ grep -q '^store s[0-9]*-mem$' "$WORK/fakesd.log" || fail "the secret-hiding sess
 sleep 0.3
 engine=$(cat /proc/"$keeper"/task/*/children 2>/dev/null | awk '{print $1; exit}')
 [ -n "$engine" ] || fail "no engine"
-kill -9 "$keeper" "$engine"
-[ -z "$unit" ] && wait "$keeper" 2>/dev/null
+if [ -n "$drain" ]; then
+	kill -TERM "$keeper"
+	rc=0
+	wait "$keeper" || rc=$?
+	[ $rc = 0 ] || fail "the daemon exited $rc at the end of its drain"
+	grep -q "fd store for the next start" "$first" || fail "no line for the sessions left in the fd store"
+	grep -q "session ended (server stopping)" "$first" &&
+		fail "a session was ended at the drain deadline instead of left in the store"
+	[ -S "$SOCK" ] || fail "the socket file was removed though the next start is to serve it"
+	stored_left=$(grep -c '^store s[0-9]*-uffd$' "$WORK/fakesd.log")
+	removed=$(grep -c '^remove s[0-9]*-uffd$' "$WORK/fakesd.log")
+	note "SIGTERM with --drain-timeout 1: $((stored_left - removed)) sessions left in the store"
+	[ $((stored_left - removed)) -ge 1 ] || fail "no session was left in the store"
+else
+	kill -9 "$keeper" "$engine"
+	[ -z "$unit" ] && wait "$keeper" 2>/dev/null
+fi
 PAGEIN_PID=""
 alive=0
 for p in "${vms[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
-note "daemon (keeper $keeper, engine $engine) SIGKILLed with $alive of 3 VMs restoring; $(grep -c '^store' "$WORK/fakesd.log") fds stored"
+note "daemon (keeper $keeper, engine $engine) ${drain:+drained and }stopped with $alive of 3 VMs restoring; $(grep -c '^store' "$WORK/fakesd.log") fds stored"
 [ $alive -ge 1 ] || fail "every VM had finished before the kill: make KEEPER_FDSTORE_SIZE larger"
 sleep 1
 kill -USR1 "$SD"
@@ -207,7 +229,8 @@ if [ -z "$unit" ]; then
 	grep -q '^remove listen$' "$WORK/fakesd.log" || fail "the listening socket was not removed from the store at a clean exit"
 fi
 pid2=""
-note "3 VMs verified across a SIGKILL of the whole daemon${unit:+ (socket from a .socket unit)}"
-if [ -z "$unit" ]; then
+note "3 VMs verified across a ${drain:+drain that gave up and a }stop of the whole daemon${unit:+ (socket from a .socket unit)}"
+if [ -z "$unit" ] && [ -z "$drain" ]; then
 	FDSTORE_UNIT=1 bash "$0" || fail "with a .socket unit's socket"
+	FDSTORE_DRAIN=1 bash "$0" || fail "with a drain that gives up"
 fi
