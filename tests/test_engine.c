@@ -12,12 +12,14 @@
  *   - filling ahead never zero-fills a page discarded while it held it;
  *   - ENOENT gives up that range, not the session;
  *   - a bad chunk is remembered: one load, one error for all its pages;
+ *     in poison mode a fault poisons its fault-around window at once;
  *   - a VMM's truncated bitmap or a shrunk raw snapshot fails that session
  *     only, with a sentence that says so, and no SIGBUS;
  *   - a uffd whose O_NONBLOCK the VMM cleared never blocks a reader. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +235,71 @@ static int bad_chunk_is_remembered(enum tc_mem mem)
 	return TC_PASS;
 }
 
+/* A guest read that may meet a poisoned page: true if it got SIGBUS. */
+static sigjmp_buf bus_jmp;
+static void on_bus(int sig)
+{
+	siglongjmp(bus_jmp, 1);
+}
+
+static bool touch_gets_sigbus(struct rig *r, uint64_t i)
+{
+	struct sigaction sa = {.sa_handler = on_bus}, old;
+	sigaction(SIGBUS, &sa, &old);
+	volatile bool bus = false;
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		(void)*(volatile unsigned char *)(r->g.base + i * PS);
+	else
+		bus = true;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
+/* Item 10, poison mode with fault-around: the first fault in a bad chunk
+ * poisons its whole window at once (one ioctl, not a page per fault), the
+ * chunk is read once, and the window's other pages then fault straight
+ * into their poison, never into the snapshot again. */
+static int bad_chunk_poisons_the_window_once(enum tc_mem mem)
+{
+	struct rig r;
+	struct rig_opts o = {.reg = TC_REG_MISSING, .fault_around = 16,
+			     .pagein_chunk = 64 << 10, .on_corrupt = PAGEIN_CORRUPT_POISON};
+	int t = rig_start_opts(&r, mem, 256, &o);
+	if (t != TC_PASS)
+		return t;
+	watchdog(60);
+	cut_snapshot(&r, 2, 64 << 10); /* chunk 2 (pages 32-47) is gone */
+	struct source_pagein_stats a, b, c;
+	source_pagein_stats(r.src, &a);
+	bool bus1 = touch_gets_sigbus(&r, 36);
+	source_pagein_stats(r.src, &b);
+	struct region *rg = &r.s->regions[0];
+	int poisoned = 0;
+	for (size_t i = 32; i < 48; i++)
+		poisoned += page_state_of(page_load(&rg->pages, i)) == PAGE_POISONED;
+	int later_bus = 0;
+	for (uint64_t i = 32; i < 48; i++)
+		later_bus += i != 36 && touch_gets_sigbus(&r, i);
+	source_pagein_stats(r.src, &c);
+	bool good = rig_check_page(&r, 5);
+	struct pagein_stats st;
+	rig_stop(&r, &st);
+	alarm(0);
+	fprintf(stderr, "  %llu faults; poisoned %d of the window, %llu counted; misses %llu -> %llu -> %llu\n",
+		(unsigned long long)st.faults_missing,
+		poisoned, (unsigned long long)st.pages_poisoned, (unsigned long long)a.misses,
+		(unsigned long long)b.misses, (unsigned long long)c.misses);
+	TC_CHECK(bus1);
+	TC_CHECK(poisoned == 16);             /* the whole window at once */
+	TC_CHECK(later_bus == 15);            /* each in its poison */
+	TC_CHECK(st.faults_missing == 2);     /* 36 and 5: poisoned ones never reach pagein */
+	TC_CHECK(st.pages_poisoned == 16);    /* counted once each */
+	TC_CHECK(b.misses == a.misses + 1);   /* the chunk read once */
+	TC_CHECK(c.misses == b.misses);       /* and never again */
+	TC_CHECK(good);
+	return TC_PASS;
+}
+
 /* Item 9: pages claimed ahead of the guest and discarded before their
  * fill settle REMOVED unfilled: no zero page brought back into memory the
  * balloon just freed. */
@@ -379,6 +446,7 @@ int main(void)
 		{"teardown_with_a_pending_discard", teardown_with_a_pending_discard, TC_ANON | TC_MEMFD},
 		{"poisoned_page_refuses_requests", poisoned_page_refuses_requests, TC_MEMFD},
 		{"bad_chunk_is_remembered", bad_chunk_is_remembered, TC_ANON},
+		{"bad_chunk_poisons_the_window_once", bad_chunk_poisons_the_window_once, TC_ANON},
 		{"ahead_skips_discarded_pages", ahead_skips_discarded_pages, TC_ANON},
 		{"enoent_gives_up_the_range", enoent_gives_up_the_range, TC_ANON},
 		{"truncated_bitmap_fails_the_session", truncated_bitmap_fails_the_session, TC_MEMFD},

@@ -21,14 +21,19 @@ seq 0 $((first - 1)) >"$WORK/good.trace"
 
 for mode in fail poison; do
 	start_pagein "$WORK/snap.pgn" --on-corrupt "$mode" --populate none --fault-around 0
+	rc=0
 	"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/raw" --vcpus 1 --pattern "trace:$WORK/bad.trace" \
-		--timeout 10 >"$WORK/bad-$mode.out" 2>&1 && fail "$mode: a corrupt chunk read back as good"
+		--timeout 10 >"$WORK/bad-$mode.out" 2>&1 || rc=$?
+	[ $rc = 0 ] && fail "$mode: a corrupt chunk read back as good"
 	grep -q "wrong byte" "$WORK/bad-$mode.out" && fail "$mode: wrong bytes were mapped: $(cat "$WORK/bad-$mode.out")"
 	expect_log "corrupt snapshot: chunk $bad "
 	if [ "$mode" = fail ]; then
 		expect_log "snapshot cannot give page at offset 0x[0-9a-f]+ \(chunk $bad\)"
 		expect_log "session ended \(failed: snapshot cannot give page"
 		expect_log "killed the VMM \(--on-failure kill\)"
+		# --on-failure kill is the default: the VMM died of SIGKILL
+		# (128 + 9), not of its own watchdog (exit 3) or a check.
+		[ $rc = 137 ] || fail "fail: the VMM was not killed (exit $rc): $(tail -5 "$WORK/bad-$mode.out")"
 	else
 		grep -q SIGBUS "$WORK/bad-$mode.out" || fail "poison: the guest did not get a memory error: $(cat "$WORK/bad-$mode.out")"
 		expect_log "poisoned [1-9][0-9]* pages? at offset 0x[0-9a-f]+: the snapshot could not give them"
@@ -38,3 +43,23 @@ for mode in fail poison; do
 	stop_pagein
 	note "$mode: refused the bad chunk, served the rest"
 done
+
+# --on-failure keep: the session fails as above, but the VMM is left
+# running (its vCPU stays stuck on the fault nobody serves) and the log
+# says so. The VMM closes its socket after the handshake, as Firecracker
+# before v1.12 does (one that keeps it exits by itself when pagein closes
+# it), and its watchdog is far off: only the test kills it.
+start_pagein "$WORK/snap.pgn" --on-corrupt fail --on-failure keep --populate none --fault-around 0
+"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/raw" --vcpus 1 --pattern "trace:$WORK/bad.trace" \
+	--close-after-handshake --timeout 60 >"$WORK/bad-keep.out" 2>&1 &
+vmm=$!
+expect_log "session ended \(failed: snapshot cannot give page"
+expect_log "VMM left running \(--on-failure keep\): its guest memory is no longer served"
+grep -q "killed the VMM" "$WORK/pagein.log" && fail "keep: the VMM was killed anyway"
+sleep 0.5 # a kill, had one been sent, lands at once
+kill -0 "$vmm" 2>/dev/null || { wait "$vmm"; fail "keep: the VMM died (exit $?): $(tail -5 "$WORK/bad-keep.out")"; }
+kill -9 "$vmm"
+wait "$vmm" 2>/dev/null
+pagein_alive
+stop_pagein
+note "keep: the session failed, the VMM was left running"

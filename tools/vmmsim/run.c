@@ -155,6 +155,15 @@ static int finish(struct sim *s, struct report_extra *x)
 		return EXIT_SETUP;
 	if (o->latency_out && report_latencies(s, o->latency_out))
 		return EXIT_SETUP;
+	/* --reset-socket: the reset comes before --hold, so that the handler
+	 * reads it while this VMM still lives. */
+	if (o->reset_socket && s->sock >= 0) {
+		if (s->s2)
+			stage2_stop(s->s2);
+		s->s2 = NULL;
+		stage2_close_with_reset(s->sock);
+		s->sock = -1;
+	}
 	if (o->hold_s > 0)
 		sleep_ns((uint64_t)(o->hold_s * 1e9));
 	return 0;

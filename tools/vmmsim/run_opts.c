@@ -30,6 +30,12 @@ const char run_usage[] =
 	"  --keep-socket         keep the socket open until exit, as v1.12+ does\n"
 	"                        (default with 1.12 and with secret-hiding); the\n"
 	"                        handler closing it during the workload fails the run\n"
+	"  --reset-socket        secret-hiding: after the report (before --hold),\n"
+	"                        send one more stage-2 request, wait for its reply\n"
+	"                        and close the socket without reading it: unread\n"
+	"                        data makes a Unix socket's close a reset, and the\n"
+	"                        handler's next read gets ECONNRESET, not EOF\n"
+	"                        (SO_LINGER {1, 0} does not do it for AF_UNIX)\n"
 	"  --extra-field         add an unknown \"gpa_start\" field to every region\n"
 	"  --split-handshake N   send the JSON in N pieces 20 ms apart (default 1)\n"
 	"Guest memory:\n" GUEST_CLI_USAGE
@@ -85,7 +91,7 @@ enum {
 	OPT_WRITE, OPT_VMM, OPT_STAGE2, OPT_BAD, OPT_BALLOON, OPT_ADVICE, OPT_VERIFY_ALL,
 	OPT_TIMEOUT, OPT_HOLD, OPT_REPORT_JSON, OPT_HELP,
 	OPT_BACKEND, OPT_EXPECT_PREFAULT, OPT_EVICT, OPT_LATENCY_OUT,
-	OPT_CLOSE_SOCKET, OPT_KEEP_SOCKET,
+	OPT_CLOSE_SOCKET, OPT_KEEP_SOCKET, OPT_RESET_SOCKET,
 };
 
 static const struct option run_long[] = {
@@ -97,6 +103,7 @@ static const struct option run_long[] = {
 	{ "fc-version", required_argument, 0, OPT_FC },
 	{ "close-after-handshake", no_argument, 0, OPT_CLOSE_SOCKET },
 	{ "keep-socket", no_argument, 0, OPT_KEEP_SOCKET },
+	{ "reset-socket", no_argument, 0, OPT_RESET_SOCKET },
 	{ "extra-field", no_argument, 0, OPT_EXTRA },
 	{ "split-handshake", required_argument, 0, OPT_SPLIT },
 	{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -200,6 +207,7 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	case OPT_SEED: return parse_u64("--seed", arg, &o->seed);
 	case OPT_WRITE: return parse_double("--write-fraction", arg, 0, 1, &o->write_frac);
 	case OPT_VMM: o->vmm_thread = true; return true;
+	case OPT_RESET_SOCKET: o->reset_socket = true; return true;
 	case OPT_STAGE2:
 		cli->stage2_given = true;
 		return parse_double("--stage2", arg, 0, 1, &o->stage2_frac);
@@ -359,8 +367,9 @@ static bool resolve(struct run_opts *o, struct run_cli *cli)
 		msg("--protocol secret-hiding needs --memory memfd (the handler fills the guest memfd)");
 		return false;
 	}
-	if (!sh && (cli->stage2_given || o->has_bad)) {
-		msg("%s needs --protocol secret-hiding", o->has_bad ? "--bad-request" : "--stage2");
+	if (!sh && (cli->stage2_given || o->has_bad || o->reset_socket)) {
+		msg("%s needs --protocol secret-hiding",
+		    o->has_bad ? "--bad-request" : o->reset_socket ? "--reset-socket" : "--stage2");
 		return false;
 	}
 	if (sh && !cli->stage2_given)

@@ -31,6 +31,7 @@ struct run_opts {
 	enum protocol protocol;
 	enum fc_version fc;
 	bool close_socket;           /* close it right after the handshake */
+	bool reset_socket;           /* close it at exit with a reply unread */
 	bool extra_field;
 	unsigned split;              /* handshake pieces */
 	struct plan_config plan;     /* npages/touch resolved after mapping */

@@ -322,3 +322,20 @@ void stage2_stop(struct stage2 *s)
 	free(s->slot);
 	free(s);
 }
+
+/* A Unix stream socket closed with data in its receive queue resets the
+ * connection (the peer's next read gets ECONNRESET); SO_LINGER {1, 0},
+ * which does that for TCP, changes nothing for AF_UNIX. So: ask for page
+ * 0 once more, wait for the reply to arrive, and close without reading. */
+void stage2_close_with_reset(int sock)
+{
+	char req[128];
+	size_t len = format_request(req, sizeof(req), 0, 0);
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+
+	if (send(sock, req, len, MSG_NOSIGNAL) != (ssize_t)len)
+		msg("--reset-socket: sending the last request: %m");
+	else if (poll(&p, 1, 5000) != 1 || !(p.revents & POLLIN))
+		msg("--reset-socket: no reply within 5 s: the close is no reset");
+	close(sock);
+}

@@ -48,4 +48,8 @@ uint64_t stage2_zero_replies(struct stage2 *s);
 /* Stops and joins the reader and frees s (the socket stays open). */
 void stage2_stop(struct stage2 *s);
 
+/* --reset-socket, once the reader is stopped: closes sock with a reply
+ * left unread, which the handler sees as ECONNRESET. */
+void stage2_close_with_reset(int sock);
+
 #endif
