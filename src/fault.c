@@ -103,7 +103,7 @@ int fault_serve(struct pagein_session *s, const struct uffd_msg *m,
 		}
 		case DO_NOTE_WAKE:
 			if (page_want_wake(&rg->pages, idx)) {
-				count(&s->n.faults_on_filling, 1);
+				count(&s->n->faults_on_filling, 1);
 				return 0; /* its filler wakes us */
 			}
 			continue;

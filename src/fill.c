@@ -72,7 +72,7 @@ static bool abandon_pages(struct pagein_session *s, struct region *rg,
 static void wake_range(struct pagein_session *s, struct region *rg, size_t a,
 		       size_t b)
 {
-	count(&s->n.wakes, 1);
+	count(&s->n->wakes, 1);
 	uffd_wake(s->uffd, page_addr(rg, a), (uint64_t)(b - a) * rg->r.page_size);
 }
 
@@ -229,7 +229,7 @@ static void note_corrupt(struct pagein_session *s, const struct region *rg,
 static void note_poisoned(struct pagein_session *s, const struct region *rg,
 			  size_t idx, uint64_t pages)
 {
-	count(&s->n.pages_poisoned, pages);
+	count(&s->n->pages_poisoned, pages);
 	session_event(s, PAGEIN_EVENT_POISONED, page_offset(rg, idx), pages, 0, -EHWPOISON);
 }
 
@@ -241,7 +241,7 @@ static void count_fill(struct pagein_session *s, enum fill_path path, uint64_t p
 		[FILL_BACKGROUND] = offsetof(struct session_counters, filled_background),
 		[FILL_REQUEST] = offsetof(struct session_counters, filled_request),
 	};
-	count((atomic_uint_fast64_t *)((char *)&s->n + field[path]), pages);
+	count((atomic_uint_fast64_t *)((char *)s->n + field[path]), pages);
 }
 
 /* ---- runs into the user mapping ---------------------------------------- */
@@ -454,9 +454,9 @@ static int fill_map(struct pagein_session *s, const struct fill_req *rq,
 			for (size_t p = i; p < i + pages; p++)
 				must_wake |= after_settle(s, page_poisoned(&rg->pages, p));
 		} else {
-			count(kind == RUN_DATA ? &s->n.pages_copied : &s->n.pages_zeroed, pages);
+			count(kind == RUN_DATA ? &s->n->pages_copied : &s->n->pages_zeroed, pages);
 			if (kind == RUN_DATA)
-				count(&s->n.bytes_read, pages * ps);
+				count(&s->n->bytes_read, pages * ps);
 			must_wake |= finish_pages(s, rg, i, i + pages);
 			filled += pages;
 		}
@@ -468,14 +468,14 @@ static int fill_map(struct pagein_session *s, const struct fill_req *rq,
 			/* Events pending: read them (or have the pump read them),
 			 * then plan again: they may have discarded pages of this
 			 * very run. */
-			count(&s->n.eagain, 1);
+			count(&s->n->eagain, 1);
 			r = session_wait(s, WAIT_EVENTS, gen, rq->reader, err);
 			if (r < 0)
 				goto out;
 			continue;
 		case UFFD_EXISTS:
 			/* Filled outside our table; EEXIST woke nobody. */
-			count(&s->n.eexist, 1);
+			count(&s->n->eexist, 1);
 			must_wake |= finish_pages(s, rg, i, i + 1);
 			must_wake = true;
 			i++;
@@ -520,9 +520,9 @@ out:
 	if (rq->path == FILL_FAULT) {
 		size_t fi = rq->fault_idx;
 		bool got_it = fi < i && page_state_of(page_load(&rg->pages, fi)) == PAGE_PRESENT;
-		count(&s->n.filled_fault, got_it);
+		count(&s->n->filled_fault, got_it);
 		if (filled > got_it)
-			count(&s->n.filled_fault_around, filled - got_it);
+			count(&s->n->filled_fault_around, filled - got_it);
 	} else {
 		count_fill(s, rq->path, filled);
 	}
@@ -633,7 +633,7 @@ static int write_page(struct pagein_session *s, struct region *rg, size_t idx,
 		} else {
 			r = write_zeros(s, off, ps);
 			if (r == 0)
-				count(&s->n.pages_zeroed, 1);
+				count(&s->n->pages_zeroed, 1);
 		}
 	} else {
 		r = have ? 0 : page_bytes_get(s, off, ps, &pb);
@@ -647,8 +647,8 @@ static int write_page(struct pagein_session *s, struct region *rg, size_t idx,
 		r = pb.data ? write_mem(s, off, pb.data, ps) : write_zeros(s, off, ps);
 		page_bytes_put(s, &pb);
 		if (r == 0) {
-			count(&s->n.pages_written, 1);
-			count(&s->n.bytes_read, ps);
+			count(&s->n->pages_written, 1);
+			count(&s->n->bytes_read, ps);
 		}
 	}
 	if (!reader)
@@ -708,7 +708,7 @@ static int probe_once(struct pagein_session *s, struct region *rg, size_t idx,
 					   : uffd_poison(s->uffd, addr, ps, true, &done);
 		if (r != -EAGAIN)
 			return r;
-		count(&s->n.eagain, 1);
+		count(&s->n->eagain, 1);
 		r = session_wait(s, WAIT_EVENTS, 0, true, err);
 		if (r < 0)
 			return r;
@@ -723,11 +723,11 @@ static int probe_result(struct pagein_session *s, struct region *rg, size_t idx,
 	case UFFD_DONE:
 		/* A poison probe re-poisons a page counted when it was poisoned. */
 		if (op != PROBE_POISON)
-			count(op == PROBE_MAP ? &s->n.pages_continued : &s->n.pages_zeroed, 1);
+			count(op == PROBE_MAP ? &s->n->pages_continued : &s->n->pages_zeroed, 1);
 		return 0;
 	case UFFD_EXISTS:
 		/* Already there (a stale fault); the kernel woke nobody. */
-		count(&s->n.eexist, 1);
+		count(&s->n->eexist, 1);
 		wake_range(s, rg, idx, idx + 1);
 		return 0;
 	case UFFD_RANGE_GONE:
@@ -809,7 +809,7 @@ static int fill_minor(struct pagein_session *s, struct region *rg, size_t idx,
 	bool wake;
 	if (r == 0) {
 		wake = after_settle(s, page_finish(&rg->pages, idx));
-		count(&s->n.filled_fault, 1);
+		count(&s->n->filled_fault, 1);
 		if (session_clear_userfault_bit(s, page_offset(rg, idx), rg->r.page_size) < 0)
 			r = pagein_session_error(s, err);
 	} else {

@@ -41,7 +41,7 @@ static void apply_remove(struct pagein_session *s, uint64_t start, uint64_t end)
 	/* keeper: journalled before the table changes, so that a new engine
 	 * applies it if this one dies in between (state.h). */
 	struct state_remove *journal = s->kst ? kstate_remove_begin(s->kst, start, end) : NULL;
-	count(&s->n.removes, 1);
+	count(&s->n->removes, 1);
 	for (size_t i = 0; i < s->nregions; i++) {
 		struct region *rg = &s->regions[i];
 		size_t first, last;
@@ -49,7 +49,7 @@ static void apply_remove(struct pagein_session *s, uint64_t start, uint64_t end)
 		for (size_t p = first; p < last; p++)
 			page_remove(&rg->pages, p); /* DO_DISCARD in every state */
 		if (last > first)
-			count(&s->n.pages_removed, last - first);
+			count(&s->n->pages_removed, last - first);
 	}
 	kstate_remove_end(journal);
 }
@@ -100,16 +100,16 @@ static void count_latency(struct pagein_session *s, uint64_t ns)
 	unsigned b = 0;
 	while (b < PAGEIN_LATENCY_BUCKETS && ns > latency_bounds_ns[b])
 		b++;
-	count(&s->latency[b], 1);
-	count(&s->latency_sum_ns, ns);
+	count(&s->n->latency[b], 1);
+	count(&s->n->latency_sum_ns, ns);
 }
 
 void pagein_session_latency(const struct pagein_session *s,
 			    struct pagein_latency *out)
 {
 	for (unsigned b = 0; b <= PAGEIN_LATENCY_BUCKETS; b++)
-		out->count[b] = atomic_load_explicit(&s->latency[b], memory_order_relaxed);
-	out->sum_ns = atomic_load_explicit(&s->latency_sum_ns, memory_order_relaxed);
+		out->count[b] = atomic_load_explicit(&s->n->latency[b], memory_order_relaxed);
+	out->sum_ns = atomic_load_explicit(&s->n->latency_sum_ns, memory_order_relaxed);
 }
 
 /* read() that cannot block. O_NONBLOCK lives on the open file description
@@ -186,9 +186,9 @@ int pump_read_events(struct pagein_session *s, bool drain,
 			if (buf[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
 			if (buf[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
-				count(&s->n.faults_minor, 1);
+				count(&s->n->faults_minor, 1);
 			else
-				count(&s->n.faults_missing, 1);
+				count(&s->n->faults_missing, 1);
 			if (queue_push(&s->queue, &buf[i], read_ns) < 0)
 				return pagein_fail(err, ENOMEM, "out of memory queueing faults");
 		}

@@ -86,9 +86,11 @@ int session_recover(struct pagein_session *s, struct recover_stats *st)
 			}
 		}
 	}
-	atomic_store(&s->progress.done, done);
-	if (done == s->progress.total)
-		atomic_store(&s->progress.complete_ns, 1);
+	atomic_store(&s->progress->done, done);
+	uint64_t now = now_ns(), none = 0;
+	if (done == s->progress->total) /* complete when the old engine died */
+		atomic_compare_exchange_strong(&s->progress->complete_ns, &none,
+					       now > s->progress->start_ns ? now - s->progress->start_ns : 1);
 	/* 4. Faults the dead engine read and never answered: wake them all;
 	 * they fault again if their page is still missing. */
 	for (size_t i = 0; i < s->nregions; i++) {

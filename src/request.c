@@ -26,7 +26,7 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 				   "request offset 0x%llx is outside guest memory",
 				   (unsigned long long)offset);
 	size_t idx = (size_t)((offset - rg->r.offset) >> rg->page_shift);
-	count(&s->n.requests, 1);
+	count(&s->n->requests, 1);
 	bool waited = false;
 	for (;;) {
 		/* Before looking at the page: a signal after this is not lost. */
@@ -57,7 +57,7 @@ int pagein_session_populate_offset(struct pagein_session *s, uint64_t offset,
 			if (!page_want_signal(&rg->pages, idx))
 				continue;
 			if (!waited)
-				count(&s->n.faults_on_filling, 1);
+				count(&s->n->faults_on_filling, 1);
 			waited = true;
 			r = session_wait(s, WAIT_PAGE, gen, false, err);
 			if (r < 0)

@@ -310,6 +310,8 @@ int session_new_state(const struct pagein_session_config *cfg, struct kstate *ks
 	struct pagein_session *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->n = kst ? &kst->hdr->counters : &s->own_counters;
+	s->progress = kst ? &kst->hdr->progress : &s->own_progress;
 	snprintf(s->name, sizeof(s->name), "%s", cfg->name ? cfg->name : "vm");
 	pthread_mutex_init(&s->record_lock, NULL);
 	{
@@ -369,9 +371,9 @@ int session_new_state(const struct pagein_session_config *cfg, struct kstate *ks
 	for (size_t i = 0; i < s->nregions; i++) {
 		s->regions[i].first_global = (size_t)s->pages_total;
 		s->pages_total += s->regions[i].pages.npages;
-		s->regions[i].pages.progress = &s->progress;
+		s->regions[i].pages.progress = s->progress;
 	}
-	s->progress.total = s->pages_total;
+	s->progress->total = s->pages_total;
 	s->source = pagein_source_ref(cfg->source);
 	s->on_corrupt = cfg->on_corrupt;
 	unsigned fa = cfg->fault_around;
@@ -388,8 +390,8 @@ int session_new_state(const struct pagein_session_config *cfg, struct kstate *ks
 	fw_init(&s->fw, fa, fa_auto, s->pages_total);
 	s->on_event = cfg->on_event;
 	s->event_opaque = cfg->event_opaque;
-	s->start_ns = now_ns();
-	s->progress.start_ns = s->start_ns;
+	if (!s->progress->start_ns) /* an adopted session keeps its start */
+		s->progress->start_ns = now_ns();
 	mark_holes(s);
 	s->uffd = cfg->uffd;
 	s->park = source_park_attach(s->source, s->uffd);
@@ -600,7 +602,7 @@ void session_record_touch(struct pagein_session *s, const struct region *rg,
 
 void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o)
 {
-	const struct session_counters *n = &s->n;
+	const struct session_counters *n = s->n;
 	memset(o->reserved, 0, sizeof(o->reserved));
 #define LOAD(f) o->f = atomic_load_explicit(&n->f, memory_order_relaxed)
 	LOAD(faults_missing);
@@ -626,8 +628,8 @@ void pagein_session_stats(const struct pagein_session *s, struct pagein_stats *o
 #undef LOAD
 	o->pages_hole = s->pages_hole;
 	o->pages_total = s->pages_total;
-	o->elapsed_ns = now_ns() - s->start_ns;
-	o->complete_ns = atomic_load(&s->progress.complete_ns);
+	o->elapsed_ns = now_ns() - s->progress->start_ns;
+	o->complete_ns = atomic_load(&s->progress->complete_ns);
 }
 
 int pagein_stats_format(const struct pagein_stats *st, char *buf, size_t len)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "fault_window.h"
+#include "counters.h"
 #include "page_table.h"
 #include "pagein.h"
 #include "uffd_compat.h"
@@ -20,14 +21,6 @@ struct region {
 	struct page_table pages;
 };
 
-/* Counters mirror struct pagein_stats; relaxed atomics, any thread. */
-struct session_counters {
-	atomic_uint_fast64_t faults_missing, faults_minor, requests, faults_on_filling,
-		pages_copied, pages_zeroed, pages_continued, pages_written,
-		wakes, eexist, eagain, removes, pages_removed, bytes_read,
-		pages_poisoned, filled_fault, filled_fault_around,
-		filled_prefetch, filled_background, filled_request;
-};
 
 /* Faults read but not yet served, owned by the pump (one thread at a
  * time). Grows when a fill must drain events (EAGAIN) mid-round. */
@@ -73,19 +66,17 @@ struct pagein_session {
 	char fail_msg[256];
 	int event_fd;             /* eventfd, readable once failed */
 
-	struct session_counters n;
-	/* Fault service latency, read to served (woken), in the buckets of
-	 * pagein_latency_bound_ns(). */
-	atomic_uint_fast64_t latency[PAGEIN_LATENCY_BUCKETS + 1];
-	atomic_uint_fast64_t latency_sum_ns;
+	/* Counters and progress: the session's own, or with a keeper the
+	 * ones in its state memfd (they outlive this process). */
+	struct session_counters *n, own_counters;
 	/* The embedder's event sink (config.on_event), or NULL. */
 	void (*on_event)(void *opaque, const struct pagein_event *ev);
 	void *event_opaque;
 	uint64_t pages_total;
 	uint64_t pages_hole;      /* marked REMOVED at start (mark_holes) */
-	uint64_t start_ns;
-	/* Pages done, and when the last one was: "complete" (page_table.h). */
-	struct page_progress progress;
+	/* Pages done, when the session started, and when the last page was
+	 * done: "complete" (page_table.h). */
+	struct page_progress *progress, own_progress;
 
 	/* Fault-around window (fault_window.c), touched only by the pump. */
 	struct fault_window fw;

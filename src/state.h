@@ -5,8 +5,9 @@
  * Layout (one memfd per session, mapped MAP_SHARED):
  *
  *   struct state_hdr      magic/version, the VM's name/id/pid, protocol,
- *                         regions (handshake order) and where each
- *                         region's page table lives
+ *                         the session's counters and progress, regions
+ *                         (handshake order) and where each region's page
+ *                         table lives
  *   remove journal        ring of uffd REMOVE/UNMAP ranges: PENDING before
  *                         the page table is touched, APPLIED after
  *   request journal       FIFO of parsed stage-2 requests whose reply was
@@ -27,10 +28,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "counters.h"
+#include "page_table.h"
 #include "pagein.h"
 
 #define STATE_MAGIC 0x31545350494e4750ull /* "PGNIPST1" little-endian */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define STATE_MAX_REGIONS 64u
 #define STATE_REMOVE_SLOTS 256u
 #define STATE_REQUEST_SLOTS 512u
@@ -79,6 +82,12 @@ struct state_hdr {
 	 * interrupts completes in the kernel and its bytes are lost to user
 	 * space, so they are journalled before they are consumed */
 	_Atomic uint32_t peeked;
+	/* The session's counters and progress (session.h points at them):
+	 * a new engine goes on counting, and "complete" keeps its time. */
+	struct session_counters counters;
+	struct page_progress progress;
+	uint64_t reserved[8];    /* zero: room for new fields (a new version
+				  * may use them without moving the rest) */
 	struct state_region regions[STATE_MAX_REGIONS];
 };
 

@@ -33,6 +33,11 @@ for _ in $(seq 1 200); do
 	sleep 0.05
 done
 [ "$(grep -c 'session started' "$WORK/pagein.log")" -ge 16 ] || fail "16 sessions did not start"
+# Each session's counters before the upgrade (SIGUSR1: a stats line per
+# session), to compare with its last line after it: they live in the
+# session's state memfd, so the new engine goes on counting.
+kill -USR1 "$old"
+for _ in $(seq 1 100); do [ "$(grep -c ': stats: ' "$WORK/pagein.log")" -ge 1 ] && break; sleep 0.05; done
 # The upgrade: another build at the same path (a new inode), then SIGUSR2.
 cp "$orig" "$WORK/bin/pagein.new"
 printf 'x' >>"$WORK/bin/pagein.new"
@@ -58,4 +63,17 @@ adopted=$(grep -c "session adopted" "$WORK/pagein.log")
 note "$adopted sessions adopted by the new engine"
 [ "$adopted" -ge 1 ] || fail "no session was handed over (did they all end before SIGUSR2?)"
 grep -qE "session ended \((failed|handshake refused)" "$WORK/pagein.log" && fail "a session failed"
+# vmN's missing faults: counted before the upgrade (stats) and at the end.
+faults() { grep -E "^[^ ]+ pagein info: $1 pid [0-9]+: $2" "$WORK/pagein.log" | sed -n 's/.*faults \([0-9]*\) missing.*/\1/p' | tail -1; }
+pairs=0
+for vm in $(grep -o 'vm[0-9]* pid [0-9]*: stats: ' "$WORK/pagein.log" | awk '{print $1}' | sort -u); do
+	before=$(faults "$vm" "stats: ")
+	after=$(faults "$vm" "session ended")
+	[ -n "$before" ] && [ -n "$after" ] || continue
+	grep -q "$vm pid [0-9]*: session adopted" "$WORK/pagein.log" || continue
+	[ "$after" -ge "$before" ] || fail "$vm: $before missing faults counted before the upgrade, $after at its end: the counters restarted"
+	pairs=$((pairs + 1))
+done
+[ $pairs -ge 1 ] || fail "no adopted session had a stats line before the upgrade"
+note "$pairs adopted sessions went on counting across the upgrade"
 stop_pagein
