@@ -1,0 +1,70 @@
+#!/bin/bash
+# docs.sh - the man pages keep up with the code (cheap: no build, no
+# daemon; reads sources only):
+#   - every function include/pagein.h declares is in man/libpagein.3.scd;
+#   - every long option of `pagein serve` (src/cli/serve_opts.c) has an
+#     entry of its own in man/pagein-serve.1.scd (a line that starts with
+#     the option in bold, as scdoc option lists do);
+#   - every long option of the `pagein snapshot` subcommands
+#     (src/cli/snapshot_cmd.c) is in man/pagein-snapshot.1.scd, in bold;
+#   - every long option `pagein ctl` parses itself (src/cli/ctl_cmd.c) is
+#     in man/pagein-ctl.1.scd.
+# Exit 0 pass, 1 fail.
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+bad=0
+miss() { echo "FAIL: $*"; bad=$((bad + 1)); }
+
+# The long options of a getopt_long table: {"name", no_argument, ...}.
+long_opts() {
+	grep -oE '\{"[a-z0-9-]+", *(no|required|optional)_argument' "$1" |
+		sed -E 's/^\{"([a-z0-9-]+)".*/\1/' | sort -u
+}
+
+# 1. Functions: declaration lines of the header (a type, then the name and
+# its opening parenthesis; comments and macros start otherwise).
+funcs=$(grep -E '^[a-z].*[ *]pagein_[a-z0-9_]+\(' include/pagein.h |
+	sed -E 's/.*[ *](pagein_[a-z0-9_]+)\(.*/\1/' | sort -u)
+n=$(echo "$funcs" | grep -c .)
+[ "$n" -ge 30 ] || miss "found only $n function declarations in include/pagein.h: the parser is broken"
+for f in $funcs; do
+	grep -qE "(^|[^a-z0-9_])${f}\(" man/libpagein.3.scd ||
+		miss "$f (include/pagein.h) is not in man/libpagein.3.scd"
+done
+echo "functions: $n checked"
+
+# 2. pagein serve: an entry line per option, e.g. "*--socket* _PATH_",
+# "*-h*, *--help*" or "*--keeper*, *--no-keeper*".
+opts=$(long_opts src/cli/serve_opts.c)
+n=$(echo "$opts" | grep -c .)
+[ "$n" -ge 25 ] || miss "found only $n options in src/cli/serve_opts.c: the parser is broken"
+for o in $opts; do
+	grep -qE "^\*(-[a-z]\*, \*|--[a-z0-9-]+\*, \*)?--${o}\*" man/pagein-serve.1.scd ||
+		miss "pagein serve --$o (src/cli/serve_opts.c) has no entry in man/pagein-serve.1.scd"
+done
+echo "pagein serve: $n options checked"
+
+# 3. pagein snapshot: every subcommand's options.
+opts=$(long_opts src/cli/snapshot_cmd.c)
+n=$(echo "$opts" | grep -c .)
+[ "$n" -ge 8 ] || miss "found only $n options in src/cli/snapshot_cmd.c: the parser is broken"
+for o in $opts; do
+	grep -qF -- "*--${o}*" man/pagein-snapshot.1.scd ||
+		miss "pagein snapshot --$o (src/cli/snapshot_cmd.c) is not in man/pagein-snapshot.1.scd"
+done
+echo "pagein snapshot: $n options checked"
+
+# 4. pagein ctl: the options it reads itself (the rest go to the daemon,
+# as pagein serve options).
+opts=$(grep -oE 'strcmp\(argv\[i\], "--[a-z0-9-]+"\)' src/cli/ctl_cmd.c |
+	sed -E 's/.*"--([a-z0-9-]+)".*/\1/' | sort -u)
+n=$(echo "$opts" | grep -c .)
+[ "$n" -ge 2 ] || miss "found only $n options in src/cli/ctl_cmd.c: the parser is broken"
+for o in $opts; do
+	grep -qE -- "--${o}([^a-z0-9-]|\$)" man/pagein-ctl.1.scd ||
+		miss "pagein ctl --$o (src/cli/ctl_cmd.c) is not in man/pagein-ctl.1.scd"
+done
+echo "pagein ctl: $n options checked"
+
+[ $bad = 0 ] || { echo "$bad missing from the man pages"; exit 1; }
+echo "ok: the man pages name every function and option"
