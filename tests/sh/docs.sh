@@ -8,7 +8,10 @@
 #   - every long option of the `pagein snapshot` subcommands
 #     (src/cli/snapshot_cmd.c) is in man/pagein-snapshot.1.scd, in bold;
 #   - every long option `pagein ctl` parses itself (src/cli/ctl_cmd.c) is
-#     in man/pagein-ctl.1.scd.
+#     in man/pagein-ctl.1.scd;
+#   - README.md's numbers table comes from the run docs/benchmarks.md
+#     shows: it names that run's commit, and every time in it is a cell of
+#     docs/benchmarks.md's tables.
 # Exit 0 pass, 1 fail.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -66,5 +69,20 @@ for o in $opts; do
 done
 echo "pagein ctl: $n options checked"
 
-[ $bad = 0 ] || { echo "$bad missing from the man pages"; exit 1; }
-echo "ok: the man pages name every function and option"
+# 5. The README's numbers: the table after "When to use it".
+commit=$(sed -n 's/^Run: .*, commit \([0-9a-f]*\),.*/\1/p' docs/benchmarks.md)
+[ -n "$commit" ] || miss "docs/benchmarks.md has no 'Run: ..., commit X,' line"
+grep -q "commit $commit" README.md ||
+	miss "README.md does not name commit $commit, the run docs/benchmarks.md shows: its numbers are stale?"
+table=$(sed -n '/^## When to use it/,/^## /p' README.md | grep '^| w[0-9]')
+n=0
+for t in $(echo "$table" | grep -oE '\| [0-9]+(\.[0-9]+)? s' | sed 's/^| //; s/ s$//'); do
+	n=$((n + 1))
+	grep -qF "| $t |" docs/benchmarks.md ||
+		miss "README.md's numbers table says $t s, a time docs/benchmarks.md does not have"
+done
+[ "$n" -ge 8 ] || miss "found only $n times in README.md's numbers table"
+echo "README numbers: $n times checked against the run of commit $commit"
+
+[ $bad = 0 ] || { echo "$bad problems"; exit 1; }
+echo "ok: the man pages name every function and option; the README's numbers are docs/benchmarks.md's"
