@@ -11,7 +11,10 @@
 #     in man/pagein-ctl.1.scd;
 #   - README.md's numbers table comes from the run docs/benchmarks.md
 #     shows: it names that run's commit, and every time in it is a cell of
-#     docs/benchmarks.md's tables.
+#     docs/benchmarks.md's tables;
+#   - the benchmark plots have a panel for every results table of
+#     docs/benchmarks.json but the targets (bench.py plots(), data files
+#     only: gnuplot is not needed).
 # Exit 0 pass, 1 fail.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -84,5 +87,34 @@ done
 [ "$n" -ge 8 ] || miss "found only $n times in README.md's numbers table"
 echo "README numbers: $n times checked against the run of commit $commit"
 
+# 6. The plots: plots() writes plot-vars.gp (the panel counts and titles)
+# before it runs gnuplot; a machine without gnuplot still gets the file.
+pw=$(mktemp -d "${TMPDIR:-/tmp}/pagein-docs.XXXXXX")
+python3 - "$pw" >"$pw/out.txt" 2>&1 <<'PY' || { cat "$pw/out.txt"; miss "the plot panels (above)"; }
+import json, os, re, sys
+sys.path.insert(0, "bench")
+import bench
+work = sys.argv[1]
+res = json.load(open("docs/benchmarks.json"))
+bench.plots(res, work, work, "check")
+v = open(os.path.join(work, "plot-vars.gp")).read()
+num = lambda k: int(re.search(r"^%s = (\d+)$" % k, v, re.M).group(1))
+titles = re.findall(r'^[TE]\[\d+\] = "(.*)"$', v, re.M)
+tables = sorted({k.rsplit("/", 1)[0] for k, m in res["median"].items() if m and m.get("wall_s")})
+want = len(tables) + sum(1 for s in ("throttled", "hugetlb", "remote") if (res.get(s) or {}).get("median"))
+got = num("npanels") + num("nextra")
+print("tables %s + sections with data: %d; panels %d: %s" % (tables, want, got, titles))
+assert got == want, "%d bar panels for %d results tables" % (got, want)
+for s, word in (("throttled", "throttled"), ("hugetlb", "huge pages"), ("remote", "Remote")):
+    if (res.get(s) or {}).get("median"):
+        assert any(word in t for t in titles), "no panel for the %s table" % s
+assert num("nsweep") > 0 and num("nformat") > 0, "no sweep or format panel"
+assert any(t.startswith("w5") for t in titles), "no w5 panel"
+cdf = re.findall(r'^C\[\d+\] = "(.*)"$', v, re.M)
+assert any(t.startswith("w5") for t in cdf), "no w5 latency CDF: %s" % cdf
+PY
+tail -1 "$pw/out.txt"
+rm -rf "$pw"
+
 [ $bad = 0 ] || { echo "$bad problems"; exit 1; }
-echo "ok: the man pages name every function and option; the README's numbers are docs/benchmarks.md's"
+echo "ok: the man pages name every function and option; the README's numbers are docs/benchmarks.md's; every results table has a plot panel"
