@@ -73,6 +73,13 @@ build/man/%: man/%.scd
 man: $(MAN_OUT)
 
 # Regenerated every time: they hold PREFIX, which can change between runs.
+# libpagein.pc: Libs.private names the libraries libpagein itself calls
+# (json-c, libzstd, libxxhash, libmicrohttpd, libcrypto, libcurl), not a
+# Requires.private on them, so that `pkg-config --static --libs libpagein`
+# links libpagein.a against their shared libraries without asking for
+# every library libcurl could link (-lnghttp2, -lssh2, -lldap, ...), whose
+# -dev packages a VMM need not have. pagein.h includes none of their
+# headers, so no Cflags of theirs are needed.
 .PHONY: build/libpagein.pc build/pagein@.service
 build/pagein@.service: systemd/pagein@.service.in
 	@mkdir -p $(dir $@)
@@ -84,8 +91,8 @@ build/libpagein.pc: mk/install.mk include/pagein.h
 		'includedir=$(INCLUDEDIR)' '' 'Name: libpagein' \
 		'Description: lazy restore of VM memory snapshots over userfaultfd' \
 		'Version: $(PAGEIN_VERSION)' \
-		'Requires.private: $(PKGS)' 'Cflags: -I$${includedir}' \
-		'Libs: -L$${libdir} -lpagein' 'Libs.private: -lpthread -lm' > $@
+		'Cflags: -I$${includedir}' \
+		'Libs: -L$${libdir} -lpagein' 'Libs.private: $(strip $(LDLIBS))' > $@
 
 install: all man build/libpagein.pc build/pagein@.service
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \

@@ -100,14 +100,14 @@ done
 grep -q '^ExecStart=/usr/bin/pagein serve' /lib/systemd/system/pagein@.service ||
 	fail "pagein@.service does not run /usr/bin/pagein serve: $(grep ExecStart /lib/systemd/system/pagein@.service)"
 for d in README.md format.md operations.md; do
-	ls /usr/share/doc/pagein/"$d" /usr/share/doc/pagein/"$d".gz >/dev/null 2>&1 ||
-		fail "/usr/share/doc/pagein/$d not installed"
+	[ -f /usr/share/doc/pagein/"$d" ] || [ -f /usr/share/doc/pagein/"$d".gz ] ||
+		fail "/usr/share/doc/pagein/$d not installed: $(dpkg -L pagein | grep /doc/ | tr '\n' ' ')"
 done
 nman=0
 for scd in "$HERE"/man/*.scd; do
 	page=$(basename "$scd" .scd)  # e.g. libpagein.3
 	sec=${page##*.}
-	ls /usr/share/man/man"$sec"/"$page" /usr/share/man/man"$sec"/"$page".gz >/dev/null 2>&1 ||
+	[ -f /usr/share/man/man"$sec"/"$page" ] || [ -f /usr/share/man/man"$sec"/"$page".gz ] ||
 		fail "man page $page not installed in /usr/share/man/man$sec"
 	nman=$((nman + 1))
 done
@@ -222,12 +222,11 @@ cc -o "$WORK/embed" "$WORK/embed.c" $(pkg-config --cflags --libs libpagein) -lpt
 used=$(ldd "$WORK/embed" | awk '$1 == "libpagein.so.0" { print $3 }')
 [ -n "$used" ] && [ "$(readlink -f "$used")" = "$(readlink -f "$lib")" ] ||
 	fail "embed does not use the installed $lib (ldd: ${used:-none})"
-# The same program with libpagein.a: -lpagein made static, its
-# dependencies (Requires.private, Libs.private) as pkg-config --static
-# gives them.
+# The same program with libpagein.a (-l:libpagein.a for -lpagein, as the
+# README says), its dependencies as pkg-config --static gives them.
 slibs=$(pkg-config --static --libs libpagein) || fail "pkg-config --static --libs libpagein"
-slibs=$(printf ' %s ' "$slibs" | sed 's/ -lpagein / -Wl,-Bstatic -lpagein -Wl,-Bdynamic /')
-case "$slibs" in *Bstatic*) ;; *) fail "pkg-config --static --libs libpagein has no -lpagein: $slibs" ;; esac
+slibs=$(printf ' %s ' "$slibs" | sed 's/ -lpagein / -l:libpagein.a /')
+case "$slibs" in *libpagein.a*) ;; *) fail "pkg-config --static --libs libpagein has no -lpagein: $slibs" ;; esac
 cc -o "$WORK/embed-static" "$WORK/embed.c" $(pkg-config --cflags libpagein) $slibs -lpthread \
 	2>"$WORK/cc-static.log" || { cat "$WORK/cc-static.log"; fail "linking statically against the installed libpagein.a"; }
 ldd "$WORK/embed-static" | grep -q libpagein && fail "embed-static still needs libpagein.so: $(ldd "$WORK/embed-static" | grep libpagein)"
