@@ -1380,27 +1380,71 @@ def markdown(res):
 # One colour per configuration, the same in every panel: the Okabe-Ito
 # palette, which stays distinct with the common colour-vision deficiencies
 # (yellow only for a bar, never for a line).
+# Past its eight, dark colours of Paul Tol's palettes (also safe for the
+# common deficiencies): w5's two fault-around variants, the pagein-format
+# file's runs in the throttled and huge-page panels, and the remote section's
+# 4 MiB-chunk configuration.
 COLOURS = {"floor": "#000000", "file": "#E69F00", "ref": "#D55E00", "bulk": "#999999", "pagein-none": "#009E73",
            "pagein-fa": "#56B4E9", "pagein-ws": "#CC79A7", "pagein-bg": "#0072B2",
-           "pagein-eager": "#F0E442"}
+           "pagein-eager": "#F0E442", "pagein-bg0": "#882255", "pagein-bg64": "#999933",
+           "pagein-format": "#332288", "e2b-4m": "#44AA99"}
 # And one gnuplot dash type per configuration for the CDF lines.
-DASHES = {"file": 1, "ref": 2, "pagein-none": 3, "pagein-fa": 1, "pagein-bg": 2, "pagein-ws": 4}
+DASHES = {"file": 1, "ref": 2, "pagein-none": 3, "pagein-fa": 1, "pagein-bg": 2, "pagein-ws": 4,
+          "pagein-bg0": 5, "pagein-bg64": 3}
+# The remote section's configurations (bench_remote.py): short label, colour.
+REMOTE_BARS = [("download-file", "download+File", "file"), ("pagein-cold", "p: cold cache", "pagein-bg"),
+               ("pagein-warm", "p: warm cache", "pagein-ws"), ("e2b-4m", "4 MiB chunks", "e2b-4m")]
+
+
+def extra_panels(res, short):
+    """The bar panels of the sections outside res["median"]: the throttled
+    volume, huge pages and the remote section. [(title, [(label, seconds,
+    colour key)])], only those with data."""
+    out = []
+    for key, title in (("throttled", "Cold cache, throttled volume (250 MB/s, 3000 IOPS)"),
+                       ("hugetlb", "Guest memory in 2 MiB huge pages, warm cache")):
+        sec = res.get(key) or {}
+        med = sec.get("median") or {}
+        if key == "throttled" and sec.get("read_bps"):
+            title = "Cold cache, throttled volume (%d MB/s, %s IOPS)" % (
+                sec["read_bps"] // 1000000, sec.get("read_iops", "?"))
+        bars = []
+        for k, v in med.items():
+            if not v or not v.get("wall_s"):
+                continue
+            wl, _, cfg = k.split("/")
+            fmt_file = cfg.endswith(".pagein")
+            base = cfg[:-len(".pagein")] if fmt_file else cfg
+            bars.append(("%s %s%s" % (wl, short.get(base, base), " pgn" if fmt_file else ""),
+                         v["wall_s"], "pagein-format" if fmt_file else base))
+        if bars:
+            out.append((title, bars))
+    rem = (res.get("remote") or {}).get("median") or {}
+    bars = [(label, rem[k]["end_s"], ck) for k, label, ck in REMOTE_BARS
+            if rem.get(k) and rem[k].get("end_s")]
+    if bars:
+        out.append(("Remote snapshot over HTTP (%s ms RTT): w1, restore start to end of trace" %
+                    (res["remote"].get("rtt_ms", "?")), bars))
+    return out
 
 
 def plots(res, outdir, workdir, prefix):
     """Data files + bench/plot.gp -> PNGs. Returns the PNG names.
 
-    Time figure: one panel per results table (w1..w3 warm and cold, w4), the
-    fault-around sweep and the snapshot-format comparison. CDF figure: one
-    panel per table whose medians kept their latency samples."""
+    Time figure: one panel per results table (w1..w3 warm and cold, w5,
+    w4), the fault-around sweep, the snapshot-format comparison, the
+    throttled volume, huge pages and the remote section (every table but
+    the targets). CDF figure: one panel per table whose medians kept their
+    latency samples. Needs only res: `bench.py --render JSON` redraws them
+    from docs/benchmarks.json without running anything."""
     m = res["median"]
     panels = [("w1", "warm"), ("w1", "cold"), ("w2", "warm"), ("w2", "cold"), ("w3", "warm"),
-              ("w3", "cold"), ("w4", "warm")]
+              ("w3", "cold"), ("w5", "warm"), ("w4", "warm")]
     titles = {"w1": "w1 function cold start", "w2": "w2 random 25%", "w3": "w3 sequential",
-              "w4": "w4 restore complete"}
+              "w4": "w4 restore complete", "w5": "w5 short clustered runs"}
     short = {"floor": "floor", "file": "File", "ref": "ref", "bulk": "bulk", "pagein-none": "p:none",
-             "pagein-fa": "p:fa%s" % DEFAULT_FA, "pagein-ws": "p:ws", "pagein-bg": "p:default",
-             "pagein-eager": "p:eager"}
+             "pagein-fa": "p:fa %s" % DEFAULT_FA, "pagein-ws": "p:ws", "pagein-bg": "p:default",
+             "pagein-eager": "p:eager", "pagein-bg0": "p:bg fa0", "pagein-bg64": "p:bg fa64"}
     colour = lambda cfg: int(COLOURS.get(cfg, "#000000")[1:], 16)
     dat = os.path.join(workdir, "plot-time.dat")
     inc = os.path.join(workdir, "plot-vars.gp")
@@ -1438,8 +1482,20 @@ def plots(res, outdir, workdir, prefix):
                                                               colour(cfg)))
                             nfmt += 1
         g.write("nformat = %d\n" % nfmt)
+        # The throttled volume, huge pages, remote: one bar panel each.
+        extra = extra_panels(res, short)
+        with open(os.path.join(workdir, "plot-extra.dat"), "w") as f4:
+            for _, bars in extra:
+                for label, secs, ck in bars:
+                    f4.write('"%s" %.4f %d\n' % (label, secs, colour(ck)))
+                f4.write("\n\n")
+        g.write("nextra = %d\narray E[%d]\n" % (len(extra), max(len(extra), 1)))
+        for i, (title, _) in enumerate(extra):
+            g.write('E[%d] = "%s"\n' % (i + 1, title))
+        ntime = len(panels) + (1 if sw.get("w2") or sw.get("w3") else 0) + (1 if nfmt else 0) + len(extra)
+        g.write("trows = %d\n" % max(1, (ntime + 2) // 3))
         cdfs = [p for p in [("w1", "warm"), ("w1", "cold"), ("w2", "warm"), ("w2", "cold"),
-                            ("w3", "warm"), ("w3", "cold")]
+                            ("w3", "warm"), ("w3", "cold"), ("w5", "warm")]
                 if any(k.startswith("%s/%s/" % p) and v and v.get("cdf") for k, v in m.items())]
         g.write("ncdf = %d\narray C[%d]\narray S[%d]\narray L[%d]\narray D[%d]\n" % (
             len(cdfs), len(cdfs), len(cdfs), len(cdfs), len(cdfs)))
@@ -1673,7 +1729,7 @@ def report(a, res, size):
     pngs = plots(res, a.out, a.dir, prefix)
     body = markdown(res) + bench_remote.markdown(res)
     if pngs:
-        body += ("\n![time to finish: every workload table, the sweep and the format table (lower is better)](%s)\n\n"
+        body += ("\n![time to finish: every results table but the targets: w1-w5, the sweep, the format, the throttled volume, huge pages and the remote section (lower is better)](%s)\n\n"
                  "![first-touch latency CDF (further left is better)](%s)\n" % tuple(pngs))
     write_json(os.path.join(a.out, "benchmarks.json"), res)
     update_doc(a.doc, body)

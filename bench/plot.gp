@@ -3,7 +3,10 @@
 #   gnuplot -e 'vars="WORKDIR/plot-vars.gp"' bench/plot.gp
 # plot-vars.gp sets datadir, outdir, prefix; the time panels' titles T[]
 # (npanels of them, one per results table), nsweep and nformat (series in
-# plot-sweep.dat, bars in plot-format.dat); the CDF panels' titles C[], their
+# plot-sweep.dat, bars in plot-format.dat), the bar panels of the throttled
+# volume, huge pages and the remote section (titles E[], nextra of them,
+# data in plot-extra.dat), trows (rows of the time figure, 3 panels a row);
+# the CDF panels' titles C[], their
 # number of series S[], the series' colours L[] and dash types D[]
 # (space-separated).
 # Bar colours come with the data (third column, 0xRRGGBB), one per
@@ -11,9 +14,9 @@
 # DASHES for the CDF lines).
 load vars
 
-set terminal pngcairo size 1400,1150 font "sans,9"
+set terminal pngcairo size 1400,(50 + 370 * trows) font "sans,9"
 set output outdir."/".prefix."-time.png"
-set multiplot layout 3,3 title "Time to finish, median of the runs: lower is better (seconds, log scale; p: = pagein)" font ",11"
+set multiplot layout trows,3 title "Time to finish, median of the runs: lower is better (seconds, log scale; p: = pagein)" font ",11"
 set style fill solid 0.85 border rgb "#333333"
 set boxwidth 0.6
 set logscale y
@@ -40,9 +43,16 @@ if (nsweep > 0) {
 	set xtics rotate by 30 right
 }
 if (nformat > 0) {
-	set title "Snapshot format, cold cache, both served by pagein: raw file (orange) vs pagein file (blue)"
+	set title "Snapshot format, cold, served by pagein: raw (orange) vs pagein file (blue)"
 	plot datadir."/plot-format.dat" using 0:2:3:xtic(1) with boxes lc rgb variable, \
 	     "" using 0:2:(sprintf("%.2f", $2)) with labels offset 0,0.7 font ",7"
+}
+# The throttled volume, huge pages (pgn: from the pagein-format file) and
+# the remote section.
+do for [i=1:nextra] {
+	set title E[i]
+	plot datadir."/plot-extra.dat" index (i-1) using 0:2:3:xtic(1) with boxes lc rgb variable, \
+	     "" index (i-1) using 0:2:(sprintf("%.2f", $2)) with labels offset 0,0.7 font ",7"
 }
 unset multiplot
 

@@ -11,14 +11,21 @@
  *  - serve: pagein_server listens on a Unix socket for Firecracker-style
  *    handshakes and runs one session per connection on a worker pool.
  *
- * ABI: the library is libpagein.so.0 and exports only pagein_* names.
- * Every public structure the caller fills or receives ends with
- * `uint64_t reserved[8]`: room for new fields without an ABI break. Zero
- * the whole structure before filling it (`= {0}`, designated initializers
- * or memset): a later version gives a meaning to zero there that is the
- * old behaviour, and this version refuses a config whose reserved words
- * are not zero (-EINVAL) so that nothing depends on garbage. New fields
- * take reserved words from the front, so sizes never change within .so.0.
+ * ABI: the library is libpagein.so.0 (and libpagein.a) and exports only
+ * pagein_* names. Every public structure passed by pointer, one at a time
+ * (pagein_session_config, pagein_prefetch, pagein_server_config, and those
+ * the library fills: pagein_stats, pagein_latency, pagein_event,
+ * pagein_server_totals), ends with `uint64_t reserved[8]`: room for new
+ * fields without an ABI break. Zero the whole structure before filling it
+ * (`= {0}`, designated initializers or memset): a later version gives a
+ * meaning to zero there that is the old behaviour, and this version
+ * refuses a config whose reserved words are not zero (-EINVAL) so that
+ * nothing depends on garbage. New fields take reserved words from the
+ * front, so sizes never change within .so.0. Two have no room, and keep
+ * their layout for all of .so.0: pagein_region, which the caller passes
+ * as an array (its size is the array's stride: a new field would need a
+ * new structure and a new config field), and pagein_error (a fixed
+ * 256-byte message).
  */
 #ifndef PAGEIN_H
 #define PAGEIN_H
@@ -101,6 +108,7 @@ struct pagein_event {
 	uint64_t pages;  /* how many pages (POISONED) */
 	uint64_t chunk;  /* the chunk (CORRUPT_CHUNK, pagein files) */
 	int error;       /* -EIO, -EBADMSG, ... */
+	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zeroed by the library */
 };
 
 struct pagein_session_config {
@@ -180,6 +188,7 @@ struct pagein_stats {
 struct pagein_latency {
 	uint64_t count[PAGEIN_LATENCY_BUCKETS + 1];
 	uint64_t sum_ns;
+	uint64_t reserved[PAGEIN_RESERVED_WORDS]; /* zeroed by the library */
 };
 /* Upper bound of bucket i (0 <= i < PAGEIN_LATENCY_BUCKETS), ns. */
 uint64_t pagein_latency_bound_ns(unsigned i);

@@ -3,6 +3,13 @@
 #   make               also builds $(BUILD)/libpagein.so.0 (-fPIC objects in
 #                      $(BUILD)/pic/, soname libpagein.so.0, exports only
 #                      the pagein_* API: src/libpagein.map)
+#                      and $(BUILD)/pub/libpagein.a, the static library that
+#                      is installed: the library objects linked into one
+#                      (ld -r) whose only global symbols are the ones
+#                      libpagein.so.0 exports, so that internal names such
+#                      as now_ns or uffd_copy cannot clash with an embedding
+#                      VMM's own. ($(BUILD)/libpagein.a keeps every symbol:
+#                      pagein itself and the tests link the internals.)
 #   make man           renders man/*.scd with scdoc into build/man/
 #   make install   [PREFIX=/usr/local] [DESTDIR=] [SYSTEMDUNITDIR=...]
 #   make uninstall [same variables]
@@ -29,7 +36,7 @@ MAN_SRC    := $(wildcard man/*.scd)
 MAN_OUT    := $(MAN_SRC:man/%.scd=build/man/%)
 
 .PHONY: man install uninstall shlib
-all: $(BUILD)/$(SONAME) $(BUILD)/libpagein.so
+all: $(BUILD)/$(SONAME) $(BUILD)/libpagein.so $(BUILD)/pub/libpagein.a
 shlib: $(BUILD)/$(SONAME)
 
 $(BUILD)/pic/%.o: %.c
@@ -46,6 +53,18 @@ $(BUILD)/$(SONAME): $(BUILD)/$(SHLIB)
 $(BUILD)/libpagein.so: $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $@
 
+# The exported names: those of the shared library (its version script
+# decides), without the version suffix.
+LD      ?= ld
+OBJCOPY ?= objcopy
+$(BUILD)/pub/libpagein.a: $(LIB_OBJ) $(BUILD)/$(SHLIB)
+	@mkdir -p $(dir $@)
+	nm -D --defined-only $(BUILD)/$(SHLIB) | awk '$$2 != "A" { sub(/@.*/, "", $$3); print $$3 }' \
+		> $(BUILD)/pub/exports.txt
+	$(LD) -r -o $(BUILD)/pub/libpagein.o $(LIB_OBJ)
+	$(OBJCOPY) --keep-global-symbols=$(BUILD)/pub/exports.txt $(BUILD)/pub/libpagein.o
+	rm -f $@ && $(AR) rcs $@ $(BUILD)/pub/libpagein.o
+
 build/man/%: man/%.scd
 	@mkdir -p $(dir $@)
 	@command -v scdoc >/dev/null || { echo "make man: scdoc not found (Debian: apt-get install scdoc)"; exit 1; }
@@ -54,6 +73,13 @@ build/man/%: man/%.scd
 man: $(MAN_OUT)
 
 # Regenerated every time: they hold PREFIX, which can change between runs.
+# libpagein.pc: Libs.private names the libraries libpagein itself calls
+# (json-c, libzstd, libxxhash, libmicrohttpd, libcrypto, libcurl), not a
+# Requires.private on them, so that `pkg-config --static --libs libpagein`
+# links libpagein.a against their shared libraries without asking for
+# every library libcurl could link (-lnghttp2, -lssh2, -lldap, ...), whose
+# -dev packages a VMM need not have. pagein.h includes none of their
+# headers, so no Cflags of theirs are needed.
 .PHONY: build/libpagein.pc build/pagein@.service
 build/pagein@.service: systemd/pagein@.service.in
 	@mkdir -p $(dir $@)
@@ -65,8 +91,8 @@ build/libpagein.pc: mk/install.mk include/pagein.h
 		'includedir=$(INCLUDEDIR)' '' 'Name: libpagein' \
 		'Description: lazy restore of VM memory snapshots over userfaultfd' \
 		'Version: $(PAGEIN_VERSION)' \
-		'Requires.private: $(PKGS)' 'Cflags: -I$${includedir}' \
-		'Libs: -L$${libdir} -lpagein' 'Libs.private: -lpthread -lm' > $@
+		'Cflags: -I$${includedir}' \
+		'Libs: -L$${libdir} -lpagein' 'Libs.private: $(strip $(LDLIBS))' > $@
 
 install: all man build/libpagein.pc build/pagein@.service
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
@@ -76,7 +102,7 @@ install: all man build/libpagein.pc build/pagein@.service
 	$(INSTALL) -m 644 $(BUILD)/$(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB)
 	ln -sf $(SHLIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libpagein.so
-	$(INSTALL) -m 644 $(BUILD)/libpagein.a $(DESTDIR)$(LIBDIR)/libpagein.a
+	$(INSTALL) -m 644 $(BUILD)/pub/libpagein.a $(DESTDIR)$(LIBDIR)/libpagein.a
 	$(INSTALL) -m 644 include/pagein.h $(DESTDIR)$(INCLUDEDIR)/pagein.h
 	$(INSTALL) -m 644 build/libpagein.pc $(DESTDIR)$(PKGCONFIGDIR)/libpagein.pc
 	for m in $(MAN_OUT); do s=$${m##*.}; $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done

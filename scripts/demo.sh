@@ -4,7 +4,9 @@
 # the two reports (vmmsim's and pagein's log line) mean. The snapshot is
 # removed on the way out, Ctrl-C included; the reports and the log stay.
 # Run through `make demo`. Env: DEMO_SIZE (default 512M), DEMO_DIR,
-# DEMO_RAW=1 also prints the raw reports.
+# DEMO_RAW=1 also prints the raw reports; DEMO_PAGEIN and DEMO_VMMSIM the
+# binaries (default build/pagein, build/vmmsim; tests/sh/demo.sh passes the
+# ones under test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${DEMO_SIZE:-512M}
@@ -14,6 +16,8 @@ snap=$dir/snapshot.raw
 sock=$dir/pagein.sock
 log=$dir/pagein.log
 pid=""
+pagein=${DEMO_PAGEIN:-build/pagein}
+vmmsim=${DEMO_VMMSIM:-build/vmmsim}
 
 cleanup() {
 	[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
@@ -83,23 +87,23 @@ explain() {
 }
 
 echo "== generating a $size snapshot (30% zero pages, written sparse): $snap"
-build/vmmsim gen -o "$snap" --size "$size" --seed 7 --zero-fraction 0.3
+"$vmmsim" gen -o "$snap" --size "$size" --seed 7 --zero-fraction 0.3
 
 echo "== starting: pagein serve --snapshot $snap --socket $sock"
-build/pagein serve --snapshot "$snap" --socket "$sock" >"$log" 2>&1 &
+"$pagein" serve --snapshot "$snap" --socket "$sock" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
 
 echo "== restoring with vmmsim (Firecracker mainline protocol, 2 regions, 2 vCPUs"
 echo "   in random order, kernel-mode reads from a VMM thread, balloon discards)"
-build/vmmsim run --socket "$sock" --snapshot "$snap" --regions 2 --vcpus 2 \
+"$vmmsim" run --socket "$sock" --snapshot "$snap" --regions 2 --vcpus 2 \
 	--pattern random --vmm-thread --balloon 32 --verify-all >"$dir/report-mainline.txt"
 [ "${DEMO_RAW:-}" = 1 ] && cat "$dir/report-mainline.txt"
 explain "$dir/report-mainline.txt" vm1
 echo
 echo "== the same snapshot, secret-hiding protocol (memfd standing in for"
 echo "   guest_memfd; half the accesses are stage-2 fault requests)"
-build/vmmsim run --socket "$sock" --snapshot "$snap" --protocol secret-hiding \
+"$vmmsim" run --socket "$sock" --snapshot "$snap" --protocol secret-hiding \
 	--memory memfd --regions 2 --vcpus 2 --pattern random --stage2 0.5 --verify-all \
 	>"$dir/report-secret-hiding.txt"
 [ "${DEMO_RAW:-}" = 1 ] && cat "$dir/report-secret-hiding.txt"

@@ -110,6 +110,7 @@ void pagein_session_latency(const struct pagein_session *s,
 	for (unsigned b = 0; b <= PAGEIN_LATENCY_BUCKETS; b++)
 		out->count[b] = atomic_load_explicit(&s->n->latency[b], memory_order_relaxed);
 	out->sum_ns = atomic_load_explicit(&s->n->latency_sum_ns, memory_order_relaxed);
+	memset(out->reserved, 0, sizeof(out->reserved));
 }
 
 /* read() that cannot block. O_NONBLOCK lives on the open file description

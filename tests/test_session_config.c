@@ -2,6 +2,7 @@
  * and fd with a sentence naming the field and value, and takes nothing
  * (the caller still owns its fds) when it refuses. */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -197,6 +198,17 @@ static int uffd_features_are_checked(enum tc_mem mem)
 		bad++;
 		close(cfg.uffd);
 	} else {
+		/* The library fills the whole of pagein_latency, its reserved
+		 * words (room to grow, include/pagein.h) included. */
+		struct pagein_latency lat;
+		memset(&lat, 0xa5, sizeof(lat));
+		pagein_session_latency(s, &lat);
+		for (unsigned i = 0; i < PAGEIN_RESERVED_WORDS; i++)
+			if (lat.reserved[i]) {
+				fprintf(stderr, "  pagein_latency.reserved[%u] = %#llx, want 0\n", i,
+					(unsigned long long)lat.reserved[i]);
+				bad++;
+			}
 		pagein_session_free(s); /* closes the uffd */
 	}
 	munmap(m, 16 * PS);
@@ -205,6 +217,29 @@ static int uffd_features_are_checked(enum tc_mem mem)
 	TC_CHECK(bad == 0);
 	return TC_PASS;
 }
+
+/* Room to grow (include/pagein.h, "ABI"): the structures passed one at a
+ * time end with reserved words (PAGEIN_RESERVED_WORDS of them, less those
+ * later fields took), pagein_latency and pagein_event too; pagein_region
+ * (an array's element) keeps its layout. */
+#define ENDS_RESERVED(T)                                                                \
+	_Static_assert(offsetof(struct T, reserved) + sizeof(((struct T *)0)->reserved) == \
+			       sizeof(struct T),                                            \
+		       #T " ends with its reserved words")
+ENDS_RESERVED(pagein_session_config);
+ENDS_RESERVED(pagein_prefetch);
+ENDS_RESERVED(pagein_stats);
+ENDS_RESERVED(pagein_latency);
+ENDS_RESERVED(pagein_event);
+ENDS_RESERVED(pagein_server_config);
+ENDS_RESERVED(pagein_server_totals);
+_Static_assert(sizeof(struct pagein_latency) ==
+		       (PAGEIN_LATENCY_BUCKETS + 2 + PAGEIN_RESERVED_WORDS) * sizeof(uint64_t),
+	       "pagein_latency: counts, sum, reserved words");
+_Static_assert(sizeof(struct pagein_event) >= 40 + PAGEIN_RESERVED_WORDS * sizeof(uint64_t),
+	       "pagein_event: reserved words after the fields");
+_Static_assert(sizeof(struct pagein_region) == 4 * sizeof(uint64_t),
+	       "pagein_region: an array element, no room to grow within .so.0");
 
 static int missing_snapshot_is_named(enum tc_mem mem)
 {

@@ -5,8 +5,13 @@
 # libpagein0 and libpagein-dev with dpkg -i, runs `pagein --version`, then
 # compiles a small program against the installed library, found through
 # pkg-config, that restores memory with it (a raw snapshot and the same one
-# converted by the installed pagein) and checks every byte. Finally purges
-# the three packages: the machine is left as found.
+# converted by the installed pagein) and checks every byte, linked once
+# against libpagein.so.0 and once statically against libpagein.a (pkg-config
+# --static); the program defines now_ns and uffd_copy itself, names
+# libpagein uses inside, which neither library may export. Also checks the
+# SONAME, that both libraries export only pagein_* names, and that the
+# units, docs and every man page are installed. Finally purges the three
+# packages: the machine is left as found.
 # Needs root (apt-get, dpkg -i). Installs the build dependencies when
 # missing (they stay: they are build tools). Exit 0 pass, 1 fail, 77 skip.
 set -u
@@ -28,9 +33,16 @@ for p in $PKGS; do
 	installed "$p" && skip "package $p is already installed here; this test would replace and purge it"
 done
 
-# Build dependencies (debian/control) and the tools to build packages.
+# Build dependencies (every Build-Depends of debian/control, versions
+# dropped; debhelper-compat is provided by debhelper) and the tools to build
+# packages and to run this test.
+bdeps=$(sed -n '/^Build-Depends:/,/^[A-Z]/p' "$HERE/debian/control" |
+	sed '1s/^Build-Depends://; /^[A-Z]/d' | tr ',' '\n' |
+	sed 's/([^)]*)//; s/[[:space:]]//g; s/^debhelper-compat$/debhelper/' | grep -v '^$')
 need=""
-for p in dpkg-dev debhelper pkg-config gcc make libjson-c-dev libzstd-dev libxxhash-dev libmicrohttpd-dev libssl-dev scdoc; do
+for p in dpkg-dev debhelper pkg-config gcc make binutils python3 libjson-c-dev libzstd-dev \
+	libxxhash-dev libmicrohttpd-dev libssl-dev libcurl4-openssl-dev scdoc $bdeps; do
+	case " $need " in *" $p "*) continue ;; esac
 	installed "$p" || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -69,8 +81,39 @@ lib=$(pkg-config --variable=libdir libpagein)/libpagein.so.0
 [ -e "$lib" ] || fail "$lib not installed"
 leaks=$(nm -D --defined-only "$lib" | awk '$2 != "A" && $3 !~ /^pagein_/')
 [ -z "$leaks" ] || fail "libpagein.so.0 exports non-pagein_ symbols: $leaks"
-man -w pagein-serve >/dev/null 2>&1 || [ -f /usr/share/man/man1/pagein-serve.1.gz ] ||
-	fail "pagein-serve(1) not installed"
+soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ "$soname" = libpagein.so.0 ] || fail "$lib has SONAME '${soname:-none}', want libpagein.so.0"
+# The static library: one object whose only global symbols are the API
+# (internal ones such as now_ns or uffd_copy would clash with a VMM's own).
+alib=$(pkg-config --variable=libdir libpagein)/libpagein.a
+[ -f "$alib" ] || fail "$alib not installed"
+nm -g --defined-only "$alib" >"$WORK/nm-a.txt" 2>&1 || { cat "$WORK/nm-a.txt"; fail "nm $alib"; }
+leaks=$(awk 'NF == 3 && $3 !~ /^pagein_/ { print $3 }' "$WORK/nm-a.txt" | head -20 | tr '\n' ' ')
+[ -z "$leaks" ] || fail "libpagein.a exports non-pagein_ symbols: $leaks"
+grep -q ' T pagein_session_new$' "$WORK/nm-a.txt" || fail "libpagein.a does not define pagein_session_new"
+
+note "units, docs and man pages installed"
+for f in /lib/systemd/system/pagein@.service /lib/systemd/system/pagein@.socket \
+	/usr/include/pagein.h "$(pkg-config --variable=libdir libpagein)/pkgconfig/libpagein.pc"; do
+	[ -f "$f" ] || fail "$f not installed"
+done
+grep -q '^ExecStart=/usr/bin/pagein serve' /lib/systemd/system/pagein@.service ||
+	fail "pagein@.service does not run /usr/bin/pagein serve: $(grep ExecStart /lib/systemd/system/pagein@.service)"
+for d in README.md format.md operations.md; do
+	[ -f /usr/share/doc/pagein/"$d" ] || [ -f /usr/share/doc/pagein/"$d".gz ] ||
+		fail "/usr/share/doc/pagein/$d not installed: $(dpkg -L pagein | grep /doc/ | tr '\n' ' ')"
+done
+nman=0
+for scd in "$HERE"/man/*.scd; do
+	page=$(basename "$scd" .scd)  # e.g. libpagein.3
+	sec=${page##*.}
+	[ -f /usr/share/man/man"$sec"/"$page" ] || [ -f /usr/share/man/man"$sec"/"$page".gz ] ||
+		fail "man page $page not installed in /usr/share/man/man$sec"
+	nman=$((nman + 1))
+done
+for sec in 1 3 7; do
+	ls /usr/share/man/man$sec/ | grep -q pagein || fail "no pagein man page in man$sec"
+done
 
 note "a program embedding libpagein restores memory"
 cat >"$WORK/embed.c" <<'C'
@@ -90,6 +133,12 @@ cat >"$WORK/embed.c" <<'C'
 #include <unistd.h>
 #include <pagein.h>
 
+/* Names libpagein uses inside: a VMM may well have its own. Neither the
+ * shared nor the static library may export them (a static link would fail
+ * with "multiple definition"). */
+unsigned long long now_ns(void) { return 42; }
+int uffd_copy(void) { return 7; }
+
 static struct pagein_session *sess;
 static int stop_fd;
 static int run_rc;
@@ -105,7 +154,7 @@ static void *serve(void *arg)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) return 2;
+	if (argc != 3 || now_ns() != 42 || uffd_copy() != 7) return 2;
 	if (strcmp(pagein_version(), PAGEIN_VERSION)) {
 		fprintf(stderr, "library %s, header %s\n", pagein_version(), PAGEIN_VERSION);
 		return 1;
@@ -173,6 +222,14 @@ cc -o "$WORK/embed" "$WORK/embed.c" $(pkg-config --cflags --libs libpagein) -lpt
 used=$(ldd "$WORK/embed" | awk '$1 == "libpagein.so.0" { print $3 }')
 [ -n "$used" ] && [ "$(readlink -f "$used")" = "$(readlink -f "$lib")" ] ||
 	fail "embed does not use the installed $lib (ldd: ${used:-none})"
+# The same program with libpagein.a (-l:libpagein.a for -lpagein, as the
+# README says), its dependencies as pkg-config --static gives them.
+slibs=$(pkg-config --static --libs libpagein) || fail "pkg-config --static --libs libpagein"
+slibs=$(printf ' %s ' "$slibs" | sed 's/ -lpagein / -l:libpagein.a /')
+case "$slibs" in *libpagein.a*) ;; *) fail "pkg-config --static --libs libpagein has no -lpagein: $slibs" ;; esac
+cc -o "$WORK/embed-static" "$WORK/embed.c" $(pkg-config --cflags libpagein) $slibs -lpthread \
+	2>"$WORK/cc-static.log" || { cat "$WORK/cc-static.log"; fail "linking statically against the installed libpagein.a"; }
+ldd "$WORK/embed-static" | grep -q libpagein && fail "embed-static still needs libpagein.so: $(ldd "$WORK/embed-static" | grep libpagein)"
 
 # 4 MiB: 1024 pages of 4096 bytes, a quarter zero, the rest distinct.
 python3 - "$WORK/mem.raw" <<'PY' || fail "writing the snapshot"
@@ -183,11 +240,13 @@ with open(sys.argv[1], "wb") as f:
 PY
 /usr/bin/pagein snapshot convert "$WORK/mem.raw" -o "$WORK/mem.pagein" --chunk 64K >/dev/null ||
 	fail "pagein snapshot convert"
-for snap in "$WORK/mem.raw" "$WORK/mem.pagein"; do
-	"$WORK/embed" "$snap" "$WORK/mem.raw"
-	rc=$?
-	[ $rc = 77 ] && skip "userfaultfd is not available here"
-	[ $rc = 0 ] || fail "restore of $(basename "$snap") through the installed library"
+for prog in embed embed-static; do
+	for snap in "$WORK/mem.raw" "$WORK/mem.pagein"; do
+		"$WORK/$prog" "$snap" "$WORK/mem.raw"
+		rc=$?
+		[ $rc = 77 ] && skip "userfaultfd is not available here"
+		[ $rc = 0 ] || fail "restore of $(basename "$snap") through the installed library ($prog)"
+	done
 done
 
 note "dpkg --purge $PKGS"
@@ -197,5 +256,5 @@ for p in $PKGS; do
 	installed "$p" && fail "$p still installed after purge"
 done
 [ -e /usr/bin/pagein ] && fail "/usr/bin/pagein left behind"
-echo "ok: built, installed, embedded, purged"
+echo "ok: built, installed ($nman man pages), embedded (shared and static), purged"
 exit 0

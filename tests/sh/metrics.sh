@@ -4,9 +4,15 @@
 # series are then checked through Prometheus's HTTP query API: one session
 # started and ended (VMM exited), faults and latency counted, every page
 # filled by some path, per-VM series while a VM is open, no session open at
-# the end. Then a unix:PATH scrape with curl after a good VM, a corrupt
-# chunk that fails a session and a refused handshake; and the refusals of
-# a bad ADDR and of a busy port.
+# the end; the chunk cache (a 48 MiB snapshot, more than its 32 MiB) hits
+# and evicts; the ioctl results series exist; the daemon-wide pages-present
+# gauge counts an open VM's pages; with 66 VMs open at once, per-VM series
+# for 64 of them (the bound, docs/operations.md) and
+# pagein_sessions_unlabelled == 2. Then a unix:PATH scrape with curl after a
+# good VM, a corrupt chunk that fails a session and a refused handshake; a
+# corrupt chunk poisoned (--on-corrupt poison) counts in
+# pagein_pages_poisoned_total; and the refusals of a bad ADDR and of a busy
+# port.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || skip "curl is not installed"
@@ -29,8 +35,9 @@ MPORT=$(free_port)
 PPORT=$(free_port)
 [ "$MPORT" != "$PPORT" ] || PPORT=$(free_port)
 
-# The daemon serves a pagein-format snapshot, so the chunk cache counts too.
-gen_snapshot "$WORK/raw" 16M
+# The daemon serves a pagein-format snapshot, so the chunk cache counts too;
+# 48 MiB, more than the cache's 32 MiB, so that it evicts.
+gen_snapshot "$WORK/raw" 48M
 "$PAGEIN" snapshot convert "$WORK/raw" -o "$WORK/snap.pgn" >/dev/null 2>&1 || fail "convert"
 start_pagein "$WORK/snap.pgn" --threads 2 --metrics "127.0.0.1:$MPORT"
 
@@ -123,6 +130,14 @@ expect_q 'pagein_fault_latency_seconds_bucket{le="+Inf"} == ignoring(le) pagein_
 expect_q 'pagein_source_read_bytes_total > 0'
 expect_q 'pagein_ioctl_ops_total{op="copied"} > 0'
 expect_q 'pagein_chunk_cache_misses_total > 0'
+expect_q 'pagein_chunk_cache_hits_total > 0' "chunks read more than once while cached"
+expect_q 'pagein_chunk_cache_evictions_total > 0' "48 MiB through a 32 MiB cache"
+expect_q 'pagein_chunk_cache_bytes <= pagein_chunk_cache_limit_bytes'
+expect_q 'count(pagein_ioctl_results_total) == 3' "eexist, eagain and wake series"
+expect_q 'pagein_ioctl_results_total{result="eexist"} >= 0'
+expect_q 'pagein_ioctl_results_total{result="eagain"} >= 0'
+expect_q 'pagein_ioctl_results_total{result="wake"} >= 0'
+expect_q 'pagein_pages_poisoned_total == 0'
 expect_q 'pagein_corrupt_chunks_total == 0'
 expect_q 'pagein_sessions_open == 0'
 expect_q 'pagein_pages == 0'
@@ -136,6 +151,7 @@ expect_q 'pagein_sessions_open == 1'
 expect_q "pagein_vm_pages{vm=\"vm2\"} == $pages"
 expect_q "pagein_pages == $pages"
 expect_q "pagein_vm_pages_present{vm=\"vm2\"} == $pages"
+expect_q "pagein_pages_present == $pages" "the daemon-wide gauge: the pages vm2 restored"
 # Held as long as the checks take (a busy machine scrapes late), then
 # ended: its report is out before the hold.
 for _ in $(seq 1 600); do grep -q '^verify: ' "$WORK/two.out" && break; sleep 0.1; done
@@ -146,6 +162,30 @@ expect_q 'pagein_sessions_ended_total{cause="vmm_exited"} == 2'
 expect_q "sum(pagein_pages_filled_total) == 2 * $pages"
 expect_q 'pagein_sessions_open == 0'
 expect_q 'absent(pagein_vm_pages{vm="vm2"})' "an ended VM's series go"
+expect_q 'pagein_sessions_unlabelled == 0'
+
+# The bound of the per-VM series: 66 tiny VMs (1 MiB of the snapshot each)
+# held open at once; 64 of them have series, the other 2 are counted.
+nvm=66
+held=()
+for i in $(seq 1 $nvm); do
+	"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/raw" --mem-size 1M --timeout 60 --vcpus 1 \
+		--verify-all --hold 120 >"$WORK/held-$i.out" 2>&1 &
+	held+=($!)
+done
+expect_q "pagein_sessions_open == $nvm" "$nvm VMs held open"
+expect_q "count(pagein_vm_pages) == 64" "per-VM series for the first 64 sessions only"
+expect_q "count(pagein_vm_pages_present) == 64"
+expect_q "pagein_sessions_unlabelled == $((nvm - 64))" "the sessions past the bound"
+expect_q "pagein_pages == $nvm * 256" "every open VM's pages in the daemon-wide gauge"
+kill -TERM "${held[@]}" 2>/dev/null
+for p in "${held[@]}"; do wait "$p" 2>/dev/null; done
+nok=$(grep -l '^verify: ok' "$WORK"/held-*.out | wc -l)
+[ "$nok" = $nvm ] || fail "only $nok of the $nvm held VMs verified"
+expect_q 'pagein_sessions_open == 0'
+expect_q 'pagein_sessions_unlabelled == 0'
+expect_q 'absent(pagein_vm_pages)'
+note "per-VM series bound: ok"
 pagein_alive
 stop_pagein
 kill "$PROM_PID" 2>/dev/null
@@ -193,6 +233,23 @@ scrape_has 'pagein_sessions_started_total 2' 'pagein_sessions_ended_total{cause=
 grep -qE '^pagein_corrupt_chunks_total [1-9][0-9]*$' "$WORK/unix.txt" || fail "no corrupt chunk counted"
 grep -qE '^pagein_chunk_cache_misses_total [1-9][0-9]*$' "$WORK/unix.txt" || fail "no chunk cache misses"
 echo "ok: unix scrape: $(grep '^pagein_corrupt_chunks_total' "$WORK/unix.txt")"
+stop_pagein
+
+# --on-corrupt poison: the page the snapshot cannot give is poisoned, the
+# guest gets a memory error there, and the counters say so.
+start_pagein "$WORK/bad.pgn" --threads 2 --on-corrupt poison --populate none --fault-around 0 \
+	--metrics "unix:$WORK/metrics.sock"
+"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/raw" --vcpus 1 --pattern "trace:$WORK/bad.trace" \
+	--timeout 10 >"$WORK/six.out" 2>&1 && fail "a poisoned page read back as good"
+grep -q SIGBUS "$WORK/six.out" || fail "poison: the guest did not get a memory error: $(cat "$WORK/six.out")"
+expect_log "poisoned [1-9][0-9]* pages? at offset"
+scrape_has 'pagein_sessions_started_total 1' 'pagein_sessions_open 0'
+grep -qE '^pagein_pages_poisoned_total [1-9][0-9]*$' "$WORK/unix.txt" ||
+	fail "no poisoned page counted: $(grep poison "$WORK/unix.txt")"
+grep -qE '^pagein_ioctl_ops_total\{op="poisoned"\} [1-9][0-9]*$' "$WORK/unix.txt" ||
+	fail "no UFFDIO_POISON counted: $(grep poison "$WORK/unix.txt")"
+grep -qE '^pagein_corrupt_chunks_total [1-9][0-9]*$' "$WORK/unix.txt" || fail "no corrupt chunk counted (poison)"
+echo "ok: $(grep '^pagein_pages_poisoned_total' "$WORK/unix.txt")"
 stop_pagein
 [ -e "$WORK/metrics.sock" ] && fail "metrics socket left behind"
 echo "metrics: ok"

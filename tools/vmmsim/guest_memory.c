@@ -286,6 +286,13 @@ static int bitmap_open(struct guest *g)
 
 /* Signal handlers get no context pointer: the guest being watched. */
 static const struct guest *signal_guest;
+/* The calling vCPU's way back from a SIGBUS (run --on-sigbus skip). */
+static __thread sigjmp_buf *sigbus_jmp;
+
+void guest_sigbus_arm(sigjmp_buf *jb)
+{
+	sigbus_jmp = jb;
+}
 
 /* A guest access that the handler cannot satisfy ends in SIGBUS (a page
  * poisoned with UFFDIO_POISON, a hugetlb pool exhausted): report which page
@@ -303,6 +310,8 @@ static void on_fault_signal(int sig, siginfo_t *si, void *uctx)
 		if (a >= (uintptr_t)r->base && a < (uintptr_t)r->base + r->size) {
 			uint64_t page = r->first_page + (a - (uintptr_t)r->base) / g->page_size;
 
+			if (sig == SIGBUS && sigbus_jmp)
+				siglongjmp(*sigbus_jmp, 1);
 			fail_now(EXIT_WRONG, "%s on guest page %" PRIu64 " (region %u, snapshot offset 0x%"
 				 PRIx64 "): the handler poisoned it or could not fill it",
 				 sig == SIGBUS ? "SIGBUS" : "SIGSEGV", page, i, page * g->page_size);

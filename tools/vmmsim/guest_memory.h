@@ -6,6 +6,7 @@
 #ifndef VMMSIM_GUEST_MEMORY_H
 #define VMMSIM_GUEST_MEMORY_H
 
+#include <setjmp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -61,6 +62,10 @@ struct guest {
  * Prints the reason and returns EXIT_SETUP or EXIT_SKIP on failure (with
  * everything undone), 0 on success. */
 int guest_open(struct guest *g, const struct guest_config *cfg);
+/* run --on-sigbus skip: while jb is armed (per thread; NULL disarms), a
+ * SIGBUS in guest memory (a poisoned page) jumps back to it instead of
+ * ending the process. */
+void guest_sigbus_arm(sigjmp_buf *jb);
 void guest_close(struct guest *g);
 
 /* Region index holding guest page `page` (page < g->npages). */

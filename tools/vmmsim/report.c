@@ -95,6 +95,7 @@ static void add_stats(struct sim_stats *t, const struct sim_stats *a)
 {
 	t->map_first += a->map_first;
 	t->map_present += a->map_present;
+	t->sigbus_skipped += a->sigbus_skipped;
 	t->s2_requests += a->s2_requests;
 	t->s2_bit_clear += a->s2_bit_clear;
 	t->vmm_reads += a->vmm_reads;
@@ -161,6 +162,8 @@ static void print_text(struct sim *s, const struct report_extra *x, const struct
 	printf("pages_touched: %" PRIu64 "\n", m->touched);
 	printf("mapping_first_touch: %" PRIu64 "\n", m->st.map_first);
 	printf("mapping_present: %" PRIu64 "\n", m->st.map_present);
+	if (s->opt->sigbus_skip)
+		printf("sigbus_skipped: %" PRIu64 "\n", m->st.sigbus_skipped);
 	printf("stage2_requests: %" PRIu64 "\n", m->st.s2_requests);
 	printf("stage2_bit_clear: %" PRIu64 "\n", m->st.s2_bit_clear);
 	printf("stage2_zero_replies: %" PRIu64 "\n", x->zero_replies);
@@ -225,6 +228,7 @@ static int write_json(struct sim *s, const struct report_extra *x, const struct 
 	put_u64(o, "pages_touched", m->touched);
 	put_u64(o, "mapping_first_touch", m->st.map_first);
 	put_u64(o, "mapping_present", m->st.map_present);
+	put_u64(o, "sigbus_skipped", m->st.sigbus_skipped);
 	put_u64(o, "stage2_requests", m->st.s2_requests);
 	put_u64(o, "stage2_bit_clear", m->st.s2_bit_clear);
 	put_u64(o, "stage2_zero_replies", x->zero_replies);

@@ -65,6 +65,9 @@ const char run_usage[] =
 	"                        MADV_DONTNEED (Firecracker up to v1.10): the range\n"
 	"                        leaves the uffd and the handler gets no REMOVE event\n"
 	"  --verify-all          afterwards read and verify every guest page\n"
+	"  --on-sigbus exit|skip a SIGBUS in guest memory (a page the handler\n"
+	"                        poisoned): exit (default), or skip that access,\n"
+	"                        count it (sigbus_skipped) and go on\n"
 	"Run:\n"
 	"  --timeout S           exit 3 if no access completes for S s (default 30)\n"
 	"  --hold S              stay alive S s after the report, the socket still\n"
@@ -91,7 +94,7 @@ enum {
 	OPT_WRITE, OPT_VMM, OPT_STAGE2, OPT_BAD, OPT_BALLOON, OPT_ADVICE, OPT_VERIFY_ALL,
 	OPT_TIMEOUT, OPT_HOLD, OPT_REPORT_JSON, OPT_HELP,
 	OPT_BACKEND, OPT_EXPECT_PREFAULT, OPT_EVICT, OPT_LATENCY_OUT,
-	OPT_CLOSE_SOCKET, OPT_KEEP_SOCKET, OPT_RESET_SOCKET,
+	OPT_CLOSE_SOCKET, OPT_KEEP_SOCKET, OPT_RESET_SOCKET, OPT_ON_SIGBUS,
 };
 
 static const struct option run_long[] = {
@@ -118,6 +121,7 @@ static const struct option run_long[] = {
 	{ "balloon", required_argument, 0, OPT_BALLOON },
 	{ "balloon-advice", required_argument, 0, OPT_ADVICE },
 	{ "verify-all", no_argument, 0, OPT_VERIFY_ALL },
+	{ "on-sigbus", required_argument, 0, OPT_ON_SIGBUS },
 	{ "timeout", required_argument, 0, OPT_TIMEOUT },
 	{ "hold", required_argument, 0, OPT_HOLD },
 	{ "report-json", required_argument, 0, OPT_REPORT_JSON },
@@ -215,6 +219,13 @@ static bool run_option(struct run_opts *o, struct run_cli *cli, int c, const cha
 	case OPT_BALLOON: return parse_uint("--balloon", arg, 0, 1000000, &o->balloon);
 	case OPT_ADVICE: return parse_enum("--balloon-advice", arg, advices, 3, &cli->advice);
 	case OPT_VERIFY_ALL: o->verify_all = true; return true;
+	case OPT_ON_SIGBUS:
+		if (!strcmp(arg, "skip") || !strcmp(arg, "exit")) {
+			o->sigbus_skip = !strcmp(arg, "skip");
+			return true;
+		}
+		msg("--on-sigbus %s: must be exit or skip", arg);
+		return false;
 	case OPT_TIMEOUT: return parse_double("--timeout", arg, 0.1, 1e6, &o->timeout_s);
 	case OPT_HOLD: return parse_double("--hold", arg, 0, 1e6, &o->hold_s);
 	case OPT_REPORT_JSON: o->report_json = arg; return true;

@@ -41,6 +41,7 @@ struct run_opts {
 	uint64_t seed;
 	double write_frac, stage2_frac;
 	bool vmm_thread, verify_all;
+	bool sigbus_skip;            /* --on-sigbus skip */
 	unsigned balloon;            /* discards to make */
 	enum advice advice;
 	double timeout_s, hold_s;
@@ -69,6 +70,7 @@ struct sim_stats {
 	uint64_t discarded_pages;
 	uint64_t balloon_reads;   /* memfd+dontneed: pages read before discard */
 	uint64_t verify_all;      /* pages checked by --verify-all */
+	uint64_t sigbus_skipped;  /* --on-sigbus skip: accesses that raised SIGBUS */
 };
 
 /* Latency samples in ns, saturated at 2^32-1 (4.3 s) to halve the memory;
