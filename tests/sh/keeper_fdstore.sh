@@ -1,7 +1,11 @@
 # keeper_fdstore.sh - systemd's fd store: with NOTIFY_SOCKET set, the
 # keeper sends every session's fds there (FDSTORE=1, FDNAME=s<id>-<role>)
 # and removes them when the session ends. No systemd runs as PID 1 here,
-# so a python3 listener plays it: it keeps every fd stored by name, drops
+# and systemd-socket-activate (lifecycle.sh uses it for socket activation
+# and readiness) cannot bring the sessions back: it epoll-waits on every fd
+# it passes on, and a session's state and memory memfds cannot be polled
+# ("Failed to add event on epoll fd ...: Operation not permitted"). So a
+# python3 listener plays systemd: it keeps every fd stored by name, drops
 # the removed ones, and later starts a new daemon with them as
 # LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID, as systemd does after a restart.
 # Three VMs restore (mainline anonymous memory, memfd MINOR faults,
