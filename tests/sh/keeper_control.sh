@@ -34,25 +34,8 @@ new_engine() { # waits for an engine other than $1 that answers on the control s
 	done
 	fail "no new engine after $1"
 }
-vms=()
-names=()
 run_vm() { # name socket snapshot [vmmsim options]
-	local n=$1 s=$2 f=$3
-	shift 3
-	"$VMMSIM" run --socket "$s" --snapshot "$f" --timeout 60 --seed 5 "$@" >"$WORK/$n.out" 2>&1 &
-	vms+=($!)
-	names+=("$n")
-}
-check_vms() {
-	local bad=0 i
-	for i in "${!vms[@]}"; do
-		wait "${vms[$i]}"
-		grep -q '^verify: ok' "$WORK/${names[$i]}.out" ||
-			{ echo "== ${names[$i]}"; tail -8 "$WORK/${names[$i]}.out"; bad=$((bad + 1)); }
-	done
-	[ $bad = 0 ] || fail "$bad of ${#vms[@]} VMs did not verify"
-	vms=()
-	names=()
+	bg_vm "$1" --socket "$2" --snapshot "$3" --timeout 60 --seed 5 "${@:4}"
 }
 
 ctl add "$WORK/a" --socket "$WORK/a.sock" >/dev/null || fail "add a"
@@ -69,7 +52,7 @@ new_engine "$e1"
 out=$(ctl list)
 echo "$out" | grep -q "^$WORK/a.sock	$WORK/a	" || fail "the new engine does not serve a: $out"
 echo "$out" | grep -q "^$WORK/b.sock	$WORK/b	" || fail "the new engine does not serve b: $out"
-check_vms
+wait_vms
 grep -q "session adopted" "$WORK/pagein.log" || fail "no session was adopted"
 grep -q "connection adopted from the keeper in its handshake" "$WORK/pagein.log" ||
 	fail "the connection in its handshake was not adopted"
@@ -96,7 +79,7 @@ e3=$(engine_pid)
 kill -9 "$e3"
 wait "$rm_pid" 2>/dev/null
 new_engine "$e3"
-check_vms
+wait_vms
 for _ in $(seq 1 100); do ctl list | grep -q "a.sock" || break; sleep 0.1; done
 ctl list | grep -q "a.sock" && fail "the removal was not finished by the new engine: $(ctl list)"
 [ -e "$WORK/a.sock" ] && fail "a.sock left after its drain"
@@ -110,7 +93,7 @@ echo "$out" | grep -q "upgrading: engine pid $e4" || fail "upgrade said: $out"
 new_engine "$e4"
 ctl list | grep -q "^$WORK/c.sock	$WORK/c	" || fail "c not served after the upgrade: $(ctl list)"
 run_vm c "$WORK/c.sock" "$WORK/c" --memory memfd
-check_vms
+wait_vms
 grep -q "engine_upgraded\|hands over" "$WORK/pagein.log" || fail "no upgrade line"
 
 kill -TERM "$keeper"

@@ -25,28 +25,10 @@ wait_engine() {
 	fail "no engine serving"
 }
 run_vm() { # name, vmmsim options...
-	local n=$1
-	shift
-	"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/snap" --timeout 60 --seed 7 "$@" \
-		>"$WORK/$n.out" 2>&1 &
-	vms+=($!)
-	names+=("$n")
-}
-check_vms() {
-	local bad=0 i
-	for i in "${!vms[@]}"; do
-		wait "${vms[$i]}"
-		grep -q '^verify: ok' "$WORK/${names[$i]}.out" ||
-			{ echo "== ${names[$i]}"; tail -8 "$WORK/${names[$i]}.out"; bad=$((bad + 1)); }
-	done
-	[ $bad = 0 ] || fail "$bad of ${#vms[@]} VMs did not verify"
-	vms=()
-	names=()
+	bg_vm "$1" --socket "$SOCK" --snapshot "$WORK/snap" --timeout 60 --seed 7 "${@:2}"
 }
 
 wait_engine
-vms=()
-names=()
 run_vm mainline --split-handshake 40
 run_vm fc17 --split-handshake 40 --fc-version 1.7
 run_vm memfd --split-handshake 40 --memory memfd
@@ -56,7 +38,7 @@ grep -q "session started" "$WORK/pagein.log" && fail "a handshake was complete b
 old=$(engine_pid)
 kill -9 "$old"
 note "engine $old killed with 4 handshakes in progress"
-check_vms
+wait_vms
 adopted=$(grep -c "connection adopted from the keeper in its handshake" "$WORK/pagein.log")
 [ "$adopted" -ge 4 ] || fail "$adopted connections adopted in their handshake, expected 4"
 note "4 VMs verified; $adopted connections adopted in their handshake"
@@ -72,7 +54,7 @@ for i in $(seq 1 8); do
 done
 sleep 0.0$((RANDOM % 5))
 kill -9 "$(engine_pid)"
-check_vms
+wait_vms
 note "8 VMs started around a kill verified"
 
 # Every VM has ended: a new engine must still not give out a number an
@@ -81,7 +63,7 @@ old=$(engine_pid)
 kill -9 "$old"
 for _ in $(seq 1 100); do e=$(engine_pid); [ -n "$e" ] && [ "$e" != "$old" ] && break; sleep 0.05; done
 run_vm last
-check_vms
+wait_vms
 dups=$(grep -o 'vm[0-9]* pid [0-9]*: session started' "$WORK/pagein.log" | awk '{print $1}' | sort | uniq -d)
 [ -z "$dups" ] || fail "connection numbers given out twice: $dups"
 grep -qE "session ended \((failed|handshake refused)|refused handshake" "$WORK/pagein.log" && fail "a session failed"

@@ -90,3 +90,27 @@ wait_open_fds() {
 	ls -l "/proc/$PAGEIN_PID/fd"
 	fail "fds: $1 at start, $(open_fds) now"
 }
+
+# bg_vm NAME VMMSIM-RUN-ARGS...: vmmsim run in the background, its output
+# in $WORK/NAME.out; wait_vms then waits for every one started and fails
+# unless each ended "verify: ok".
+BG_VMS=()
+BG_NAMES=()
+bg_vm() {
+	local n=$1
+	shift
+	"$VMMSIM" run "$@" >"$WORK/$n.out" 2>&1 &
+	BG_VMS+=($!)
+	BG_NAMES+=("$n")
+}
+wait_vms() {
+	local bad=0 i
+	for i in "${!BG_VMS[@]}"; do
+		wait "${BG_VMS[$i]}"
+		grep -q '^verify: ok' "$WORK/${BG_NAMES[$i]}.out" ||
+			{ echo "== ${BG_NAMES[$i]}"; tail -8 "$WORK/${BG_NAMES[$i]}.out"; bad=$((bad + 1)); }
+	done
+	[ $bad = 0 ] || fail "$bad of ${#BG_VMS[@]} VMs did not verify"
+	BG_VMS=()
+	BG_NAMES=()
+}
