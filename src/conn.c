@@ -420,25 +420,8 @@ static bool feed_requests(struct pagein_server *srv, struct conn *c,
  * the keeper forgets the connection. */
 static bool consume_handshake(struct conn *c, size_t len)
 {
-	char buf[4096];
-	while (len) {
-		union {
-			struct cmsghdr align;
-			char b[CMSG_SPACE(sizeof(int) * 8)];
-		} ctl;
-		struct iovec iov = {.iov_base = buf, .iov_len = len < sizeof(buf) ? len : sizeof(buf)};
-		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-				    .msg_controllen = sizeof(ctl.b)};
-		ssize_t n = recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		struct conn tmp = {.fds = {-1, -1, -1}};
-		take_fds(&tmp, &mh); /* copies of the ones peeked at */
-		close_received_fds(&tmp);
-		len -= (size_t)n;
-	}
+	if (!keeper_discard(c->sock, len))
+		return false;
 	conn_unpeek_handshake(c);
 	keeper_send_drop(c);
 	return true;

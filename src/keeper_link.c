@@ -120,6 +120,31 @@ int keeper_recv_payload(int fd, struct keeper_msg *m, char *payload, size_t cap,
 	return (int)n;
 }
 
+bool keeper_discard(int sock, uint64_t len)
+{
+	char buf[4096];
+	while (len) {
+		union {
+			struct cmsghdr align;
+			char b[CMSG_SPACE(sizeof(int) * 8)];
+		} ctl;
+		struct iovec iov = {.iov_base = buf, .iov_len = len < sizeof(buf) ? (size_t)len : sizeof(buf)};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+				    .msg_controllen = sizeof(ctl.b)};
+		ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); n >= 0 && cm; cm = CMSG_NXTHDR(&mh, cm))
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+				for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
+					close(((int *)CMSG_DATA(cm))[i]);
+		if (n <= 0)
+			return false;
+		len -= (uint64_t)n;
+	}
+	return true;
+}
+
 int keeper_recv(int fd, struct keeper_msg *m, int *fds, int *nfds, bool block)
 {
 	return keeper_recv_payload(fd, m, NULL, 0, NULL, fds, nfds, block);

@@ -107,6 +107,10 @@ int keeper_adopt_pending(struct pagein_server *srv, const struct keeper_msg *m,
 int keeper_adopt(struct pagein_server *srv, const struct keeper_msg *m,
 		 int *fds, int nfds, struct pagein_error *err);
 
+/* Takes a handshake's len bytes off a stream socket that were peeked at,
+ * closing the fds that came with them (the peek installed copies). */
+bool keeper_discard(int sock, uint64_t len);
+
 /* One message with its fds (SCM_RIGHTS); 0 on EOF, <0 -errno, else bytes.
  * A payload follows the message (plen bytes; keeper_recv drops it). */
 int keeper_recv(int fd, struct keeper_msg *m, int *fds, int *nfds, bool block);

@@ -365,32 +365,6 @@ static void drop_kept(uint32_t id, bool pending)
 		}
 }
 
-/* Takes a complete handshake's len bytes (and the fds that came with
- * them, which the KEEP carries too) off the socket. */
-static bool consume(int sock, uint64_t len)
-{
-	char buf[4096];
-	while (len) {
-		union {
-			struct cmsghdr align;
-			char b[CMSG_SPACE(sizeof(int) * 8)];
-		} ctl;
-		struct iovec iov = {.iov_base = buf, .iov_len = len < sizeof(buf) ? (size_t)len : sizeof(buf)};
-		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-				    .msg_controllen = sizeof(ctl.b)};
-		ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
-			continue;
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); n >= 0 && cm; cm = CMSG_NXTHDR(&mh, cm))
-			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-				for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
-					close(((int *)CMSG_DATA(cm))[i]);
-		if (n <= 0)
-			return false;
-		len -= (uint64_t)n;
-	}
-	return true;
-}
 
 /* CONTROL or SOCKET (--control): kept for the next engines. */
 static void on_socket(const struct keeper_msg *m, const char *payload, size_t plen, int *fds, int nfds)
@@ -472,7 +446,7 @@ static void on_message(int link, const struct keeper_msg *m, const char *payload
 		/* The session, and its handshake off the socket, in one step
 		 * (keeper_link.h): the connection is no longer pending. */
 		drop_kept(m->id, true);
-		bool ok = nfds >= 2 && consume(fds[1], m->conn.consume);
+		bool ok = nfds >= 2 && keeper_discard(fds[1], m->conn.consume);
 		struct keeper_msg r = {.type = KMSG_KEPT, .id = m->id, .flags = ok ? 0 : KMSG_FAILED};
 		if (!ok) {
 			klog("error", "keeper_consume_failed", "%.48s: cannot take its handshake (%llu bytes) off the socket: %s",
