@@ -232,8 +232,9 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 {
 	enum pagein_log_level lvl = why == END_FAILED || why == END_REFUSED
 					    ? PAGEIN_LOG_ERROR : PAGEIN_LOG_INFO;
-	if (c->hs_peek && !c->kst)
-		keeper_send_drop(c); /* keeper: forget the socket it holds */
+	/* keeper: it holds the socket from the accept on (and the session's
+	 * fds once kept): it forgets them. */
+	bool kept = c->hs_peek || c->kst;
 	if (!c->session) {
 		struct json_object *f = end_fields(why, detail);
 		if (why == END_REFUSED)
@@ -243,6 +244,8 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 			server_log_fields(srv, lvl, c, "connection_closed", f, "connection closed (%s%s%s)",
 					  why_text(why), detail ? ": " : "", detail ? detail : "");
 		apply_failure_policy(srv, c, why);
+		if (kept)
+			keeper_send_drop(c);
 		return;
 	}
 	/* Stop the session's helpers before the policy acts, so that the
@@ -278,8 +281,8 @@ void conn_finish(struct pagein_server *srv, struct conn *c,
 	if (perr)
 		server_log(srv, PAGEIN_LOG_ERROR, c, "prefetch_stopped", "prefetch stopped: %s", perr);
 	apply_failure_policy(srv, c, why);
-	if (c->kst)
-		keeper_send_drop(c); /* keeper: forget its fds */
+	if (kept)
+		keeper_send_drop(c);
 	save_recording(srv, c);
 }
 
