@@ -374,15 +374,16 @@ static int daemon_remove(const char *path, struct opt_err *e)
 	}
 	daemon_log(PAGEIN_LOG_INFO, "socket_removing", "control: removing %s (draining up to %.1f s)",
 		   path, D.cfg.drain_ms / 1000.0);
+	/* keeper: its copy of the socket refuses connections too; one `ctl
+	 * add` made is drained by a new engine too, then forgotten (the
+	 * command line's, number 0, a new engine serves again). */
 	uint32_t sid = sv->sid;
-	if (sid) /* keeper: a new engine drains it too, then forgets it */
-		keeper_send_socket_msg(KMSG_SOCKET_DRAIN, sid);
+	keeper_send_socket_msg(KMSG_SOCKET_DRAIN, sid);
 	pagein_server_drain(sv->srv, D.cfg.drain_ms);
 	if (sv->running)
 		pthread_join(sv->thread, NULL);
 	served_free(sv);
-	if (sid)
-		keeper_send_socket_msg(KMSG_SOCKET_GONE, sid);
+	keeper_send_socket_msg(KMSG_SOCKET_GONE, sid);
 	daemon_log(PAGEIN_LOG_INFO, "socket_removed", "control: removed %s", path);
 	pthread_mutex_lock(&D.lock);
 	pthread_cond_broadcast(&D.cond);

@@ -405,6 +405,14 @@ static void on_message(int link, const struct keeper_msg *m, const char *payload
 		on_socket(m, payload, plen, fds, nfds);
 		return;
 	}
+	if ((m->type == KMSG_SOCKET_DRAIN || m->type == KMSG_SOCKET_GONE) && m->id == 0) {
+		/* `ctl remove` of the command line's socket */
+		if (m->type == KMSG_SOCKET_DRAIN && K.listen_fd >= 0 && K.created)
+			shutdown(K.listen_fd, SHUT_RD);
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return;
+	}
 	if (m->type == KMSG_SOCKET_DRAIN || m->type == KMSG_SOCKET_GONE) {
 		for (size_t i = 0; i < K.nsocks; i++) {
 			struct ksock *k = &K.socks[i];
@@ -515,12 +523,14 @@ static bool read_link(int fd)
 
 /* A drain: the sockets this daemon created refuse new connections, our
  * copies too (connect() gets ECONNREFUSED once one is shut down). One a
- * .socket unit passed is left as it is: connections queue there for the
- * next start, which is what socket activation is for (a shut-down socket
- * would refuse them for good). */
+ * .socket unit passed, or one kept in systemd's fd store, is left as it
+ * is: connections queue there for the next start, which is what socket
+ * activation is for (a shut-down socket would refuse them for good). */
 static void refuse_new(void)
 {
-	if (K.listen_fd >= 0 && K.created)
+	/* With the fd store the socket is stored for the next start (a
+	 * drain may leave sessions there for it): connections queue. */
+	if (K.listen_fd >= 0 && K.created && N.fd < 0)
 		shutdown(K.listen_fd, SHUT_RD);
 	for (size_t i = 0; i < K.nsocks; i++)
 		if (K.socks[i].dev || K.socks[i].ino)

@@ -105,4 +105,23 @@ for f in "$CTL" "$WORK/a.sock" "$WORK/b.sock" "$WORK/c.sock"; do
 	[ -e "$f" ] && fail "$f left behind"
 done
 grep -qE "Sanitizer|runtime error" "$WORK/pagein.log" && fail "sanitizer report"
+
+# The command line's own socket removed through the control socket: the
+# keeper's copy of it refuses connections too.
+"$PAGEIN" serve --snapshot "$WORK/c" --socket "$WORK/d.sock" --control "$CTL" >"$WORK/pagein2.log" 2>&1 &
+PAGEIN_PID=$!
+for _ in $(seq 1 100); do [ -S "$CTL" ] && [ -S "$WORK/d.sock" ] && break; sleep 0.05; done
+ctl remove "$WORK/d.sock" >/dev/null || fail "remove the command line's socket"
+python3 - "$WORK/d.sock" <<'PY' || fail "the removed command-line socket still takes connections"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except (ConnectionRefusedError, FileNotFoundError):
+    sys.exit(0)
+sys.exit(1)
+PY
+kill -TERM "$PAGEIN_PID"
+wait "$PAGEIN_PID" || fail "the second daemon exited $? on SIGTERM"
+PAGEIN_PID=""
 echo "ok"

@@ -203,6 +203,11 @@ cat "$log2" | tail -30
 adopted=$(grep -c 'session_adopted\|adopted' "$log2")
 note "new daemon: $adopted adoption lines"
 grep -q 'fdstore_restored\|passed back' "$log2" || fail "the new keeper took no session from LISTEN_FDS"
+# The socket came back from the store too, and takes new VMs (the drain
+# must not have shut it down for good).
+"$VMMSIM" run --socket "$SOCK" --snapshot "$WORK/snap" --timeout 60 --seed 4 --touch 0.05 \
+	>"$WORK/after.out" 2>&1 || true
+grep -q '^verify: ok' "$WORK/after.out" || fail "a VM after the restart did not restore: $(tail -3 "$WORK/after.out")"
 # Every session ended: its fds left the store; the socket stays stored.
 for _ in $(seq 1 100); do
 	left=$(python3 - "$WORK/fakesd.log" <<'PY'
