@@ -114,3 +114,16 @@ wait_vms() {
 	BG_VMS=()
 	BG_NAMES=()
 }
+
+# connect_refused PATH: a connect() to the Unix socket at PATH is refused.
+connect_refused() {
+	python3 - "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except (ConnectionRefusedError, FileNotFoundError):
+    sys.exit(0)
+sys.exit(1)
+EOF
+}

@@ -12,19 +12,6 @@
 gen_snapshot "$WORK/snap" 16M
 SNAP=$WORK/snap
 
-# connect_refused PATH: a connect() to the Unix socket at PATH is refused.
-connect_refused() {
-	python3 - "$1" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-try:
-    s.connect(sys.argv[1])
-except (ConnectionRefusedError, FileNotFoundError):
-    sys.exit(0)
-sys.exit(1)
-EOF
-}
-
 # vm_bg NAME ARGS...: vmmsim run in the background; its pid in VM_PID.
 vm_bg() {
 	local name=$1
