@@ -116,7 +116,8 @@ void pagein_session_latency(const struct pagein_session *s,
 /* read() that cannot block. O_NONBLOCK lives on the open file description
  * the VMM shares with us, so the VMM can clear it at any time; RWF_NOWAIT
  * is per call (userfaultfd supports it since 6.8). Older kernels: poll
- * first and put O_NONBLOCK back, which a racing VMM could still defeat. */
+ * first, put O_NONBLOCK back, and read with a timer that cuts the read
+ * short if a racing VMM defeats both (uffd_read_bounded). */
 static ssize_t read_nowait(struct pagein_session *s, void *buf, size_t len)
 {
 	if (s->read_nowait) {
@@ -131,7 +132,9 @@ static ssize_t read_nowait(struct pagein_session *s, void *buf, size_t len)
 	int fl = fcntl(s->uffd, F_GETFL);
 	if (fl >= 0 && !(fl & O_NONBLOCK))
 		fcntl(s->uffd, F_SETFL, fl | O_NONBLOCK);
-	return read(s->uffd, buf, len);
+	if (s->test_after_poll)
+		s->test_after_poll(s, s->test_arg);
+	return uffd_read_bounded(s->uffd, buf, len);
 }
 
 int pump_read_events(struct pagein_session *s, bool drain,

@@ -105,6 +105,9 @@ struct pagein_session {
 	/* Tests only: called after a read() that returned faults, before they
 	 * are served, to stage races (a REMOVE or a pwrite in between). */
 	void (*test_after_read)(struct pagein_session *s, void *arg);
+	/* Tests only: between the poll and the read of a kernel without
+	 * RWF_NOWAIT (read_nowait false), to stage a VMM racing it. */
+	void (*test_after_poll)(struct pagein_session *s, void *arg);
 	void *test_arg;
 };
 

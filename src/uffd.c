@@ -5,9 +5,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <sys/syscall.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The ioctls report progress in a signed field: bytes done, or -errno when
@@ -146,4 +149,62 @@ bool uffd_fdinfo_shows_init(void)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, probe_init);
 	return shows_init;
+}
+
+/* ---- a read() a VMM cannot park (kernels without RWF_NOWAIT on a uffd) --
+ * The caller set O_NONBLOCK just before, after poll() said readable; but
+ * the VMM shares the open file description and can clear the flag again,
+ * or read the events itself, and then read() would wait for the next
+ * event, maybe forever. A timer signal to this thread cuts it short: its
+ * handler does nothing and has no SA_RESTART, so read() fails with EINTR.
+ * The timer repeats, in case a tick lands just before the read(); it is
+ * deleted right after, which discards a tick not yet delivered. The
+ * signal is SIGRTMAX - 1, taken only if nobody handles it already. */
+#define BOUND_NS 20000000L
+
+static pthread_once_t bound_once = PTHREAD_ONCE_INIT;
+static bool bound_ok;
+
+static void bound_tick(int sig)
+{
+	(void)sig;
+}
+
+static void bound_install(void)
+{
+	struct sigaction old, sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = bound_tick; /* no SA_RESTART */
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGRTMAX - 1, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+	    !(old.sa_flags & SA_SIGINFO))
+		bound_ok = sigaction(SIGRTMAX - 1, &sa, NULL) == 0;
+}
+
+ssize_t uffd_read_bounded(int fd, void *buf, size_t len)
+{
+	pthread_once(&bound_once, bound_install);
+	timer_t t;
+	bool timed = false;
+	if (bound_ok) {
+		struct sigevent sev;
+		memset(&sev, 0, sizeof(sev));
+		sev.sigev_notify = SIGEV_THREAD_ID;
+		sev.sigev_signo = SIGRTMAX - 1;
+		sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+		struct itimerspec its = {.it_value = {0, BOUND_NS}, .it_interval = {0, BOUND_NS}};
+		timed = timer_create(CLOCK_MONOTONIC, &sev, &t) == 0;
+		if (timed && timer_settime(t, 0, &its, NULL) < 0) {
+			timer_delete(t);
+			timed = false;
+		}
+	}
+	ssize_t n = read(fd, buf, len);
+	int e = errno;
+	if (timed)
+		timer_delete(t);
+	if (n < 0 && e == EINTR)
+		e = EAGAIN;
+	errno = e;
+	return n;
 }

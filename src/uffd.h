@@ -9,8 +9,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "uffd_compat.h"
+
+/* read() of uffd events that returns within about 20 ms even if a VMM
+ * makes it block (clears O_NONBLOCK, or reads the events itself): -1 with
+ * EAGAIN then. For kernels without RWF_NOWAIT on a uffd (before 6.8). */
+ssize_t uffd_read_bounded(int fd, void *buf, size_t len);
 
 int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len,
 	      bool wake, uint64_t *done);

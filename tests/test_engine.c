@@ -18,6 +18,7 @@
  *   - a uffd whose O_NONBLOCK the VMM cleared never blocks a reader. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -33,6 +35,7 @@
 #include "session.h"
 #include "snapshot_format.h"
 #include "source.h"
+#include "uffd.h"
 
 /* A hang is this test's failure mode: a watchdog turns it into one. */
 static void on_alarm(int sig)
@@ -442,6 +445,68 @@ static int cleared_nonblock_never_blocks(enum tc_mem mem)
 	return TC_PASS;
 }
 
+/* Item 6 on a kernel without RWF_NOWAIT on a uffd (before 6.8): poll says
+ * a fault is pending, then the VMM races the read: it takes the event
+ * itself and clears O_NONBLOCK again. The read must still come back
+ * (uffd_read_bounded); the session goes on. */
+struct toucher {
+	struct rig *r;
+	uint64_t page;
+};
+
+static void *touch_page(void *arg)
+{
+	struct toucher *t = arg;
+	volatile uint8_t v = t->r->g.base[t->page * PS];
+	(void)v;
+	return NULL;
+}
+
+static int stolen;
+
+static void steal_events(struct pagein_session *s, void *arg)
+{
+	(void)arg;
+	struct uffd_msg m[8];
+	struct iovec iov = {.iov_base = m, .iov_len = sizeof(m)};
+	ssize_t n = preadv2(s->uffd, &iov, 1, -1, RWF_NOWAIT);
+	if (n > 0)
+		stolen += (int)(n / (ssize_t)sizeof(m[0]));
+	int fl = fcntl(s->uffd, F_GETFL);
+	fcntl(s->uffd, F_SETFL, fl & ~O_NONBLOCK);
+}
+
+static int stolen_event_never_blocks(enum tc_mem mem)
+{
+	struct rig r;
+	struct rig_opts o = {.reg = TC_REG_MISSING, .no_runner = true};
+	int t = rig_start_opts(&r, mem, 64, &o);
+	if (t != TC_PASS)
+		return t;
+	r.s->read_nowait = false; /* as before 6.8: poll, then read */
+	r.s->test_after_poll = steal_events;
+	stolen = 0;
+	struct toucher tt = {.r = &r, .page = 5};
+	pthread_t th;
+	TC_CHECK(pthread_create(&th, NULL, touch_page, &tt) == 0);
+	struct pollfd p = {.fd = r.g.uffd, .events = POLLIN};
+	TC_CHECK(poll(&p, 1, 5000) == 1); /* the fault is pending */
+	watchdog(20);
+	struct pagein_error err = {{0}};
+	int rc = pagein_session_handle_uffd(r.s, &err);
+	alarm(0);
+	/* The fault the "VMM" took is nobody's now: release its thread. */
+	uint64_t done;
+	uffd_zeropage(r.g.uffd, (uint64_t)(uintptr_t)(r.g.base + 5 * PS), PS, true, &done);
+	pthread_join(th, NULL);
+	r.s->test_after_poll = NULL;
+	rig_stop(&r, NULL);
+	fprintf(stderr, "  %d event(s) taken between the poll and the read; handle_uffd returned %d\n", stolen, rc);
+	TC_CHECK(stolen >= 1);
+	TC_CHECK(rc == 0);
+	return TC_PASS;
+}
+
 int main(void)
 {
 	static const struct tc_case cases[] = {
@@ -455,6 +520,7 @@ int main(void)
 		{"truncated_bitmap_fails_the_session", truncated_bitmap_fails_the_session, TC_MEMFD},
 		{"shrunk_snapshot_fails_what_needs_it", shrunk_snapshot_fails_what_needs_it, TC_MEMFD},
 		{"cleared_nonblock_never_blocks", cleared_nonblock_never_blocks, TC_ANON},
+		{"stolen_event_never_blocks", stolen_event_never_blocks, TC_ANON},
 	};
 	return tc_run(cases, sizeof(cases) / sizeof(cases[0]));
 }
