@@ -570,6 +570,14 @@ CONFIG_NAMES = {
 }
 
 
+def split_key(k):
+    """A results key "workload/cache/config[.pagein]": the workload, the
+    configuration and whether it ran from a pagein-format file."""
+    wl, _, cfg = k.split("/")
+    fmt_file = cfg.endswith(".pagein")
+    return wl, cfg[:-len(".pagein")] if fmt_file else cfg, fmt_file
+
+
 def workloads(ws_trace):
     return {
         "w1": {"name": "w1", "args": ["--pattern", "trace:" + ws_trace, "--vcpus", "2"]},
@@ -991,14 +999,12 @@ def markdown_throttled(res):
     for k, v in t["median"].items():
         if not v:
             continue
-        wl, _, cfg = k.split("/")
-        fmt_file = cfg.endswith(".pagein")
-        base = cfg[:-len(".pagein")] if fmt_file else cfg
+        wl, base, fmt_file = split_key(k)
         name = CONFIG_NAMES.get(base, base) + (", pagein-format file" if fmt_file else "")
         fl = res["median"].get("%s/warm/floor" % wl) or {}
         xf = v["wall_s"] / fl["wall_s"] if fl.get("wall_s") else None
         fv = t["median"].get("%s/throttled/file" % wl) or {}
-        sp = (fv["wall_s"] / v["wall_s"]) if fv.get("wall_s") and cfg != "file" else None
+        sp = (fv["wall_s"] / v["wall_s"]) if fv.get("wall_s") and (base, fmt_file) != ("file", False) else None
         rb = v.get("read_bytes")
         L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             wl, name, fmt(v.get("wall_s")), fmt(xf), fmt(sp), fmt(v.get("faults")),
@@ -1131,9 +1137,7 @@ def markdown_hugetlb(res):
     for k, v in h["median"].items():
         if not v:
             continue
-        wl, _, cfg = k.split("/")
-        fmt_file = cfg.endswith(".pagein")
-        base = cfg[:-len(".pagein")] if fmt_file else cfg
+        wl, base, fmt_file = split_key(k)
         name = CONFIG_NAMES.get(base, base) + (", pagein-format file" if fmt_file else "")
         if base == "ref":
             name = "reference handler (one 2 MiB COPY per fault)"
@@ -1412,9 +1416,7 @@ def extra_panels(res, short):
         for k, v in med.items():
             if not v or not v.get("wall_s"):
                 continue
-            wl, _, cfg = k.split("/")
-            fmt_file = cfg.endswith(".pagein")
-            base = cfg[:-len(".pagein")] if fmt_file else cfg
+            wl, base, fmt_file = split_key(k)
             bars.append(("%s %s%s" % (wl, short.get(base, base), " pgn" if fmt_file else ""),
                          v["wall_s"], "pagein-format" if fmt_file else base))
         if bars:

@@ -418,6 +418,28 @@ static bool refuse(struct pagein_server *srv, struct conn *c, const char *why)
 static bool feed_requests(struct pagein_server *srv, struct conn *c,
 			  const char *buf, size_t len);
 
+/* The session every connection of srv gets, over these regions and fds
+ * (a new one, or one the keeper hands over). */
+static struct pagein_session_config session_cfg(struct pagein_server *srv, struct conn *c,
+						 const struct pagein_region *regions, size_t nregions,
+						 int uffd, int mem_fd, int bitmap_fd)
+{
+	return (struct pagein_session_config){
+		.regions = regions,
+		.nregions = nregions,
+		.uffd = uffd,
+		.mem_fd = mem_fd,
+		.bitmap_fd = bitmap_fd,
+		.source = srv->source,
+		.name = c->name,
+		.on_corrupt = srv->cfg.on_corrupt,
+		.fault_around = srv->cfg.fault_around,
+		.record = srv->record_path != NULL,
+		.on_event = on_session_event,
+		.event_opaque = c,
+	};
+}
+
 /* keeper: a handshake peeked at, for a session the keeper does not keep
  * (its layout does not fit a state memfd): taken off the socket here, and
  * the keeper forgets the connection. */
@@ -442,20 +464,9 @@ static bool start_session(struct pagein_server *srv, struct conn *c,
 			 c->extra_fds ? "more than " : "", c->nfds);
 		return refuse(srv, c, why);
 	}
-	struct pagein_session_config cfg = {
-		.regions = hs->regions,
-		.nregions = hs->nregions,
-		.uffd = c->fds[0],
-		.mem_fd = c->nfds == 3 ? c->fds[1] : -1,
-		.bitmap_fd = c->nfds == 3 ? c->fds[2] : -1,
-		.source = srv->source,
-		.name = c->name,
-		.on_corrupt = srv->cfg.on_corrupt,
-		.fault_around = srv->cfg.fault_around,
-		.record = srv->record_path != NULL,
-		.on_event = on_session_event,
-		.event_opaque = c,
-	};
+	struct pagein_session_config cfg = session_cfg(srv, c, hs->regions, hs->nregions, c->fds[0],
+						       c->nfds == 3 ? c->fds[1] : -1,
+						       c->nfds == 3 ? c->fds[2] : -1);
 	struct pagein_error err = {{0}};
 	struct pagein_session *s;
 	int r;
@@ -923,20 +934,8 @@ int conn_adopt(struct pagein_server *srv, struct kstate *k, int sock, int pidfd,
 			.offset = h->regions[i].offset,
 			.page_size = h->regions[i].page_size,
 		};
-	struct pagein_session_config cfg = {
-		.regions = regions,
-		.nregions = h->nregions,
-		.uffd = uffd,
-		.mem_fd = mem_fd,
-		.bitmap_fd = bitmap_fd,
-		.source = srv->source,
-		.name = c->name,
-		.on_corrupt = srv->cfg.on_corrupt,
-		.fault_around = srv->cfg.fault_around,
-		.record = srv->record_path != NULL,
-		.on_event = on_session_event,
-		.event_opaque = c,
-	};
+	struct pagein_session_config cfg = session_cfg(srv, c, regions, h->nregions, uffd, mem_fd,
+						       bitmap_fd);
 	struct pagein_session *s;
 	int r = session_new_state(&cfg, k, &s, err);
 	bool ok = r == 0;
