@@ -36,6 +36,7 @@
 
 #include "error.h"
 #include "keeper_link.h"
+#include "log_time.h"
 #include "server_internal.h"
 #include "source.h"
 #include "workingset.h"
@@ -75,18 +76,6 @@ static uint64_t tag_of(const struct conn *c, enum watch_kind k)
 	return ((uint64_t)c->slot << 32) | ((uint64_t)(c->gen & GEN_MASK) << 2) | k;
 }
 
-/* "2026-12-02T02:34:50.123Z" */
-static void utc_now(char *buf, size_t len)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
-}
-
-static const char *level_names[] = {"error", "warn", "info", "debug"};
 
 void server_log_fields(struct pagein_server *srv, enum pagein_log_level lvl,
 		       const struct conn *c, const char *event,
@@ -106,14 +95,14 @@ void server_log_fields(struct pagein_server *srv, enum pagein_log_level lvl,
 	struct json_object *o = NULL;
 	if (srv->cfg.log_format == PAGEIN_LOG_JSON) {
 		char ts[40];
-		utc_now(ts, sizeof(ts));
+		log_utc_now(ts, sizeof(ts));
 		o = json_object_new_object();
 		if (!o) { /* out of memory: the text line, not nothing */
 			snprintf(text, sizeof(text), "%s%s%s", c ? c->name : "", c ? ": " : "", msg);
 			goto out;
 		}
 		json_object_object_add(o, "ts", json_object_new_string(ts));
-		json_object_object_add(o, "level", json_object_new_string(level_names[lvl]));
+		json_object_object_add(o, "level", json_object_new_string(log_level_names[lvl]));
 		if (c) {
 			char vm[16];
 			snprintf(vm, sizeof(vm), "vm%u", c->id);
@@ -139,7 +128,7 @@ out:
 	else if (o)
 		fprintf(stderr, "%s\n", line);
 	else
-		fprintf(stderr, "pagein: %s: %s\n", level_names[lvl], line);
+		fprintf(stderr, "pagein: %s: %s\n", log_level_names[lvl], line);
 	json_object_put(o);
 	json_object_put(fields);
 }

@@ -7,6 +7,7 @@
  * that stalls is cut off after CONTROL_TIMEOUT_S. */
 #include "control.h"
 #include "keeper_link.h"
+#include "log_time.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -82,17 +83,11 @@ void daemon_log(enum pagein_log_level lvl, const char *event, const char *fmt, .
 		D.cfg.log(D.cfg.log_format, lvl, msg);
 		return;
 	}
-	static const char *names[] = {"error", "warn", "info", "debug"};
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	char when[64], stamp[32];
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when, sizeof(when), "%s.%03ldZ", stamp, ts.tv_nsec / 1000000);
+	char when[64];
+	log_utc_now(when, sizeof(when));
 	struct json_object *o = json_object_new_object();
 	json_object_object_add(o, "ts", json_object_new_string(when));
-	json_object_object_add(o, "level", json_object_new_string(names[lvl]));
+	json_object_object_add(o, "level", json_object_new_string(log_level_names[lvl]));
 	json_object_object_add(o, "event", json_object_new_string(event));
 	json_object_object_add(o, "msg", json_object_new_string(msg));
 	D.cfg.log(D.cfg.log_format, lvl, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));

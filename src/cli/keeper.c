@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "keeper_link.h"
+#include "log_time.h"
 #include "server_internal.h"
 
 /* A crash loop: this many engines in a row that died within
@@ -97,17 +98,13 @@ static void klog(const char *lvl, const char *event, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	char when[32];
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	char when[40];
+	log_utc_now(when, sizeof(when));
 	if (K.json)
-		fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"event\":\"%s\",\"msg\":\"keeper: %s\"}\n",
-			when, ts.tv_nsec / 1000000, lvl, event, msg); /* msg has no quotes */
+		fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\",\"msg\":\"keeper: %s\"}\n",
+			when, lvl, event, msg); /* msg has no quotes */
 	else
-		fprintf(stderr, "%s.%03ldZ pagein %s: keeper: %s\n", when, ts.tv_nsec / 1000000, lvl, msg);
+		fprintf(stderr, "%s pagein %s: keeper: %s\n", when, lvl, msg);
 }
 
 static void close_kept(struct kept *k)

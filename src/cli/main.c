@@ -24,6 +24,7 @@
 #include "control.h"
 #include "keeper.h"
 #include "keeper_link.h"
+#include "log_time.h"
 #include "pagein.h"
 #include "serve_opts.h"
 
@@ -199,15 +200,9 @@ static void log_line(void *opaque, enum pagein_log_level lvl, const char *line)
 		fprintf(stderr, "%s\n", line);
 		return;
 	}
-	static const char *names[] = {"error", "warn", "info", "debug"};
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	char when[32];
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ldZ pagein %s: %s\n", when, ts.tv_nsec / 1000000,
-		names[lvl], line);
+	char when[40];
+	log_utc_now(when, sizeof(when));
+	fprintf(stderr, "%s pagein %s: %s\n", when, log_level_names[lvl], line);
 }
 
 /* The daemon's own lines (signals, the log file), in the servers' format. */
