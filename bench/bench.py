@@ -365,13 +365,15 @@ class Bench:
                 os.unlink(f)
 
     # -- one measurement --------------------------------------------------
-    def vmmsim_run(self, snap, wl, extra, tag, expect=None):
+    def vmmsim_report(self, snap, args, tag, expect=None, timeout=120):
+        """vmmsim run on snap with args, every byte verified against expect
+        (default snap): its JSON report, the path of its latency file (in
+        touch order; the caller reads and removes it) and the process."""
         rep = os.path.join(self.dir, tag + ".json")
         latf = os.path.join(self.dir, tag + ".lat")
         argv = [self.vmmsim, "run", "--snapshot", snap, "--expect-prefault",
                 "--expect", self.expect_copy(expect or snap),
-                "--timeout", "120", "--report-json", rep, "--latency-out", latf]
-        argv += wl["args"] + extra
+                "--timeout", str(timeout), "--report-json", rep, "--latency-out", latf] + args
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if p.returncode != 0 or "verify: ok" not in p.stdout:
             raise RuntimeError("vmmsim failed (%d): %s\n%s" % (p.returncode, " ".join(argv),
@@ -379,6 +381,10 @@ class Bench:
         with open(rep) as f:
             r = json.load(f)
         os.unlink(rep)
+        return r, latf, p
+
+    def vmmsim_run(self, snap, wl, extra, tag, expect=None):
+        r, latf, p = self.vmmsim_report(snap, wl["args"] + extra, tag, expect)
         return r, load_latencies(latf), p
 
     def measure(self, snap, wl, cfg, cache, rep, ws=None, expect=None, record=None,

@@ -212,19 +212,8 @@ def download(url, path, size):
 def vmmsim_w1(b, snap, expect, trace, extra, tag):
     """Runs w1 (2 vCPUs) and returns (report, vCPU 0's first-access latency
     in seconds, the slowest of its first 16)."""
-    rep = os.path.join(b.dir, tag + ".json")
-    latf = os.path.join(b.dir, tag + ".lat")
-    argv = [b.vmmsim, "run", "--snapshot", snap, "--expect-prefault",
-            "--expect", b.expect_copy(expect), "--timeout", "300", "--report-json", rep,
-            "--latency-out", latf, "--pattern", "trace:" + trace, "--vcpus", "2"] + extra
-    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0 or "verify: ok" not in p.stdout:
-        raise RuntimeError("vmmsim failed (%d): %s\n%s" % (p.returncode, " ".join(argv),
-                                                            p.stderr[-2000:]))
-    import json
-    with open(rep) as f:
-        r = json.load(f)
-    os.unlink(rep)
+    r, latf, _ = b.vmmsim_report(snap, ["--pattern", "trace:" + trace, "--vcpus", "2"] + extra,
+                                 tag, expect, timeout=300)
     with open(latf) as f:
         head = [int(f.readline() or 0) for _ in range(16)]
     os.unlink(latf)

@@ -342,11 +342,6 @@ void keeper_set_sid(struct pagein_server *srv, uint32_t sid)
 	srv->keeper_sid = sid;
 }
 
-uint32_t keeper_sid(const struct pagein_server *srv)
-{
-	return srv->keeper_sid;
-}
-
 void keeper_claim_socket(struct pagein_server *srv, uint64_t dev, uint64_t ino)
 {
 	if (!dev && !ino)

@@ -124,7 +124,6 @@ int keeper_send_payload(int fd, const struct keeper_msg *m, const void *payload,
  * and the socket file it now owns (unlinked when it is removed or at the
  * end) though its fd came from the keeper. */
 void keeper_set_sid(struct pagein_server *srv, uint32_t sid);
-uint32_t keeper_sid(const struct pagein_server *srv);
 void keeper_claim_socket(struct pagein_server *srv, uint64_t dev, uint64_t ino);
 /* A socket `pagein ctl add` started serving: its listening fd and its
  * options (argv[1..argc-1]) to the keeper. */

@@ -857,36 +857,41 @@ static unsigned chunk_pri(const struct remote *rm, uint64_t c)
 	return rm->m->chunks[c].offset < rm->m->h.ws_data_end ? PRI_WS : PRI_BG;
 }
 
+/* Its last fetch failed and it is not to be tried again yet. Caller
+ * holds rm->lock. */
+static bool failed_recently(const struct chunkst *cs)
+{
+	return cs->fail_until && mono_ns() < cs->fail_until;
+}
+
+/* 0: the chunk is in memory; its error if it failed recently; 1 if
+ * neither (it must be fetched or waited for). Caller holds rm->lock. */
+static int chunk_outcome(const struct chunkst *cs)
+{
+	if (cs->mem)
+		return 0;
+	return failed_recently(cs) ? cs->fail_err : 1;
+}
+
 static int r_ensure(void *arg, uint64_t c)
 {
 	struct remote *rm = arg;
 	pthread_mutex_lock(&rm->lock);
 	struct chunkst *cs = &rm->c[c];
-	if (cs->mem) {
-		pthread_mutex_unlock(&rm->lock);
-		return 0;
-	}
-	if (cs->fail_until && mono_ns() < cs->fail_until) {
-		int e = cs->fail_err;
-		pthread_mutex_unlock(&rm->lock);
-		return e;
-	}
+	int rc = chunk_outcome(cs);
 	bool idle = cs->state == C_NONE;
 	pthread_mutex_unlock(&rm->lock);
+	if (rc <= 0)
+		return rc;
 	if (idle && cache_present(rm, c))
 		return 0;
 	pthread_mutex_lock(&rm->lock);
 	bool park = tls.h && tls.h->rm == rm;
 	uint64_t cs_size = rm->m->h.chunk_size;
 	for (;;) {
-		if (cs->mem) {
+		if ((rc = chunk_outcome(cs)) <= 0) {
 			pthread_mutex_unlock(&rm->lock);
-			return 0;
-		}
-		if (cs->fail_until && mono_ns() < cs->fail_until) {
-			int e = cs->fail_err;
-			pthread_mutex_unlock(&rm->lock);
-			return e;
+			return rc;
 		}
 		/* A fault (parked or MINOR) or a stage-2 request jumps the
 		 * queue; the prefetch thread (working set, then population)
@@ -950,7 +955,7 @@ static void r_want(void *arg, uint64_t c)
 	if (cache_present(rm, c))
 		return;
 	pthread_mutex_lock(&rm->lock);
-	if (!(rm->c[c].fail_until && mono_ns() < rm->c[c].fail_until))
+	if (!failed_recently(&rm->c[c]))
 		want_locked(rm, c, chunk_pri(rm, c));
 	pthread_mutex_unlock(&rm->lock);
 }

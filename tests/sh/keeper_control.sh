@@ -56,7 +56,6 @@ wait_vms
 grep -q "session adopted" "$WORK/pagein.log" || fail "no session was adopted"
 grep -q "connection adopted from the keeper in its handshake" "$WORK/pagein.log" ||
 	fail "the connection in its handshake was not adopted"
-# b's options came back with it: --populate none means no background fill.
 note "4 VMs verified across the kill; both sockets served again"
 
 ctl remove "$WORK/b.sock" >/dev/null || fail "remove b"
